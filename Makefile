@@ -1,0 +1,72 @@
+# tasker-sidecar. `make help` lists the targets.
+
+BINARY      := bin/sidecar
+PKG         := github.com/tasker-systems/tasker-sidecar
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BRANCH      ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+LDFLAGS     := -s -w \
+	-X github.com/prometheus/common/version.Version=$(VERSION) \
+	-X github.com/prometheus/common/version.Revision=$(REVISION) \
+	-X github.com/prometheus/common/version.Branch=$(BRANCH) \
+	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEMO_DB     ?= postgres://postgres@127.0.0.1:5432/tasker_demo?sslmode=disable
+GOTESTFLAGS ?=
+
+.PHONY: help build test test-unit services demo lint fmt-check tidy-check vet bench docker clean
+
+help: ## list targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build bin/sidecar (static)
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BINARY) ./cmd/sidecar
+
+services: ## install and start PostgreSQL, Redis, Memcached and promtool if missing (idempotent)
+	./scripts/services.sh
+
+test: services ## start the services the tests need, then run every test with -race
+	go test -race -count=1 $(GOTESTFLAGS) ./...
+
+demo: build ## run the sidecar on a live demo workload (in-process cache)
+	./scripts/services.sh postgres
+	./$(BINARY) demo --database-url '$(DEMO_DB)'
+
+lint: fmt-check vet ## gofmt, go vet and staticcheck
+	go run $(STATICCHECK) ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	go vet ./...
+
+tidy-check: ## go.mod and go.sum are tidy
+	go mod tidy && git diff --exit-code go.mod go.sum
+
+bench: services ## run the Go benchmarks (see docs/benchmarks.md for the database-size runs)
+	go test -run '^$$' -bench . -benchmem ./...
+
+docker: ## build the container image
+	docker build -t tasker-sidecar:$(VERSION) --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) .
+
+clean:
+	rm -rf bin
+
+.PHONY: dashboards e2e-prometheus check-rules
+
+dashboards: ## regenerate grafana/dashboards/*.json and the Kubernetes objects made from them and the rules
+	go run ./dashboards/cmd/generate
+
+e2e-prometheus: services ## real Prometheus scraping a real sidecar: every panel returns data, every rule evaluates
+	go test -race -count=1 -run '^TestPrometheusEndToEnd$$' -v ./dashboards/
+
+check-rules: ## promtool check rules and promtool test rules on deploy/prometheus
+	./scripts/services.sh promtool
+	promtool check rules deploy/prometheus/tasker-sidecar.rules.yaml
+	promtool test rules deploy/prometheus/tests/*.test.yaml
+
+.PHONY: e2e-jaeger
+
+e2e-jaeger: services ## build Jaeger v2 into .cache/ (once) and check a simulated task's trace in it, over OTLP HTTP and gRPC
+	./scripts/e2e-jaeger.sh

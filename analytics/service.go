@@ -1,0 +1,173 @@
+package analytics
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultStatementTimeout  = 60 * time.Second
+	DefaultMaxBatch          = 50
+	DefaultSlowestLimit      = 10
+	DefaultMaxPaths          = 1000
+	DefaultStepCreationSlack = time.Hour
+)
+
+// Options tunes a Service. Zero fields take the Default* constants.
+type Options struct {
+	// StatementTimeout bounds every query of a computation (SET LOCAL
+	// statement_timeout). It replaces the pool's own timeout inside the
+	// analytics transactions: the 24-hour aggregates on a large database
+	// legitimately take longer than a health count (10-25 s on a million
+	// tasks), and the coordinated cache keeps them from being repeated.
+	StatementTimeout time.Duration
+	// MaxBatch is the most task ids one batch request may name.
+	MaxBatch int
+	// SlowestLimit is the length of the slowest-task and slowest-step lists.
+	SlowestLimit int
+	// MaxPaths caps the root-to-leaf paths enumerated for one task graph;
+	// Tasker enumerates all of them, which is exponential in the DAG's width.
+	MaxPaths int
+	// StepCreationSlack is how long after its task a step may have been
+	// created and still be seen by the slowest-steps list: steps have no
+	// creation-time index, so they are found through their tasks. Tasker
+	// creates every step while initialising its task.
+	StepCreationSlack time.Duration
+	// MaxConcurrent bounds the analytics transactions open at once. Default:
+	// one less than the pool's cap (at least 1), so health work always finds
+	// a connection.
+	MaxConcurrent int
+}
+
+func (o Options) withDefaults() Options {
+	if o.StatementTimeout <= 0 {
+		o.StatementTimeout = DefaultStatementTimeout
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.SlowestLimit <= 0 {
+		o.SlowestLimit = DefaultSlowestLimit
+	}
+	if o.MaxPaths <= 0 {
+		o.MaxPaths = DefaultMaxPaths
+	}
+	if o.StepCreationSlack <= 0 {
+		o.StepCreationSlack = DefaultStepCreationSlack
+	}
+	return o
+}
+
+// Service computes analytics from Tasker's database through the sidecar's
+// read-only pool.
+type Service struct {
+	pool  *pgxpool.Pool
+	opts  Options
+	log   *slog.Logger
+	slots chan struct{}
+}
+
+// New returns a Service reading through pool, which must be the sidecar's
+// read-only UTC pool (collector.DB.Pool): every windowed number compares
+// Tasker's naive UTC timestamps with NOW() in the session's time zone.
+func New(pool *pgxpool.Pool, opts Options, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts = opts.withDefaults()
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = max(int(pool.Config().MaxConns)-1, 1)
+	}
+	return &Service{pool: pool, opts: opts, log: logger, slots: make(chan struct{}, opts.MaxConcurrent)}
+}
+
+// Options returns the effective options, defaults applied.
+func (s *Service) Options() Options { return s.opts }
+
+// ErrNotFound reports an unknown task, namespace or handler.
+var ErrNotFound = errors.New("not found")
+
+// NotFoundError carries the message of a 404, in Tasker's words where Tasker
+// has them.
+type NotFoundError struct{ Message string }
+
+func (e *NotFoundError) Error() string { return e.Message }
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// ParamError reports an invalid request parameter.
+type ParamError struct {
+	Param  string
+	Reason string
+}
+
+func (e *ParamError) Error() string { return e.Param + ": " + e.Reason }
+
+//go:embed sql/*.sql
+var sqlFiles embed.FS
+
+func mustSQL(name string) string {
+	b, err := sqlFiles.ReadFile("sql/" + name)
+	if err != nil {
+		panic(err) // the files are embedded at build time
+	}
+	return string(b)
+}
+
+var (
+	performanceSQL = mustSQL("performance.sql")
+	overviewSQL    = mustSQL("overview.sql")
+	bottlenecksSQL = mustSQL("bottlenecks.sql")
+	readinessSQL   = mustSQL("readiness.sql")
+	taskGraphSQL   = mustSQL("task_graph.sql")
+	catalogSQL     = mustSQL("catalog.sql")
+	templateSQL    = mustSQL("handler_template.sql")
+	dashboardSQL   = mustSQL("dashboard.sql")
+)
+
+// querier is the part of pgx.Tx the computations use; tests pass their own
+// transaction so that a yardstick function shares its NOW().
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// read runs fn in a read-only REPEATABLE READ transaction: one snapshot and
+// one NOW() for all of fn's queries, as inside one Tasker function call.
+func (s *Service) read(ctx context.Context, fn func(q querier) error) error {
+	// Cold analytics hold a connection for seconds; bounding how many run at
+	// once keeps a connection of the capped pool for readiness, the refresh
+	// and the stream.
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-ctx.Done():
+		return fmt.Errorf("wait for an analytics connection: %w", ctx.Err())
+	}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("begin read-only transaction: %w", err)
+	}
+	// A read-only transaction has nothing to commit; rolling back also ends
+	// it when fn fails or ctx is cancelled.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// JIT compilation costs seconds on these one-off aggregates and buys
+	// nothing; the statement timeout is the analytics budget, not the pool's.
+	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true), set_config('jit', 'off', true)`,
+		strconv.FormatInt(s.opts.StatementTimeout.Milliseconds(), 10)); err != nil {
+		return fmt.Errorf("configure analytics transaction: %w", err)
+	}
+	return fn(tx)
+}

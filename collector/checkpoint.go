@@ -1,0 +1,201 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/store"
+)
+
+// checkpointVersion changes when the format does; an unknown version is
+// ignored (the stream starts from a fresh count) rather than misread.
+const checkpointVersion = 1
+
+// Checkpoint is the stream's saved position in the two transition tables:
+// every row it contains has been emitted (counters, histograms and the
+// trace exporter). The counts are not saved: a restart recounts them, and
+// rows between the checkpoint and that count are emitted but not counted
+// again.
+type Checkpoint struct {
+	Version int `json:"version"`
+	// Database identifies the database the position belongs to (name and
+	// the transition tables' OIDs), so a checkpoint is never applied to a
+	// restored or different database.
+	Database        string    `json:"database"`
+	SavedAt         time.Time `json:"saved_at"`
+	TaskTransitions Cursor    `json:"task_transitions"`
+	StepTransitions Cursor    `json:"step_transitions"`
+}
+
+// Checkpointer loads and saves the stream's checkpoint.
+type Checkpointer interface {
+	// Load returns false when there is no checkpoint yet.
+	Load(ctx context.Context) (Checkpoint, bool, error)
+	Save(ctx context.Context, c Checkpoint) error
+	// Shared reports whether several replicas see the same checkpoint, in
+	// which case only the lease holder writes it.
+	Shared() bool
+	// String names the location for logs.
+	String() string
+}
+
+// NewCheckpointer picks where the checkpoint lives: in st when it is a
+// distributed store (Redis or Memcached), shared by all replicas; else in
+// cfg.File; nil when neither is available (the stream then starts from a
+// fresh count after every restart).
+func NewCheckpointer(st store.Store, cfg CheckpointConfig) Checkpointer {
+	if st != nil && Distributed(st) {
+		return NewStoreCheckpointer(st, cfg.Key)
+	}
+	if cfg.File != "" {
+		return NewFileCheckpointer(cfg.File)
+	}
+	return nil
+}
+
+// Distributed reports whether st is shared between processes.
+func Distributed(st store.Store) bool {
+	switch st.Kind() {
+	case store.KindRedis, store.KindMemcached:
+		return true
+	}
+	return false
+}
+
+func encodeCheckpoint(c Checkpoint) ([]byte, error) {
+	c.Version = checkpointVersion
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode checkpoint: %w", err)
+	}
+	return b, nil
+}
+
+func decodeCheckpoint(b []byte) (Checkpoint, error) {
+	var c Checkpoint
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Checkpoint{}, fmt.Errorf("decode checkpoint: %w", err)
+	}
+	if c.Version != checkpointVersion {
+		return Checkpoint{}, fmt.Errorf("checkpoint version %d, want %d", c.Version, checkpointVersion)
+	}
+	return c, nil
+}
+
+// FileCheckpointer keeps the checkpoint in a local file, replaced
+// atomically (write, fsync, rename) so a crash leaves the old or the new
+// checkpoint, never half of one.
+type FileCheckpointer struct{ path string }
+
+// NewFileCheckpointer returns a checkpointer for path; its directory is
+// created on the first save.
+func NewFileCheckpointer(path string) *FileCheckpointer { return &FileCheckpointer{path: path} }
+
+// Load reads the file; a missing file is no checkpoint.
+func (f *FileCheckpointer) Load(context.Context) (Checkpoint, bool, error) {
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("read checkpoint: %w", err)
+	}
+	c, err := decodeCheckpoint(b)
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("%s: %w", f.path, err)
+	}
+	return c, true, nil
+}
+
+// Save replaces the file.
+func (f *FileCheckpointer) Save(_ context.Context, c Checkpoint) error {
+	b, err := encodeCheckpoint(c)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(f.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create checkpoint directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(f.path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op after the rename
+	if _, err := tmp.Write(b); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), f.path); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	// The rename is only durable once the directory entry is.
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
+
+// Shared is false: the file belongs to one process.
+func (f *FileCheckpointer) Shared() bool { return false }
+
+func (f *FileCheckpointer) String() string { return "file " + f.path }
+
+// StoreCheckpointer keeps the checkpoint under a key of a cache store.
+type StoreCheckpointer struct {
+	st  store.Store
+	key string
+}
+
+// NewStoreCheckpointer returns a checkpointer on st under key.
+func NewStoreCheckpointer(st store.Store, key string) *StoreCheckpointer {
+	return &StoreCheckpointer{st: st, key: key}
+}
+
+// Load reads the key; a miss is no checkpoint.
+func (s *StoreCheckpointer) Load(ctx context.Context) (Checkpoint, bool, error) {
+	b, ok, err := s.st.Get(ctx, s.key)
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if !ok {
+		return Checkpoint{}, false, nil
+	}
+	c, err := decodeCheckpoint(b)
+	if err != nil {
+		return Checkpoint{}, false, err
+	}
+	return c, true, nil
+}
+
+// Save writes the key without expiry: a checkpoint is only useful if it is
+// still there after a long outage.
+func (s *StoreCheckpointer) Save(ctx context.Context, c Checkpoint) error {
+	b, err := encodeCheckpoint(c)
+	if err != nil {
+		return err
+	}
+	if err := s.st.Set(ctx, s.key, b, 0); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Shared reports whether other processes can see the key.
+func (s *StoreCheckpointer) Shared() bool { return Distributed(s.st) }
+
+func (s *StoreCheckpointer) String() string { return s.st.Kind() + " key " + s.key }

@@ -1,0 +1,179 @@
+package collector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/store"
+)
+
+// Lease is a small exclusive lease over a cache store: SetNX to take it,
+// a token-checked compare-and-swap to renew it, compare-and-delete to give
+// it back. It decides which replica exports traces and writes the shared
+// checkpoint. It is deliberately independent of the coordinated cache in
+// package ttl; it needs only store.Adder and store.Swapper.
+//
+// A holder that stalls for longer than the TTL loses the lease without
+// knowing until its next renewal, so two replicas can both believe they
+// hold it for up to one poll. The deterministic trace and span ids make
+// what they both export the same spans, not a second trace.
+type Lease struct {
+	add   store.Adder
+	swap  store.Swapper
+	key   string
+	ttl   time.Duration
+	token []byte
+	now   func() time.Time
+
+	mu      sync.Mutex
+	held    bool
+	renewed time.Time // last successful acquire or renewal
+}
+
+// ErrNoLease is returned by NewLease for a store that cannot hold a
+// lease: one without atomic add and compare-and-swap, or a Redis on which
+// no compare-and-swap method works (the capability detector found neither
+// SET IFEQ nor EVAL). Such a lease could never be renewed and would change
+// hands every TTL.
+var ErrNoLease = errors.New("the cache store cannot hold a lease (needs atomic add and compare-and-swap)")
+
+// leaseProbeTimeout bounds NewLease's compare-and-swap round trip.
+const leaseProbeTimeout = 5 * time.Second
+
+// NewLease returns a lease on st. It fails with ErrNoLease when st lacks
+// the atomic operations a lease needs, or they do not work: a Redis whose
+// conditional method is store.CondNone (set by the capability detector,
+// which must therefore run first), or a compare-and-swap on a probe key
+// that the store refuses as unsupported or unknown. A store that does not
+// answer the probe cannot tell; the lease is returned and behaves as with
+// a store that is down until it answers.
+func NewLease(st store.Store, cfg LeaseConfig) (*Lease, error) {
+	add, ok1 := st.(store.Adder)
+	swap, ok2 := st.(store.Swapper)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("%s: %w", st.Kind(), ErrNoLease)
+	}
+	if cfg.TTL <= 0 || cfg.Key == "" {
+		return nil, errors.New("lease: key and a positive ttl are required")
+	}
+	if r, ok := st.(*store.Redis); ok {
+		if m, _ := r.Conditionals(); m == store.CondNone {
+			return nil, fmt.Errorf("%s: no working compare-and-swap (neither SET IFEQ nor EVAL): %w", st.Kind(), ErrNoLease)
+		}
+	}
+	buf := make([]byte, 12)
+	_, _ = rand.Read(buf)
+	host, _ := os.Hostname()
+	// The holder's name in the token lets an operator see who holds it.
+	token := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(buf))
+	if err := probeSwap(swap, cfg.Key+":probe:"+hex.EncodeToString(buf), min(cfg.TTL, leaseProbeTimeout)); err != nil {
+		return nil, fmt.Errorf("%s: compare-and-swap does not work: %w (%w)", st.Kind(), ErrNoLease, err)
+	}
+	return &Lease{add: add, swap: swap, key: cfg.Key, ttl: cfg.TTL, token: []byte(token), now: time.Now}, nil
+}
+
+// probeSwap runs one compare-and-swap on a key that does not exist: a
+// working store answers "no swap" without writing anything. It returns the
+// error only when the store refused the operation itself (unsupported, an
+// unknown command or bad syntax, not permitted); an unreachable store
+// cannot tell and passes.
+func probeSwap(swap store.Swapper, key string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := swap.CompareAndSwap(ctx, key, []byte("-"), []byte("-"), timeout)
+	switch store.Classify(err) {
+	case store.ClassUnsupported, store.ClassProtocol:
+		return err
+	case store.ClassPermission:
+		// NOPERM (an ACL without EVAL) is final; a replica that is read-only
+		// during a failover is not.
+		if !strings.Contains(err.Error(), "READONLY") {
+			return err
+		}
+	}
+	return nil
+}
+
+// Token identifies this holder.
+func (l *Lease) Token() string { return string(l.token) }
+
+// Hold takes the lease if it is free, or renews it if this process holds
+// it, and reports whether this process holds it now. When the store
+// cannot be reached the lease is assumed held until its TTL would have run
+// out since the last renewal, and lost after.
+func (l *Lease) Hold(ctx context.Context) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if l.held {
+		ok, err := l.swap.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
+		if err != nil {
+			l.held = now.Sub(l.renewed) < l.ttl
+			return l.held, fmt.Errorf("renew lease: %w", err)
+		}
+		if ok {
+			l.renewed = now
+			return true, nil
+		}
+		l.held = false // expired and possibly taken by another replica
+	}
+	ok, err := l.add.SetNX(ctx, l.key, l.token, l.ttl)
+	if err != nil {
+		return false, fmt.Errorf("acquire lease: %w", err)
+	}
+	if ok {
+		l.held, l.renewed = true, now
+	}
+	return l.held, nil
+}
+
+// Renew extends the lease if this process holds it, and never takes a
+// free one: taking over is the poll's job, because it must replay what
+// the previous holder left unexported first.
+func (l *Lease) Renew(ctx context.Context) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held {
+		return false, nil
+	}
+	now := l.now()
+	ok, err := l.swap.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
+	if err != nil {
+		l.held = now.Sub(l.renewed) < l.ttl
+		return l.held, fmt.Errorf("renew lease: %w", err)
+	}
+	l.held = ok
+	if ok {
+		l.renewed = now
+	}
+	return ok, nil
+}
+
+// Held reports the outcome of the last Hold without asking the store.
+func (l *Lease) Held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held
+}
+
+// Release gives the lease back if this process holds it, so another replica
+// can take over at once instead of after the TTL.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held {
+		return nil
+	}
+	l.held = false
+	if _, err := l.swap.CompareAndDelete(ctx, l.key, l.token); err != nil {
+		return fmt.Errorf("release lease: %w", err)
+	}
+	return nil
+}

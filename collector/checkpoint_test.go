@@ -1,0 +1,391 @@
+package collector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/store"
+	"github.com/tasker-systems/tasker-sidecar/store/storetest"
+)
+
+func sampleCheckpoint() Checkpoint {
+	return Checkpoint{
+		Database: "tasker/16384/16390",
+		SavedAt:  time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
+		TaskTransitions: Cursor{Watermark: 120, Gaps: []Gap{
+			{Lo: 100, Hi: 101, Since: time.Date(2025, 6, 1, 11, 59, 0, 0, time.UTC)},
+		}},
+		StepTransitions: Cursor{Watermark: 900},
+	}
+}
+
+func TestFileCheckpointer(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "nested", "stream.json")
+	c := NewFileCheckpointer(path)
+	ctx := testCtx(t)
+	if _, ok, err := c.Load(ctx); ok || err != nil {
+		t.Fatalf("Load without a file = %v, %v; want no checkpoint and no error", ok, err)
+	}
+	want := sampleCheckpoint()
+	if err := c.Save(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := c.Load(ctx)
+	want.Version = checkpointVersion
+	if err != nil || !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip = %+v, %v, %v; want %+v", got, ok, err, want)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+	if c.Shared() || !strings.Contains(c.String(), path) {
+		t.Errorf("Shared %v, String %q", c.Shared(), c.String())
+	}
+
+	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Load(ctx); err == nil {
+		t.Error("a corrupt file loaded without error")
+	}
+	if err := os.WriteFile(path, []byte(`{"version": 99}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Load(ctx); err == nil || !strings.Contains(err.Error(), "version 99") {
+		t.Errorf("unknown version: %v", err)
+	}
+}
+
+// uniquePrefix keeps parallel tests apart in the shared Redis.
+func uniquePrefix(t *testing.T) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "sidecar_test:" + t.Name() + ":" + hex.EncodeToString(b) + ":"
+}
+
+func openRedis(t *testing.T, prefix string) store.Store {
+	t.Helper()
+	st, err := store.Open(storetest.RedisURL(t), store.Options{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func TestStoreCheckpointer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		st     store.Store
+		shared bool
+	}{
+		{"memory", store.NewMemory("x:"), false},
+		{"redis", openRedis(t, uniquePrefix(t)), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			c := NewStoreCheckpointer(tc.st, "stream:checkpoint")
+			if _, ok, err := c.Load(ctx); ok || err != nil {
+				t.Fatalf("Load before Save = %v, %v", ok, err)
+			}
+			want := sampleCheckpoint()
+			if err := c.Save(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, err := c.Load(ctx)
+			want.Version = checkpointVersion
+			if err != nil || !ok || !reflect.DeepEqual(got, want) {
+				t.Fatalf("round trip = %+v, %v, %v", got, ok, err)
+			}
+			if c.Shared() != tc.shared {
+				t.Errorf("Shared = %v, want %v", c.Shared(), tc.shared)
+			}
+		})
+	}
+}
+
+func TestNewCheckpointerPicksTheStore(t *testing.T) {
+	t.Parallel()
+	cfg := CheckpointConfig{File: filepath.Join(t.TempDir(), "c.json"), Key: "k"}
+	if _, ok := NewCheckpointer(store.NewMemory(""), cfg).(*FileCheckpointer); !ok {
+		t.Error("an in-process store must not hold the checkpoint: it dies with the process")
+	}
+	if _, ok := NewCheckpointer(openRedis(t, uniquePrefix(t)), cfg).(*StoreCheckpointer); !ok {
+		t.Error("a distributed store should hold the checkpoint")
+	}
+	if c := NewCheckpointer(nil, CheckpointConfig{}); c != nil {
+		t.Errorf("no store and no file = %v, want nil", c)
+	}
+}
+
+func TestLease(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		st   store.Store
+	}{
+		{"memory", store.NewMemory("")},
+		{"redis", openRedis(t, uniquePrefix(t))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			cfg := LeaseConfig{Key: "stream:lease", TTL: 300 * time.Millisecond}
+			a, err := NewLease(tc.st, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := NewLease(tc.st, cfg)
+			if ok, err := a.Hold(ctx); !ok || err != nil {
+				t.Fatalf("a.Hold = %v, %v", ok, err)
+			}
+			if ok, _ := b.Hold(ctx); ok {
+				t.Fatal("b took a held lease")
+			}
+			if ok, _ := b.Renew(ctx); ok {
+				t.Fatal("b renewed a lease it does not hold")
+			}
+			if ok, _ := a.Hold(ctx); !ok {
+				t.Fatal("a could not renew")
+			}
+			// Renewal keeps it past the first TTL.
+			for range 4 {
+				time.Sleep(100 * time.Millisecond)
+				if ok, _ := a.Hold(ctx); !ok {
+					t.Fatal("a lost a lease it kept renewing")
+				}
+			}
+			if err := a.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := b.Hold(ctx); !ok {
+				t.Fatal("b could not take a released lease")
+			}
+			// b stops renewing: the lease expires and a takes it back.
+			time.Sleep(400 * time.Millisecond)
+			if ok, _ := a.Renew(ctx); ok {
+				t.Fatal("Renew took a free lease")
+			}
+			if ok, _ := a.Hold(ctx); !ok {
+				t.Fatal("a could not take an expired lease")
+			}
+			if ok, _ := b.Hold(ctx); ok || b.Held() {
+				t.Fatal("b still believes it holds the lease")
+			}
+			// Releasing a lease one does not hold leaves the holder alone.
+			if err := b.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := a.Hold(ctx); !ok {
+				t.Fatal("b's release removed a's lease")
+			}
+		})
+	}
+}
+
+func TestLeaseNeedsAtomicStore(t *testing.T) {
+	t.Parallel()
+	if _, err := NewLease(store.None{}, DefaultStreamConfig().Lease); !errors.Is(err, ErrNoLease) {
+		t.Errorf("lease on a store without SetNX: %v, want ErrNoLease", err)
+	}
+}
+
+func TestStreamCheckpointForAnotherDatabaseIsIgnored(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewTasker(t)
+	f := newFixture(t, pg)
+	buildMixed(f)
+	ckpt := NewFileCheckpointer(filepath.Join(t.TempDir(), "c.json"))
+	cp := sampleCheckpoint()
+	cp.Database = "elsewhere/1/2"
+	if err := ckpt.Save(testCtx(t), cp); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestStream(t, pg.URL, testStreamConfig(), ckpt)
+	s.drain(t)
+	if s.pos[tableTaskTransitions].Watermark != s.base[tableTaskTransitions].Watermark {
+		t.Errorf("resumed from a checkpoint of another database: %+v", s.pos[tableTaskTransitions])
+	}
+	// A checkpoint ahead of the database (a restore) is ignored as well.
+	cp.Database = s.ident
+	cp.TaskTransitions.Watermark = 1 << 40
+	if err := ckpt.Save(testCtx(t), cp); err != nil {
+		t.Fatal(err)
+	}
+	s2 := newTestStream(t, pg.URL, testStreamConfig(), ckpt)
+	s2.drain(t)
+	if s2.pos[tableTaskTransitions].Watermark == 1<<40 {
+		t.Error("resumed from a checkpoint ahead of the database")
+	}
+}
+
+// TestStreamLeaseHandover runs two replicas on a shared Redis checkpoint
+// and lease. The holder stops cleanly mid-stream; the other takes over,
+// replays what it read as a follower and the holder had not exported, and
+// every terminal task transition reaches exactly one sink.
+func TestStreamLeaseHandover(t *testing.T) {
+	t.Parallel()
+	testHandover(t, false)
+}
+
+// TestStreamLeaseHandoverAfterCrash is the same with the holder killed:
+// no final checkpoint, no release. The other replica takes over when the
+// lease expires; nothing is lost, and only what the dead holder exported
+// after its last checkpoint is exported again.
+func TestStreamLeaseHandoverAfterCrash(t *testing.T) {
+	t.Parallel()
+	testHandover(t, true)
+}
+
+func testHandover(t *testing.T, crash bool) {
+	pg := pgtest.NewTasker(t)
+	pool := writerPool(t, pg.URL, 5)
+	st := openRedis(t, uniquePrefix(t))
+	cfg := testStreamConfig()
+	cfg.Lease.TTL = 300 * time.Millisecond
+	replica := func() testStream {
+		lease, err := NewLease(st, cfg.Lease)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newTestStream(t, pg.URL, cfg, NewCheckpointer(st, cfg.Checkpoint), WithLease(lease))
+	}
+	ctx := testCtx(t)
+	a := replica()
+	a.Start(ctx)
+	<-a.Ready()
+	waitFor(t, "a to take the lease", func() bool { return testutil.ToFloat64(a.m.leader) == 1 })
+	b := replica()
+	b.Start(ctx)
+	<-b.Ready()
+
+	liveDone := make(chan struct{})
+	go func() { runLive(t, pool, 30, 3*time.Second, 41); close(liveDone) }()
+	time.Sleep(1500 * time.Millisecond)
+	if crash {
+		a.crash()
+	} else {
+		a.Stop()
+	}
+	start := a.base.clone()
+	waitFor(t, "b to take the lease", func() bool { return testutil.ToFloat64(b.m.leader) == 1 })
+	<-liveDone
+	b.Stop()
+	b.drain(t)
+	b.assertMatchesRecount(t)
+
+	if testutil.ToFloat64(b.m.leader) != 1 {
+		t.Fatal("b does not hold the lease after draining")
+	}
+	seen := map[int64]int{}
+	for _, tr := range append(a.sink.all(), b.sink.all()...) {
+		if !tr.Step && isTerminalTaskState(tr.ToState) {
+			seen[tr.ID]++
+		}
+	}
+	rows, err := pg.Conn(t).Query(ctx, `SELECT id FROM tasker_task_transitions WHERE to_state = ANY($1) ORDER BY id`, terminalTaskStates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	var again, total int
+	for _, id := range ids {
+		if start[tableTaskTransitions].Contains(id) {
+			continue
+		}
+		total++
+		switch n := seen[id]; {
+		case n == 0:
+			t.Errorf("terminal task transition %d exported by neither replica", id)
+		case n > 1 && !crash:
+			t.Errorf("terminal task transition %d exported %d times", id, n)
+		case n > 1:
+			again++
+		}
+	}
+	t.Logf("%d terminal task transitions; a exported %d rows, b %d; replayed %v; exported twice %d",
+		total, len(a.sink.all()), len(b.sink.all()), testutil.ToFloat64(b.m.replayed), again)
+	if total == 0 || len(a.sink.all()) == 0 || len(b.sink.all()) == 0 {
+		t.Error("the handover was not exercised: a replica exported nothing")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// slowSink blocks its first Consume, like an export to a slow receiver.
+type slowSink struct {
+	once sync.Once
+	d    time.Duration
+}
+
+func (s *slowSink) Consume(context.Context, []Transition) error {
+	s.once.Do(func() { time.Sleep(s.d) })
+	return nil
+}
+
+// A poll that takes longer than the lease TTL (a slow export, a recount on
+// a large database) must not lose the lease: it is renewed between polls.
+func TestStreamKeepsLeaseThroughSlowPoll(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewTasker(t)
+	f := newFixture(t, pg)
+	task := f.task(f.namedTask("default", "slow", "0.1.0"))
+	st := openRedis(t, uniquePrefix(t))
+	cfg := testStreamConfig()
+	cfg.Lease.TTL = 300 * time.Millisecond
+	replica := func(opts ...StreamOption) testStream {
+		lease, err := NewLease(st, cfg.Lease)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newTestStream(t, pg.URL, cfg, NewCheckpointer(st, cfg.Checkpoint), append(opts, WithLease(lease))...)
+	}
+	ctx := testCtx(t)
+	a := replica(WithSink(&slowSink{d: 1500 * time.Millisecond}))
+	a.Start(ctx)
+	waitFor(t, "a to take the lease", func() bool { return testutil.ToFloat64(a.m.leader) == 1 })
+	b := replica()
+	b.Start(ctx)
+	<-b.Ready()
+	statesman(t, ctx, pg.Conn(t), tableTaskTransitions, task, "in_progress") // a's next poll blocks in the sink
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if testutil.ToFloat64(b.m.leader) == 1 {
+			t.Fatal("the lease changed hands while its holder was in a slow poll")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.Stop()
+	waitFor(t, "b to take the lease after a stopped", func() bool { return testutil.ToFloat64(b.m.leader) == 1 })
+}

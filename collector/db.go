@@ -1,0 +1,484 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/schema"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxConns         int32 = 2
+	DefaultConnectTimeout         = 5 * time.Second
+	DefaultStatementTimeout       = 15 * time.Second
+	DefaultLockTimeout            = 2 * time.Second
+	DefaultApplicationName        = "tasker-sidecar"
+)
+
+// Options configures the connection pool to Tasker's database. A zero
+// duration or ApplicationName takes the URL's value if it has one
+// (connect_timeout, statement_timeout, lock_timeout, application_name), else
+// the Default* constant.
+type Options struct {
+	URL string
+	// MaxConns caps the pool; zero means DefaultMaxConns. The URL's
+	// pool_max_conns is ignored so that the sidecar's footprint on Tasker's
+	// connection budget is always this explicit number.
+	MaxConns int32
+	// ConnectTimeout bounds dialling plus the startup handshake.
+	ConnectTimeout time.Duration
+	// StatementTimeout is the server-side ceiling for any single query, so a
+	// refresh cannot keep a snapshot open on Tasker's database indefinitely.
+	StatementTimeout time.Duration
+	// LockTimeout is how long a query may wait for a table lock. Our reads only
+	// need ACCESS SHARE, which only waits behind DDL; giving up quickly keeps
+	// the sidecar from queueing in front of Tasker's own queries during a
+	// migration.
+	LockTimeout     time.Duration
+	ApplicationName string
+}
+
+// ErrClosed is returned by calls on a DB after Close.
+var ErrClosed = errors.New("database handle is closed")
+
+// SchemaError reports Tasker tables that are absent from the connected
+// database (in the session's search_path).
+type SchemaError struct {
+	Missing []string
+}
+
+func (e *SchemaError) Error() string {
+	return "Tasker schema incomplete: missing tables " + strings.Join(e.Missing, ", ")
+}
+
+// DB is a read-only view of Tasker's PostgreSQL database.
+type DB struct {
+	pool     *pgxpool.Pool
+	logger   *slog.Logger
+	redacted string
+	closed   atomic.Bool
+
+	// schemaStale is raised by every new physical connection, so the schema is
+	// re-checked after a reconnect: the server may have been restored or
+	// migrated while we were away.
+	schemaStale atomic.Bool
+
+	mu        sync.Mutex
+	missing   []string
+	checked   bool
+	reachable bool
+	seen      bool // reachable holds a real observation
+}
+
+// Open builds the pool without connecting: the sidecar must start and serve
+// while PostgreSQL is down, and pgxpool dials lazily and redials by itself.
+// It fails only for an unusable URL or a metrics registration conflict. reg
+// may be nil to skip metrics; logger is used as given (nil discards), so the
+// caller scopes it.
+func Open(opts Options, reg prometheus.Registerer, logger *slog.Logger) (*DB, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := poolConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{
+		logger:   logger,
+		redacted: redact(opts.URL),
+	}
+	db.schemaStale.Store(true)
+	cfg.AfterConnect = func(context.Context, *pgx.Conn) error {
+		db.schemaStale.Store(true)
+		return nil
+	}
+
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create pool for %s: %w", db.redacted, err)
+	}
+	db.pool = pool
+	if reg != nil {
+		if err := reg.Register(newPoolCollector(pool.Stat)); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("register pool metrics: %w", err)
+		}
+	}
+	return db, nil
+}
+
+// forcedParams are startup parameters we never let the URL override: UTC
+// because Tasker's naive timestamps are UTC and PostgreSQL interprets them in
+// the session zone (facts §1.5); read-only because the sidecar is an observer.
+// Startup parameters outrank ALTER DATABASE/ROLE settings and -c options.
+func forcedParams() [][2]string {
+	return [][2]string{{"TimeZone", "UTC"}, {"default_transaction_read_only", "on"}}
+}
+
+func poolConfig(opts Options) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(opts.URL)
+	if err != nil {
+		return nil, parseError(opts.URL, err)
+	}
+	cfg.MaxConns = opts.MaxConns
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	// pgxpool's MinConns would dial at construction; we want laziness.
+	cfg.MinConns, cfg.MinIdleConns = 0, 0
+
+	cc := cfg.ConnConfig
+	if opts.ConnectTimeout > 0 {
+		cc.ConnectTimeout = opts.ConnectTimeout
+	} else if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = DefaultConnectTimeout
+	}
+
+	params := cc.RuntimeParams
+	// GUC names are case-insensitive but RuntimeParams is a map: drop any
+	// spelling of a key we set, or the startup packet would carry both.
+	for k := range params {
+		for _, f := range forcedParams() {
+			if strings.EqualFold(k, f[0]) {
+				delete(params, k)
+			}
+		}
+	}
+	millis := func(key string, opt, def time.Duration) {
+		if opt > 0 {
+			params[key] = strconv.FormatInt(opt.Milliseconds(), 10)
+		} else if _, ok := params[key]; !ok {
+			params[key] = strconv.FormatInt(def.Milliseconds(), 10)
+		}
+	}
+	millis("statement_timeout", opts.StatementTimeout, DefaultStatementTimeout)
+	millis("lock_timeout", opts.LockTimeout, DefaultLockTimeout)
+	if opts.ApplicationName != "" {
+		params["application_name"] = opts.ApplicationName
+	} else if params["application_name"] == "" {
+		params["application_name"] = DefaultApplicationName
+	}
+	for _, f := range forcedParams() {
+		params[f[0]] = f[1]
+	}
+	return cfg, nil
+}
+
+// Close releases all connections. Calls after Close return ErrClosed.
+func (db *DB) Close() {
+	if db.closed.Swap(true) {
+		return
+	}
+	db.pool.Close()
+}
+
+// Pool is the read-only pool, for the other readers of Tasker's database
+// (analytics, the transition stream), so the whole sidecar stays within one
+// connection cap and one set of session settings.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// Redacted is the connection URL with any password masked, for logs.
+func (db *DB) Redacted() string { return db.redacted }
+
+// Ping runs SELECT 1 and returns how long it took, including acquiring a
+// connection (which includes dialling when the pool is empty). After a
+// reconnect it re-checks the schema; the latency excludes that check.
+func (db *DB) Ping(ctx context.Context) (time.Duration, error) {
+	if db.closed.Load() {
+		return 0, ErrClosed
+	}
+	start := time.Now()
+	var one int
+	err := db.pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+	latency := time.Since(start)
+	db.noteReachable(err)
+	if err != nil {
+		return latency, fmt.Errorf("ping database: %w", err)
+	}
+	if db.schemaStale.Load() {
+		if _, err := db.CheckSchema(ctx); err != nil {
+			db.logger.Warn("schema check after reconnect failed", "err", err)
+		}
+	}
+	return latency, nil
+}
+
+// CheckSchema reports which of schema.Required are not visible in the
+// session's search_path, and remembers the answer for MissingTables.
+func (db *DB) CheckSchema(ctx context.Context) ([]string, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	missing, err := queryMissing(ctx, db.pool)
+	db.noteReachable(err)
+	if err != nil {
+		return nil, fmt.Errorf("check Tasker schema: %w", err)
+	}
+	db.recordSchema(missing)
+	return slices.Clone(missing), nil
+}
+
+// MissingTables is the result of the most recent schema check: nil before
+// the first check and when nothing is missing.
+func (db *DB) MissingTables() []string {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return slices.Clone(db.missing)
+}
+
+// querier is the part of pgxpool.Pool and pgx.Tx the checks need.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// to_regclass resolves through search_path exactly as our unqualified
+// queries do, and returns NULL instead of raising for an unknown name.
+const missingSQL = `
+SELECT name
+FROM unnest($1::text[]) WITH ORDINALITY AS r(name, ord)
+WHERE to_regclass(name) IS NULL
+ORDER BY ord`
+
+func queryMissing(ctx context.Context, q querier) ([]string, error) {
+	rows, err := q.Query(ctx, missingSQL, schema.Required)
+	if err != nil {
+		return nil, err
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	return missing, nil
+}
+
+// recordSchema stores a check result and logs only when it changes, so a
+// database that stays incomplete does not flood the log every refresh.
+func (db *DB) recordSchema(missing []string) {
+	db.schemaStale.Store(false)
+	db.mu.Lock()
+	changed := !db.checked || !slices.Equal(db.missing, missing)
+	had := len(db.missing) > 0
+	db.missing, db.checked = missing, true
+	db.mu.Unlock()
+	switch {
+	case !changed:
+	case len(missing) > 0:
+		db.logger.Error("Tasker tables are missing; health counts cannot be computed until they exist",
+			"missing_tables", strings.Join(missing, ","), "database", db.redacted)
+	case had:
+		db.logger.Info("Tasker schema is complete again", "database", db.redacted)
+	}
+}
+
+// noteReachable logs transitions between reachable and unreachable. Any
+// answer from the server, even an error, means it is reachable; connection
+// errors mean it is not; a timeout or cancellation tells us nothing.
+func (db *DB) noteReachable(err error) {
+	up := err == nil
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		switch classify(err) {
+		case ReasonTimeout:
+			return
+		case ReasonConnection:
+		default:
+			up = true
+		}
+	}
+	db.mu.Lock()
+	was, first := db.reachable, !db.seen
+	db.reachable, db.seen = up, true
+	db.mu.Unlock()
+	switch {
+	case up && !was:
+		db.schemaStale.Store(true)
+		if first {
+			db.logger.Info("connected to database", "database", db.redacted)
+		} else {
+			db.logger.Info("database reachable again", "database", db.redacted)
+		}
+	case !up && (was || first):
+		db.logger.Warn("database unreachable; will keep retrying", "database", db.redacted, "err", err)
+	}
+}
+
+var (
+	kvPassword    = regexp.MustCompile(`(?i)\b((?:ssl)?password)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s]*)`)
+	queryPassword = regexp.MustCompile(`(?i)([?&](?:ssl)?password)=[^&]*`)
+)
+
+// redact masks passwords in a URL or keyword/value connection string.
+func redact(conn string) string {
+	u, err := url.Parse(conn)
+	if err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		masked := false
+		for k := range q {
+			if isPasswordKey(k) {
+				q.Set(k, "xxxxx")
+				masked = true
+			}
+		}
+		if masked {
+			u.RawQuery = q.Encode()
+		}
+		return u.Redacted()
+	}
+	for _, scheme := range []string{"postgres://", "postgresql://"} {
+		if rest, ok := strings.CutPrefix(conn, scheme); ok {
+			return scheme + redactBrokenURL(rest)
+		}
+	}
+	return kvPassword.ReplaceAllString(conn, "$1=xxxxx")
+}
+
+// redactBrokenURL masks a URL that net/url rejects, where the userinfo
+// boundaries are ambiguous: it masks from the first ':' to the last '@',
+// preferring to hide too much over leaking a password containing '@'.
+func redactBrokenURL(rest string) string {
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+			rest = rest[:colon+1] + "xxxxx" + rest[at:]
+		}
+	}
+	return queryPassword.ReplaceAllString(rest, "$1=xxxxx")
+}
+
+// parseError describes an unusable URL without its password. pgx's own text
+// quotes the input, redacted only on a best-effort basis, so we keep just the
+// reason that follows the quoted input and scrub that as well.
+func parseError(conn string, err error) error {
+	reason := err.Error()
+	var pce *pgconn.ParseConfigError
+	if errors.As(err, &pce) {
+		if i := strings.LastIndex(reason, "`: "); i >= 0 {
+			reason = reason[i+len("`: "):]
+		}
+	}
+	return fmt.Errorf("invalid database URL %s: %s", redact(conn), scrub(reason, conn))
+}
+
+func isPasswordKey(k string) bool {
+	k = strings.ToLower(k)
+	return k == "password" || k == "sslpassword"
+}
+
+// scrub removes every password candidate of conn from msg. Parse errors of a
+// malformed URL can quote the raw input (net/url does), where structured
+// redaction cannot find the password reliably, so we search for the secret
+// text itself.
+func scrub(msg, conn string) string {
+	var secrets []string
+	if _, rest, ok := strings.Cut(conn, "://"); ok {
+		// Both ends of the userinfo are ambiguous in broken input: try the
+		// first and the last '@'.
+		for _, at := range []int{strings.Index(rest, "@"), strings.LastIndex(rest, "@")} {
+			if at < 0 {
+				continue
+			}
+			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
+				secrets = append(secrets, pw)
+			}
+		}
+		if _, query, ok := strings.Cut(rest, "?"); ok {
+			for _, kv := range strings.Split(query, "&") {
+				if k, v, ok := strings.Cut(kv, "="); ok && isPasswordKey(k) {
+					secrets = append(secrets, v)
+				}
+			}
+		}
+	}
+	for _, m := range kvPassword.FindAllStringSubmatch(conn, -1) {
+		secrets = append(secrets, strings.Trim(m[2], "'"))
+	}
+	for _, s := range secrets {
+		variants := []string{s, url.QueryEscape(s), url.PathEscape(s), url.UserPassword("", s).String()}
+		if u, err := url.PathUnescape(s); err == nil {
+			variants = append(variants, u)
+		}
+		for _, v := range variants {
+			if v != "" && v != ":" {
+				msg = strings.ReplaceAll(msg, v, "xxxxx")
+			}
+		}
+	}
+	return redact(msg)
+}
+
+// poolCollector exports pgxpool.Stat at scrape time, shaped after
+// client_golang's DBStatsCollector.
+type poolCollector struct {
+	stat func() *pgxpool.Stat
+
+	acquired, idle, constructing, total, max                   *prometheus.Desc
+	acquires, acquireSeconds, emptyAcquires, emptyWaitSeconds  *prometheus.Desc
+	canceledAcquires, newConns, lifetimeDestroys, idleDestroys *prometheus.Desc
+}
+
+func newPoolCollector(stat func() *pgxpool.Stat) *poolCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("tasker_sidecar", "db_pool", name), help, nil, nil)
+	}
+	return &poolCollector{
+		stat:             stat,
+		acquired:         d("acquired_connections", "Connections currently checked out of the pool."),
+		idle:             d("idle_connections", "Connections currently idle in the pool."),
+		constructing:     d("constructing_connections", "Connections currently being established."),
+		total:            d("connections", "Connections currently in the pool (acquired, idle and constructing)."),
+		max:              d("max_connections", "Configured maximum size of the pool."),
+		acquires:         d("acquires_total", "Successful connection acquisitions from the pool."),
+		acquireSeconds:   d("acquire_duration_seconds_total", "Total time spent in successful acquisitions."),
+		emptyAcquires:    d("empty_acquires_total", "Successful acquisitions that had to wait because no connection was idle."),
+		emptyWaitSeconds: d("empty_acquire_wait_seconds_total", "Total time successful acquisitions waited because no connection was idle."),
+		canceledAcquires: d("canceled_acquires_total", "Acquisitions abandoned because their context ended."),
+		newConns:         d("new_connections_total", "Connections opened."),
+		lifetimeDestroys: d("max_lifetime_destroyed_connections_total", "Connections closed for exceeding the maximum lifetime."),
+		idleDestroys:     d("max_idle_destroyed_connections_total", "Connections closed for exceeding the maximum idle time."),
+	}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stat()
+	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	n := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	g(c.acquired, float64(s.AcquiredConns()))
+	g(c.idle, float64(s.IdleConns()))
+	g(c.constructing, float64(s.ConstructingConns()))
+	g(c.total, float64(s.TotalConns()))
+	g(c.max, float64(s.MaxConns()))
+	n(c.acquires, float64(s.AcquireCount()))
+	n(c.acquireSeconds, s.AcquireDuration().Seconds())
+	n(c.emptyAcquires, float64(s.EmptyAcquireCount()))
+	n(c.emptyWaitSeconds, s.EmptyAcquireWaitTime().Seconds())
+	n(c.canceledAcquires, float64(s.CanceledAcquireCount()))
+	n(c.newConns, float64(s.NewConnsCount()))
+	n(c.lifetimeDestroys, float64(s.MaxLifetimeDestroyCount()))
+	n(c.idleDestroys, float64(s.MaxIdleDestroyCount()))
+}

@@ -1,0 +1,237 @@
+package collector
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// group is a (namespace, task name) pair, the breakdown of Snapshot.Tasks
+// and Snapshot.Steps. Versions of one named task share a group, as in the
+// full count.
+type group struct{ namespace, task string }
+
+// stateKey is one counter of the incremental state: entities of a group in
+// a current state ("" for no transition row yet).
+type stateKey struct {
+	group
+	state string
+}
+
+// Retry classes of a step currently in error, as get_system_health_counts_v01
+// defines them (facts §3.3). in_backoff is a subset of retryable.
+const (
+	classRetryable uint8 = 1 << iota
+	classExhausted
+	classBackoff
+)
+
+// countState is the incremental form of a Snapshot's counts. Every change
+// is a move of one entity from one key to another, so applying each
+// transition exactly once keeps it equal to a full count of the same rows.
+type countState struct {
+	tasks map[stateKey]int64
+	steps map[stateKey]int64
+	// errorSteps remembers the retry class each step in error was counted
+	// with. The class comes from step columns that are overwritten on the
+	// next attempt, so it cannot be recomputed when the step leaves error.
+	errorSteps map[int64]uint8
+	retryable  int64
+	exhausted  int64
+	backoff    int64
+}
+
+func newCountState() *countState {
+	return &countState{tasks: map[stateKey]int64{}, steps: map[stateKey]int64{}, errorSteps: map[int64]uint8{}}
+}
+
+// countStateFrom builds the state from a full count and the classes of the
+// steps in error taken in the same snapshot.
+func countStateFrom(snap Snapshot, errorSteps map[int64]uint8) *countState {
+	s := newCountState()
+	for _, g := range snap.Tasks {
+		s.tasks[stateKey{group{g.Namespace, g.TaskName}, g.State}] += g.Count
+	}
+	for _, g := range snap.Steps {
+		s.steps[stateKey{group{g.Namespace, g.TaskName}, g.State}] += g.Count
+	}
+	for id, c := range errorSteps {
+		s.setErrorStep(id, c)
+	}
+	return s
+}
+
+// newTask counts a task row: no transition yet.
+func (s *countState) newTask(g group) { s.tasks[stateKey{g, ""}]++ }
+
+// newStep counts a step row: no transition yet.
+func (s *countState) newStep(g group) { s.steps[stateKey{g, ""}]++ }
+
+// moveTask applies one task transition; from is the previous row's state,
+// "" when this is the task's first transition.
+func (s *countState) moveTask(g group, from, to string) {
+	move(s.tasks, g, from, to)
+}
+
+// moveStep applies one step transition. class is the step's retry class
+// from its current columns, used when it enters error. A step's
+// transitions must be applied in sort_key order, so that leaving error
+// removes the class entering it added.
+func (s *countState) moveStep(g group, stepID int64, from, to string, class uint8) {
+	move(s.steps, g, from, to)
+	if from == "error" {
+		s.clearErrorStep(stepID)
+	}
+	if to == "error" {
+		s.clearErrorStep(stepID) // a missed exit must not count the step twice
+		s.setErrorStep(stepID, class)
+	}
+}
+
+func move(m map[stateKey]int64, g group, from, to string) {
+	k := stateKey{g, from}
+	if m[k]--; m[k] == 0 {
+		delete(m, k)
+	}
+	m[stateKey{g, to}]++
+}
+
+func (s *countState) setErrorStep(id int64, c uint8) {
+	s.errorSteps[id] = c
+	s.retryable += int64(c & classRetryable)
+	s.exhausted += int64(c&classExhausted) >> 1
+	s.backoff += int64(c&classBackoff) >> 2
+}
+
+func (s *countState) clearErrorStep(id int64) {
+	c, ok := s.errorSteps[id]
+	if !ok {
+		return
+	}
+	delete(s.errorSteps, id)
+	s.retryable -= int64(c & classRetryable)
+	s.exhausted -= int64(c&classExhausted) >> 1
+	s.backoff -= int64(c&classBackoff) >> 2
+}
+
+// snapshot renders the state as a Snapshot with the same groups and
+// columns a full count produces (connection counts excepted).
+func (s *countState) snapshot() Snapshot {
+	var snap Snapshot
+	snap.Tasks = groupCounts(s.tasks)
+	snap.tallyTasks()
+	steps := make([]stepGroup, 0, len(s.steps))
+	for _, g := range groupCounts(s.steps) {
+		steps = append(steps, stepGroup{GroupCount: g})
+	}
+	snap.Steps = snap.tallySteps(steps)
+	snap.Counts.RetryableErrorSteps = s.retryable
+	snap.Counts.ExhaustedRetrySteps = s.exhausted
+	snap.Counts.InBackoffSteps = s.backoff
+	return snap
+}
+
+// groupCounts lists the non-zero counters sorted by namespace, task and
+// state, byte-wise (the full count's ORDER BY follows the database
+// collation; compare the two sorted the same way).
+func groupCounts(m map[stateKey]int64) []GroupCount {
+	out := make([]GroupCount, 0, len(m))
+	for k, n := range m {
+		if n != 0 {
+			out = append(out, GroupCount{Namespace: k.namespace, TaskName: k.task, State: k.state, Count: n})
+		}
+	}
+	SortGroups(out)
+	return out
+}
+
+// SortGroups orders group counts by namespace, task name and state,
+// byte-wise, so two breakdowns can be compared element by element.
+func SortGroups(gs []GroupCount) {
+	slices.SortFunc(gs, func(a, b GroupCount) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.TaskName, b.TaskName),
+			strings.Compare(a.State, b.State))
+	})
+}
+
+// driftReport is how far the incremental counts were from a full count of the
+// same snapshot: the sum of absolute differences over all groups and
+// states, and the number of steps in error whose retry class differed.
+type driftReport struct {
+	Tasks      int64
+	Steps      int64
+	ErrorSteps int64
+}
+
+// zero reports whether the two counts agreed.
+func (d driftReport) zero() bool { return d == driftReport{} }
+
+// drift compares s with a full count.
+func (s *countState) drift(full *countState) driftReport {
+	var d driftReport
+	diff := func(a, b map[stateKey]int64) int64 {
+		var n int64
+		for k := range joinKeys(a, b) {
+			n += abs(a[k] - b[k])
+		}
+		return n
+	}
+	d.Tasks = diff(s.tasks, full.tasks)
+	d.Steps = diff(s.steps, full.steps)
+	for id, c := range s.errorSteps {
+		if fc, ok := full.errorSteps[id]; !ok || fc != c {
+			d.ErrorSteps++
+		}
+	}
+	for id := range full.errorSteps {
+		if _, ok := s.errorSteps[id]; !ok {
+			d.ErrorSteps++
+		}
+	}
+	return d
+}
+
+func joinKeys(a, b map[stateKey]int64) map[stateKey]struct{} {
+	keys := make(map[stateKey]struct{}, len(a)+len(b))
+	for k := range maps.Keys(a) {
+		keys[k] = struct{}{}
+	}
+	for k := range maps.Keys(b) {
+		keys[k] = struct{}{}
+	}
+	return keys
+}
+
+func abs(n int64) int64 {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+// groupSizes returns the groups ordered by task count, then step count,
+// then name, the ranking exporters/domain.go uses for its label cap, so the
+// stream's counters start with the same kept pairs.
+func (s *countState) groupSizes() []group {
+	type size struct{ tasks, steps int64 }
+	sizes := map[group]*size{}
+	get := func(g group) *size {
+		if sizes[g] == nil {
+			sizes[g] = &size{}
+		}
+		return sizes[g]
+	}
+	for k, n := range s.tasks {
+		get(k.group).tasks += n
+	}
+	for k, n := range s.steps {
+		get(k.group).steps += n
+	}
+	out := slices.Collect(maps.Keys(sizes))
+	slices.SortFunc(out, func(a, b group) int {
+		return cmp.Or(cmp.Compare(sizes[b].tasks, sizes[a].tasks), cmp.Compare(sizes[b].steps, sizes[a].steps),
+			strings.Compare(a.namespace, b.namespace), strings.Compare(a.task, b.task))
+	})
+	return out
+}

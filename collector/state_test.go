@@ -1,0 +1,107 @@
+package collector
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestCountStateMoves(t *testing.T) {
+	t.Parallel()
+	g := group{"billing", "invoice"}
+	s := newCountState()
+	s.newTask(g)
+	s.newStep(g)
+	s.newStep(g)
+	s.moveTask(g, "", "in_progress")
+	s.moveStep(g, 1, "", "in_progress", 0)
+	s.moveStep(g, 1, "in_progress", "error", classRetryable|classBackoff)
+	s.moveStep(g, 2, "", "error", classExhausted)
+
+	snap := s.snapshot()
+	want := HealthCounts{
+		TotalTasks: 1, InProgressTasks: 1,
+		TotalSteps: 2, ErrorSteps: 2,
+		RetryableErrorSteps: 1, ExhaustedRetrySteps: 1, InBackoffSteps: 1,
+	}
+	if snap.Counts != want {
+		t.Fatalf("counts = %+v, want %+v", snap.Counts, want)
+	}
+
+	// Leaving error removes the class it entered with, whatever the
+	// step's columns say now.
+	s.moveStep(g, 1, "error", "pending", classExhausted)
+	s.moveStep(g, 1, "pending", "in_progress", 0)
+	s.moveStep(g, 1, "in_progress", "complete", 0)
+	s.moveTask(g, "in_progress", "complete")
+	snap = s.snapshot()
+	want = HealthCounts{
+		TotalTasks: 1, CompleteTasks: 1,
+		TotalSteps: 2, CompleteSteps: 1, ErrorSteps: 1, ExhaustedRetrySteps: 1,
+	}
+	if snap.Counts != want {
+		t.Fatalf("counts = %+v, want %+v", snap.Counts, want)
+	}
+	wantSteps := []GroupCount{{"billing", "invoice", "complete", 1}, {"billing", "invoice", "error", 1}}
+	if !reflect.DeepEqual(snap.Steps, wantSteps) {
+		t.Errorf("steps = %+v, want %+v", snap.Steps, wantSteps)
+	}
+}
+
+func TestCountStateDrift(t *testing.T) {
+	t.Parallel()
+	g := group{"ns", "t"}
+	a, b := newCountState(), newCountState()
+	for _, s := range []*countState{a, b} {
+		s.newTask(g)
+		s.moveTask(g, "", "complete")
+		s.newStep(g)
+		s.moveStep(g, 7, "", "error", classRetryable)
+	}
+	if d := a.drift(b); !d.zero() {
+		t.Fatalf("equal states drift %+v", d)
+	}
+	b.newTask(g)                                       // one task a missed
+	b.moveStep(g, 7, "error", "error", classExhausted) // same state, other class
+	d := a.drift(b)
+	if d.Tasks != 1 || d.Steps != 0 || d.ErrorSteps != 1 {
+		t.Errorf("drift = %+v, want 1 task, 0 steps, 1 error step", d)
+	}
+}
+
+func TestCountStateFromSnapshotRoundTrip(t *testing.T) {
+	t.Parallel()
+	var snap Snapshot
+	snap.Tasks = mixedTaskGroups()
+	snap.Steps = mixedStepGroups()
+	s := countStateFrom(snap, map[int64]uint8{1: classRetryable | classBackoff, 2: classExhausted})
+	got := s.snapshot()
+	SortGroups(snap.Tasks)
+	SortGroups(snap.Steps)
+	if !reflect.DeepEqual(got.Tasks, snap.Tasks) || !reflect.DeepEqual(got.Steps, snap.Steps) {
+		t.Errorf("groups changed in the round trip:\n%+v\n%+v", got.Tasks, got.Steps)
+	}
+	if got.Counts.RetryableErrorSteps != 1 || got.Counts.InBackoffSteps != 1 || got.Counts.ExhaustedRetrySteps != 1 {
+		t.Errorf("retry classes = %+v", got.Counts)
+	}
+	if got.Counts.TotalTasks != 8 || got.Counts.TotalSteps != 18 {
+		t.Errorf("totals = %d tasks, %d steps", got.Counts.TotalTasks, got.Counts.TotalSteps)
+	}
+}
+
+func TestLabelerCap(t *testing.T) {
+	t.Parallel()
+	l := newLabeler(2)
+	l.seed([]group{{"a", "x"}})
+	if ns, task := l.labels(group{"b", "y"}); ns != "b" || task != "y" {
+		t.Errorf("second pair = %s/%s, want its own labels", ns, task)
+	}
+	if ns, task := l.labels(group{"c", "z"}); ns != OtherLabel || task != OtherLabel {
+		t.Errorf("third pair = %s/%s, want other/other", ns, task)
+	}
+	if ns, _ := l.labels(group{"a", "x"}); ns != "a" {
+		t.Errorf("seeded pair lost its labels")
+	}
+	if ns, _ := l.labels(group{"bad\xff", "x"}); ns != OtherLabel {
+		t.Errorf("label value not folded: %q", ns)
+	}
+}

@@ -1,0 +1,369 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The stream's reads. Every query takes the same three inputs: the
+// watermark ($1), the batch size ($2) and the open gaps as two arrays of
+// bounds ($3, $4). The first half returns the next rows above the
+// watermark, the second the rows that have appeared inside gaps; a caller
+// tells them apart by comparing ids with the watermark. Both halves are
+// index range scans on the primary key, so the cost follows the rows
+// returned, not the table size.
+//
+// Every lookup per row is a LATERAL subquery with LIMIT 1, which the
+// planner cannot flatten into a join: it stays a parameterized index probe
+// per returned row. As plain joins, PostgreSQL hashes the whole task and
+// step tables (it cannot know how few rows the first half returns), which
+// makes every poll cost as much as a full count.
+//
+// The previous state of a transition is the row before it for the same
+// entity by sort_key (a LATERAL probe of the unique (parent, sort_key)
+// index), never from_state, which Tasker leaves NULL, and never sort_key
+// arithmetic (facts §2.3).
+
+// terminalTaskStates end a run of a task: its span ends there and the task
+// duration is observed. Only cancelled is final in Tasker's machine
+// (facts §2.2); the others can be followed by a retry or a cancellation,
+// which starts a new run.
+var terminalTaskStates = []string{"complete", "error", "cancelled", "resolved_manually"}
+
+func isTerminalTaskState(s string) bool {
+	switch s {
+	case "complete", "error", "cancelled", "resolved_manually":
+		return true
+	}
+	return false
+}
+
+const newAndLate = `
+    (SELECT * FROM %[1]s WHERE id > $1 ORDER BY id LIMIT $2)
+    UNION ALL
+    (SELECT r.* FROM %[1]s r JOIN unnest($3::bigint[], $4::bigint[]) AS g(lo, hi) ON r.id BETWEEN g.lo AND g.hi)`
+
+const taskEntitiesSQL = `
+    (SELECT task_id, named_task_id FROM tasker_tasks WHERE task_id > $1 ORDER BY task_id LIMIT $2)
+    UNION ALL
+    (SELECT r.task_id, r.named_task_id FROM tasker_tasks r
+     JOIN unnest($3::bigint[], $4::bigint[]) AS g(lo, hi) ON r.task_id BETWEEN g.lo AND g.hi)`
+
+const stepEntitiesSQL = `
+WITH n AS (
+    (SELECT workflow_step_id, task_id FROM tasker_workflow_steps WHERE workflow_step_id > $1 ORDER BY workflow_step_id LIMIT $2)
+    UNION ALL
+    (SELECT r.workflow_step_id, r.task_id FROM tasker_workflow_steps r
+     JOIN unnest($3::bigint[], $4::bigint[]) AS g(lo, hi) ON r.workflow_step_id BETWEEN g.lo AND g.hi)
+)
+SELECT n.workflow_step_id, t.named_task_id
+FROM n
+LEFT JOIN LATERAL (SELECT named_task_id FROM tasker_tasks t WHERE t.task_id = n.task_id LIMIT 1) t ON true`
+
+var taskTransitionsSQL = fmt.Sprintf(`
+WITH n AS (%s)
+SELECT n.id, n.task_id, n.to_state, n.sort_key, n.created_at,
+       p.to_state, p.created_at,
+       t.named_task_id, t.created_at,
+       CASE WHEN n.to_state = ANY($5::text[]) THEN
+           (SELECT q.created_at FROM tasker_task_transitions q
+            WHERE q.task_id = n.task_id AND q.sort_key < n.sort_key AND q.to_state = ANY($5::text[])
+            ORDER BY q.sort_key DESC LIMIT 1)
+       END
+FROM n
+LEFT JOIN LATERAL (
+    SELECT p.to_state, p.created_at FROM tasker_task_transitions p
+    WHERE p.task_id = n.task_id AND p.sort_key < n.sort_key
+    ORDER BY p.sort_key DESC LIMIT 1) p ON true
+LEFT JOIN LATERAL (
+    SELECT t.named_task_id, t.created_at FROM tasker_tasks t WHERE t.task_id = n.task_id LIMIT 1) t ON true`, fmt.Sprintf(newAndLate, "tasker_task_transitions"))
+
+// The retry class uses the step's columns as they are now, with the same
+// NULL handling as the full count (stepGroupsSQL): a NULL comparison
+// counts in no class.
+var stepTransitionsSQL = fmt.Sprintf(`
+WITH n AS (%s)
+SELECT n.id, n.workflow_step_id, s.task_id, n.to_state, n.sort_key, n.created_at,
+       p.to_state, p.created_at,
+       t.named_task_id,
+       COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true), false),
+       COALESCE(s.attempts >= s.retry_limit, false),
+       COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true) AND s.last_attempted_at IS NOT NULL, false),
+       CASE WHEN n.to_state = 'in_progress' THEN
+           (SELECT q.created_at FROM tasker_workflow_step_transitions q
+            WHERE q.workflow_step_id = n.workflow_step_id AND q.sort_key < n.sort_key AND q.to_state = 'error'
+            ORDER BY q.sort_key DESC LIMIT 1)
+       END
+FROM n
+LEFT JOIN LATERAL (
+    SELECT p.to_state, p.created_at FROM tasker_workflow_step_transitions p
+    WHERE p.workflow_step_id = n.workflow_step_id AND p.sort_key < n.sort_key
+    ORDER BY p.sort_key DESC LIMIT 1) p ON true
+LEFT JOIN LATERAL (
+    SELECT s.task_id, s.attempts, s.retry_limit, s.retryable, s.last_attempted_at
+    FROM tasker_workflow_steps s WHERE s.workflow_step_id = n.workflow_step_id LIMIT 1) s ON true
+LEFT JOIN LATERAL (SELECT t.named_task_id FROM tasker_tasks t WHERE t.task_id = s.task_id LIMIT 1) t ON true`, fmt.Sprintf(newAndLate, "tasker_workflow_step_transitions"))
+
+// The classes of the steps currently in error, in the full count's
+// snapshot, with the full count's definitions (facts §3.3).
+const errorStepsSQL = `
+SELECT s.workflow_step_id,
+       COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true), false),
+       COALESCE(s.attempts >= s.retry_limit, false),
+       COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true) AND s.last_attempted_at IS NOT NULL, false)
+FROM tasker_workflow_step_transitions st
+JOIN tasker_workflow_steps s ON s.workflow_step_id = st.workflow_step_id
+WHERE st.most_recent = true AND st.to_state = 'error'`
+
+const namedTasksSQL = `
+SELECT nt.named_task_id, COALESCE(ns.name, ''), nt.name, nt.version
+FROM tasker_named_tasks nt
+LEFT JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id`
+
+// The identity stored in a checkpoint: the OIDs change when the tables are
+// recreated (a restore), the name when we point at another database.
+const identitySQL = `
+SELECT current_database() || '/' || 'tasker_task_transitions'::regclass::oid || '/' ||
+       'tasker_workflow_step_transitions'::regclass::oid`
+
+// gapsSQL finds the missing ids in ($1, $2] of a table, as ranges; $2 is
+// the table's highest id, so there is no gap after the last row.
+const gapsSQL = `
+SELECT lo, hi FROM (
+    SELECT lag(%[2]s, 1, $1::bigint) OVER (ORDER BY %[2]s) + 1 AS lo, %[2]s - 1 AS hi
+    FROM %[1]s WHERE %[2]s > $1 AND %[2]s <= $2
+) g WHERE hi >= lo`
+
+// table is one of the four tables the stream follows.
+type table int
+
+const (
+	tableTasks table = iota
+	tableSteps
+	tableTaskTransitions
+	tableStepTransitions
+	numTables
+)
+
+func (t table) String() string {
+	return [...]string{"tasker_tasks", "tasker_workflow_steps", "tasker_task_transitions", "tasker_workflow_step_transitions"}[t]
+}
+
+func (t table) idColumn() string {
+	return [...]string{"task_id", "workflow_step_id", "id", "id"}[t]
+}
+
+// position is a cursor per table.
+type position [numTables]Cursor
+
+func (p position) clone() position {
+	for i := range p {
+		p[i] = p[i].clone()
+	}
+	return p
+}
+
+// row is one row of any of the four reads. Entity rows fill id and
+// namedTask only.
+type row struct {
+	id        int64
+	taskID    int64
+	stepID    int64
+	namedTask *int32
+	toState   string
+	sortKey   int32
+	at        time.Time
+	fromState *string
+	fromAt    *time.Time
+
+	taskCreated    *time.Time // task transitions
+	prevTerminalAt *time.Time // task transitions to a terminal state
+	lastErrorAt    *time.Time // step transitions to in_progress
+	class          uint8      // step transitions
+}
+
+func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps Cursor) ([]row, error) {
+	lo, hi := gaps.gapBounds()
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	switch t {
+	case tableTasks:
+		rows, err = tx.Query(ctx, taskEntitiesSQL, wm, limit, lo, hi)
+	case tableSteps:
+		rows, err = tx.Query(ctx, stepEntitiesSQL, wm, limit, lo, hi)
+	case tableTaskTransitions:
+		rows, err = tx.Query(ctx, taskTransitionsSQL, wm, limit, lo, hi, terminalTaskStates)
+	case tableStepTransitions:
+		rows, err = tx.Query(ctx, stepTransitionsSQL, wm, limit, lo, hi)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", t, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		var err error
+		switch t {
+		case tableTasks, tableSteps:
+			err = r.Scan(&x.id, &x.namedTask)
+		case tableTaskTransitions:
+			err = r.Scan(&x.id, &x.taskID, &x.toState, &x.sortKey, &x.at, &x.fromState, &x.fromAt,
+				&x.namedTask, &x.taskCreated, &x.prevTerminalAt)
+		case tableStepTransitions:
+			var taskID *int64
+			var retryable, exhausted, backoff bool
+			err = r.Scan(&x.id, &x.stepID, &taskID, &x.toState, &x.sortKey, &x.at, &x.fromState, &x.fromAt,
+				&x.namedTask, &retryable, &exhausted, &backoff, &x.lastErrorAt)
+			if taskID != nil {
+				x.taskID = *taskID
+			}
+			if retryable {
+				x.class |= classRetryable
+			}
+			if exhausted {
+				x.class |= classExhausted
+			}
+			if backoff {
+				x.class |= classBackoff
+			}
+		}
+		return x, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", t, err)
+	}
+	return out, nil
+}
+
+// readReplay returns the terminal task transitions with ids in ranges, at
+// most limit of them, the newest first.
+func readReplay(ctx context.Context, tx pgx.Tx, ranges []Gap, limit int) ([]row, error) {
+	lo, hi := Cursor{Gaps: ranges}.gapBounds()
+	rows, err := tx.Query(ctx, `
+SELECT r.id, r.task_id, r.to_state, r.sort_key, r.created_at, t.named_task_id
+FROM tasker_task_transitions r
+JOIN unnest($1::bigint[], $2::bigint[]) AS g(lo, hi) ON r.id BETWEEN g.lo AND g.hi
+LEFT JOIN LATERAL (SELECT t.named_task_id FROM tasker_tasks t WHERE t.task_id = r.task_id LIMIT 1) t ON true
+WHERE r.to_state = ANY($3::text[])
+ORDER BY r.id DESC LIMIT $4`, lo, hi, terminalTaskStates, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read replay: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.id, &x.taskID, &x.toState, &x.sortKey, &x.at, &x.namedTask)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read replay: %w", err)
+	}
+	return out, nil
+}
+
+// startPosition is where a fresh count leaves the stream: the highest
+// visible id of each table, with the missing ids of the window below it as
+// gaps, since some of them may belong to transactions still open.
+func startPosition(ctx context.Context, tx pgx.Tx, window int64, now time.Time) (position, error) {
+	var p position
+	for t := range numTables {
+		var wm int64
+		err := tx.QueryRow(ctx, fmt.Sprintf("SELECT COALESCE(max(%s), 0) FROM %s", t.idColumn(), t)).Scan(&wm)
+		if err != nil {
+			return p, fmt.Errorf("read %s watermark: %w", t, err)
+		}
+		p[t].Watermark = wm
+		if window == 0 || wm == 0 {
+			continue
+		}
+		rows, err := tx.Query(ctx, fmt.Sprintf(gapsSQL, t, t.idColumn()), max(wm-window, 0), wm)
+		if err != nil {
+			return p, fmt.Errorf("read %s gaps: %w", t, err)
+		}
+		gaps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Gap, error) {
+			g := Gap{Since: now}
+			return g, r.Scan(&g.Lo, &g.Hi)
+		})
+		if err != nil {
+			return p, fmt.Errorf("read %s gaps: %w", t, err)
+		}
+		p[t].Gaps = normalizeGaps(gaps)
+	}
+	return p, nil
+}
+
+// normalizeGaps sorts and merges ranges.
+func normalizeGaps(gs []Gap) []Gap {
+	if len(gs) == 0 {
+		return nil
+	}
+	sortGaps(gs)
+	out := gs[:1]
+	for _, g := range gs[1:] {
+		last := &out[len(out)-1]
+		if g.Lo <= last.Hi+1 {
+			last.Hi = max(last.Hi, g.Hi)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]uint8, error) {
+	rows, err := tx.Query(ctx, errorStepsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read steps in error: %w", err)
+	}
+	out := map[int64]uint8{}
+	var (
+		id                            int64
+		retryable, exhausted, backoff bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff}, func() error {
+		var c uint8
+		if retryable {
+			c |= classRetryable
+		}
+		if exhausted {
+			c |= classExhausted
+		}
+		if backoff {
+			c |= classBackoff
+		}
+		out[id] = c
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read steps in error: %w", err)
+	}
+	return out, nil
+}
+
+// namedTask is what the stream needs of a named task: its group and version.
+type namedTask struct {
+	group
+	version string
+}
+
+func readNamedTasks(ctx context.Context, tx pgx.Tx) (map[int32]namedTask, error) {
+	rows, err := tx.Query(ctx, namedTasksSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read named tasks: %w", err)
+	}
+	out := map[int32]namedTask{}
+	var (
+		id                int32
+		ns, name, version string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &ns, &name, &version}, func() error {
+		out[id] = namedTask{group{ns, name}, version}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read named tasks: %w", err)
+	}
+	return out, nil
+}

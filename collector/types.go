@@ -1,0 +1,57 @@
+package collector
+
+import "time"
+
+// States are the six states Tasker's state machines use for tasks and steps.
+var States = []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"}
+
+// HealthCounts has exactly the columns and semantics of Tasker's
+// get_system_health_counts_v01() (tasker-facts §3.3). Entities with no
+// transition row count in the totals only.
+type HealthCounts struct {
+	TotalTasks      int64 `json:"total_tasks"`
+	PendingTasks    int64 `json:"pending_tasks"`
+	InProgressTasks int64 `json:"in_progress_tasks"`
+	CompleteTasks   int64 `json:"complete_tasks"`
+	ErrorTasks      int64 `json:"error_tasks"`
+	CancelledTasks  int64 `json:"cancelled_tasks"`
+
+	TotalSteps      int64 `json:"total_steps"`
+	PendingSteps    int64 `json:"pending_steps"`
+	InProgressSteps int64 `json:"in_progress_steps"`
+	CompleteSteps   int64 `json:"complete_steps"`
+	ErrorSteps      int64 `json:"error_steps"`
+
+	RetryableErrorSteps int64 `json:"retryable_error_steps"`
+	ExhaustedRetrySteps int64 `json:"exhausted_retry_steps"`
+	InBackoffSteps      int64 `json:"in_backoff_steps"`
+
+	ActiveConnections int64 `json:"active_connections"`
+	MaxConnections    int64 `json:"max_connections"`
+}
+
+// GroupCount is the number of tasks or steps of one named task in one current
+// state. State is "" for entities that have no transition row yet (Tasker
+// counts them in totals only), so a breakdown sums to the totals.
+type GroupCount struct {
+	Namespace string
+	TaskName  string
+	State     string
+	Count     int64
+}
+
+// Snapshot is one successful refresh.
+type Snapshot struct {
+	Counts HealthCounts
+	// Per namespace and named task, all states including resolved_manually and
+	// the "" no-transition bucket.
+	Tasks []GroupCount
+	Steps []GroupCount
+	// Current state counts the health function leaves out of its columns.
+	ResolvedManuallyTasks int64
+	CancelledSteps        int64
+	ResolvedManuallySteps int64
+
+	TakenAt  time.Time     // wall clock when the refresh finished
+	Duration time.Duration // how long the refresh queries took
+}

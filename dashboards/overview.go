@@ -1,0 +1,231 @@
+package dashboards
+
+import (
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+)
+
+// Every replica of a sidecar deployment reports the same Tasker numbers, read
+// from the same database, so the domain panels take the max over replicas
+// (a sum would multiply them) and the per-replica panels keep the instance.
+
+// Tasker's verdict clauses (status_checker.rb), as fractions. Tasker's test
+// is strict (unhealthy above the limit), so healthy is <=.
+const (
+	taskErrorShare = `max(tasker_tasks{job="$job",state="error"}) / clamp_min(max(sum by (instance) (tasker_tasks{job="$job"})), 1)`
+	stepErrorShare = `max(tasker_steps{job="$job",state="error"}) / clamp_min(max(sum by (instance) (tasker_steps{job="$job"})), 1)`
+	connectionUse  = `max(tasker_database_connections_active{job="$job"}) / max(tasker_database_connections_max{job="$job"} > 0)`
+)
+
+func overview() board {
+	return board{
+		uid:   "tasker-overview",
+		title: "Tasker / Overview",
+		description: "Is Tasker healthy: its own verdict, tasks and steps by state, error shares, throughput and " +
+			"error rates from the transition stream, and whether each sidecar replica reaches the database and the cache store.",
+		variables: []cog.Builder[dashboard.VariableModel]{jobVariable()},
+		rows: []row{
+			{"Health", []panel{
+				quarter(verdict()), quarter(taskErrorShareStat()), quarter(stepErrorShareStat()), quarter(connectionUseStat()),
+				quarter(dataAge()), quarter(sidecarsUp()), quarter(tasksInError()), quarter(exhaustedSteps()),
+				quarter(tasksFinishedStat()), quarter(taskErrorRateStat()), quarter(stepFailureRateStat()), quarter(streamState()),
+			}},
+			{"Dependencies", []panel{full(dependencyReadiness())}},
+			{"Tasks and steps", []panel{
+				third(openTasksByState()), third(openStepsByState()), third(errorStepsByRetryClass()),
+			}},
+			{"Throughput and errors", []panel{
+				third(taskFlow()), third(stepFlow()), third(errorRates()),
+				third(errorShares()), third(databaseConnections()), third(finishedTasksByState()),
+			}},
+		},
+	}
+}
+
+func verdict() cog.Builder[dashboard.Panel] {
+	return singleStat("Tasker verdict",
+		"Tasker's /health/status verdict recomputed from the metrics: unhealthy when more than 50% of tasks "+
+			"or of steps are in error, or more than 90% of max_connections are active.", unitCount,
+		promQuery(`(`+taskErrorShare+` <= bool 0.5)
+* (`+stepErrorShare+` <= bool 0.5)
+* ((`+connectionUse+` <= bool 0.9) or vector(1))`, "verdict")).
+		Mappings(mapping("unhealthy", "red", "healthy", "green")).
+		ColorMode(common.BigValueColorModeBackground).
+		NoValue("no data: is the sidecar refreshing?")
+}
+
+func taskErrorShareStat() cog.Builder[dashboard.Panel] {
+	return singleStat("Task error share",
+		"Share of all tasks whose current state is error; Tasker turns unhealthy above 50%.", unitRatio,
+		promQuery(taskErrorShare, "tasks")).
+		Thresholds(thresholds(step(0.25, "orange"), step(0.5, "red"))).
+		ColorScheme(byThresholds())
+}
+
+func stepErrorShareStat() cog.Builder[dashboard.Panel] {
+	return singleStat("Step error share",
+		"Share of all workflow steps whose current state is error; Tasker turns unhealthy above 50%.", unitRatio,
+		promQuery(stepErrorShare, "steps")).
+		Thresholds(thresholds(step(0.25, "orange"), step(0.5, "red"))).
+		ColorScheme(byThresholds())
+}
+
+func connectionUseStat() cog.Builder[dashboard.Panel] {
+	return singleStat("Database connections in use",
+		"Active sessions on the Tasker database over PostgreSQL's max_connections; Tasker turns unhealthy above 90%. "+
+			"Empty when max_connections is unknown.", unitRatio,
+		promQuery(connectionUse, "active / max")).
+		Thresholds(thresholds(step(0.75, "orange"), step(0.9, "red"))).
+		ColorScheme(byThresholds())
+}
+
+func dataAge() cog.Builder[dashboard.Panel] {
+	return singleStat("Age of the data",
+		"Age of the oldest data a replica serves. Past metrics.max_staleness (default 10 min) the Tasker series "+
+			"are withdrawn and the panels above go empty.", unitSeconds,
+		promQuery(`max(tasker_sidecar_refresh_age_seconds{job="$job"})`, "age")).
+		Thresholds(thresholds(step(60, "orange"), step(600, "red"))).
+		ColorScheme(byThresholds())
+}
+
+func sidecarsUp() cog.Builder[dashboard.Panel] {
+	return singleStat("Sidecars scraped",
+		"Replicas Prometheus scrapes successfully.", unitCount,
+		promQuery(`sum(up{job="$job"})`, "up"))
+}
+
+func tasksInError() cog.Builder[dashboard.Panel] {
+	return singleStat("Tasks in error",
+		"Tasks whose current state is error.", unitCount,
+		promQuery(`max(tasker_tasks{job="$job",state="error"})`, "error"))
+}
+
+func exhaustedSteps() cog.Builder[dashboard.Panel] {
+	return singleStat("Steps out of retries",
+		"Steps in error with attempts >= retry_limit: they will not be retried without an operator.", unitCount,
+		promQuery(`max(tasker_error_steps{job="$job",retry_class="exhausted"})`, "exhausted"))
+}
+
+// dependencyReadiness follows the readiness checks: the database through the
+// last refresh, the cache store through the strategy (a redis or memcached
+// store that fell back to local_only is not answering).
+func dependencyReadiness() cog.Builder[dashboard.Panel] {
+	return stateTimeline("Dependency readiness per replica",
+		"Database: the last refresh of the health counts succeeded. Cache store: a configured Redis or "+
+			"memcached store is in use (a replica that cannot reach it coordinates local_only); in-process "+
+			"stores always count as ready.",
+		promQuery(`min by (instance) (tasker_sidecar_refresh_success{job="$job"})`, "{{instance}} database"),
+		promQuery(`1 - max by (instance) (tasker_sidecar_cache_strategy{job="$job",strategy="local_only"})
+  * on (instance) (
+      max by (instance) (tasker_sidecar_cache_store_info{job="$job",kind=~"redis|memcached"})
+      or 0 * max by (instance) (tasker_sidecar_cache_store_info{job="$job"})
+    )`, "{{instance}} cache store")).
+		Mappings(readiness())
+}
+
+func openTasksByState() cog.Builder[dashboard.Panel] {
+	return stackedSeries("Open tasks by state",
+		"Tasks not finished, by current state; new = no transition yet.", unitCount,
+		promQuery(`max by (state) (tasker_tasks{job="$job",state=~"new|pending|in_progress|error"})`, "{{state}}"))
+}
+
+func openStepsByState() cog.Builder[dashboard.Panel] {
+	return stackedSeries("Open steps by state",
+		"Workflow steps not finished, by current state; new = no transition yet.", unitCount,
+		promQuery(`max by (state) (tasker_steps{job="$job",state=~"new|pending|in_progress|error"})`, "{{state}}"))
+}
+
+func errorStepsByRetryClass() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps in error by retry class",
+		"Tasker's classes: retryable (attempts < retry_limit), exhausted (attempts >= retry_limit), in_backoff "+
+			"(retryable and attempted at least once; a subset of retryable, not additive).", unitCount,
+		promQuery(`max by (retry_class) (tasker_error_steps{job="$job"})`, "{{retry_class}}"))
+}
+
+// The flows count transition rows (each once, when the stream reads it) and
+// new task rows.
+func taskFlow() cog.Builder[dashboard.Panel] {
+	return timeSeries("Task flow",
+		"Tasks created per second, and task runs reaching each final state per second (error included: a task "+
+			"retried after an error can end again).", unitTasksPerS,
+		promQuery(rateOf("tasker_sidecar_stream_rows_total", `job="$job",table="tasker_tasks"`), "created"),
+		promQuery(rateOf("tasker_task_transitions_total", `job="$job",to_state=~"`+finalTaskStates+`"`, "to_state"), "{{to_state}}"))
+}
+
+func stepFlow() cog.Builder[dashboard.Panel] {
+	return timeSeries("Step flow",
+		"Step attempts started (in_progress), completed and failed (error) per second, and failed steps sent back "+
+			"for another attempt (retried).", unitStepsPerS,
+		promQuery(rateOf("tasker_step_transitions_total", `job="$job",to_state=~"in_progress|complete|error"`, "to_state"), "{{to_state}}"),
+		promQuery(rateOf("tasker_step_retries_total", `job="$job"`), "retried"))
+}
+
+func errorRates() cog.Builder[dashboard.Panel] {
+	return timeSeries("Error rates",
+		"Share of task runs ending in error among those ending in complete or error, and of step attempts failing "+
+			"among those that ended, over the window: what fails now, unlike the error shares (current states).", unitRatio,
+		promQuery(ratioOf("tasker_task_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "task runs"),
+		promQuery(ratioOf("tasker_step_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "step attempts")).
+		Max(1)
+}
+
+func tasksFinishedStat() cog.Builder[dashboard.Panel] {
+	return singleStat("Tasks finished",
+		"Task runs reaching a final state per second (complete, error, cancelled, resolved_manually).", unitTasksPerS,
+		promQuery(rateOf("tasker_task_transitions_total", `job="$job",to_state=~"`+finalTaskStates+`"`), "finished"))
+}
+
+func taskErrorRateStat() cog.Builder[dashboard.Panel] {
+	return singleStat("Task error rate",
+		"Share of the task runs ending now that end in error (among complete and error); "+
+			"TaskerTaskErrorRateHigh fires per named task above 10% over 15 minutes.", unitRatio,
+		promQuery(ratioOf("tasker_task_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "error rate")).
+		Thresholds(thresholds(step(0.1, "orange"), step(0.25, "red"))).
+		ColorScheme(byThresholds()).
+		NoValue("no task finished")
+}
+
+func stepFailureRateStat() cog.Builder[dashboard.Panel] {
+	return singleStat("Step attempts failing",
+		"Share of the step attempts ending now that fail; retryable failures are retried after a backoff.", unitRatio,
+		promQuery(ratioOf("tasker_step_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "failing")).
+		Thresholds(thresholds(step(0.1, "orange"), step(0.25, "red"))).
+		ColorScheme(byThresholds()).
+		NoValue("no attempt ended")
+}
+
+// streamState says whether the counters and the health counts are current:
+// every replica's transition stream has read everything committed.
+func streamState() cog.Builder[dashboard.Panel] {
+	return singleStat("Transition stream",
+		"Whether every replica's transition stream has read every committed transition; the throughput and error "+
+			"rates lag while it catches up. Details on Tasker / Sidecar.", unitCount,
+		promQuery(`min(tasker_sidecar_stream_caught_up{job="$job"})`, "caught up")).
+		Mappings(mapping("catching up", "orange", "caught up", "green")).
+		ColorMode(common.BigValueColorModeBackground).
+		NoValue("stream disabled")
+}
+
+func errorShares() cog.Builder[dashboard.Panel] {
+	return timeSeries("Error shares",
+		"Shares of tasks and steps in error, Tasker's health inputs; the line at 50% is its limit.", unitRatio,
+		promQuery(taskErrorShare, "tasks"),
+		promQuery(stepErrorShare, "steps")).
+		Max(1).
+		Thresholds(thresholds(step(0.5, "red"))).
+		ThresholdsStyle(lineThresholds())
+}
+
+func databaseConnections() cog.Builder[dashboard.Panel] {
+	return timeSeries("Tasker database connections",
+		"Sessions with state = active in pg_stat_activity (the sidecar's own query included) against max_connections.", unitCount,
+		promQuery(`max(tasker_database_connections_active{job="$job"})`, "active"),
+		promQuery(`max(tasker_database_connections_max{job="$job"})`, "max_connections"))
+}
+
+func finishedTasksByState() cog.Builder[dashboard.Panel] {
+	return timeSeries("Finished tasks by state",
+		"Tasks in a final state; these grow with the history kept in the database.", unitCount,
+		promQuery(`max by (state) (tasker_tasks{job="$job",state=~"complete|cancelled|resolved_manually"})`, "{{state}}"))
+}

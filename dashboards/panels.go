@@ -1,0 +1,253 @@
+package dashboards
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/statetimeline"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+)
+
+// query is one PromQL expression of a panel. Range windows are written
+// [$__rate_interval] so that Grafana sizes them to the scrape interval (and
+// the end-to-end test can substitute a short one).
+type query struct {
+	expr, legend string
+	// instant asks for the current value only, one table row per series.
+	instant bool
+	// exemplars asks Grafana for the exemplars of a histogram, which the
+	// Prometheus data source turns into links to the trace in Jaeger.
+	exemplars bool
+}
+
+func promQuery(expr, legend string) query { return query{expr: expr, legend: legend} }
+
+func instantQuery(expr string) query { return query{expr: expr, instant: true} }
+
+func withExemplars(expr, legend string) query {
+	return query{expr: expr, legend: legend, exemplars: true}
+}
+
+// Expressions over the transition stream's counters and histograms.
+//
+// Every replica follows the same database and counts the same transition
+// rows, so a counter's rate is taken per replica and the replicas are
+// combined with max, never summed. A histogram's buckets may be summed over
+// replicas: counting every observation once per replica does not move a
+// quantile.
+
+// finalTaskStates are the task states a run ends in (error included: a
+// retried task can end again).
+const finalTaskStates = `complete|error|cancelled|resolved_manually`
+
+// rateOf is the per-second rate of a counter, keeping the labels in by.
+func rateOf(metric, selector string, by ...string) string {
+	return maxBy(by, "sum by ("+labelList("instance", by...)+") (rate("+metric+"{"+selector+"}[$__rate_interval]))")
+}
+
+// ratioOf is the share of a counter's increase matching num among that
+// matching den, per replica and then the max over replicas.
+func ratioOf(metric, num, den string, by ...string) string {
+	sum := func(sel string) string {
+		return "sum by (" + labelList("instance", by...) + ") (rate(" + metric + "{" + sel + "}[$__rate_interval]))"
+	}
+	return maxBy(by, sum(num)+"\n/ "+sum(den))
+}
+
+// quantile is a quantile (0.5, 0.95, ...) of a histogram over the window,
+// keeping the labels in by.
+func quantile(q, metric, selector string, by ...string) string {
+	return "histogram_quantile(" + q + ", sum by (" + strings.Join(append(slices.Clone(by), "le"), ", ") + ") (rate(" +
+		metric + "_bucket{" + selector + "}[$__rate_interval])))"
+}
+
+func maxBy(by []string, expr string) string {
+	if len(by) == 0 {
+		return "max(" + expr + ")"
+	}
+	return "max by (" + strings.Join(by, ", ") + ") (" + expr + ")"
+}
+
+func labelList(first string, rest ...string) string {
+	return strings.Join(append([]string{first}, rest...), ", ")
+}
+
+func promDatasource() common.DataSourceRef {
+	typ, uid := "prometheus", "${datasource}"
+	return common.DataSourceRef{Type: &typ, Uid: &uid}
+}
+
+func targets(qs []query) []cog.Builder[variants.Dataquery] {
+	out := make([]cog.Builder[variants.Dataquery], 0, len(qs))
+	for i, q := range qs {
+		t := prometheus.NewDataqueryBuilder().
+			RefId(string(rune('A' + i))).
+			Datasource(promDatasource()).
+			Expr(q.expr)
+		if q.legend != "" {
+			t.LegendFormat(q.legend)
+		}
+		if q.instant {
+			t.Instant().Format(prometheus.PromQueryFormatTable)
+		} else {
+			t.Range()
+		}
+		if q.exemplars {
+			t.Exemplar(true)
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// Units, as Grafana names them.
+const (
+	unitCount      = "short"
+	unitSeconds    = "s"
+	unitBytes      = "bytes"
+	unitRatio      = "percentunit"
+	unitPerSecond  = "ops"
+	unitRequests   = "reqps"
+	unitTasksPerS  = "suffix: tasks/s"
+	unitStepsPerS  = "suffix: steps/s"
+	unitCPUSeconds = "suffix: cores"
+)
+
+func timeSeries(title, description, unit string, qs ...query) *timeseries.PanelBuilder {
+	return timeseries.NewPanelBuilder().
+		Title(title).
+		Description(description).
+		Datasource(promDatasource()).
+		Targets(targets(qs)).
+		Unit(unit).
+		FillOpacity(10).
+		Legend(common.NewVizLegendOptionsBuilder().
+			ShowLegend(true).
+			DisplayMode(common.LegendDisplayModeList).
+			Placement(common.LegendPlacementBottom))
+}
+
+// stackedSeries is a time series whose series add up to a meaningful total.
+func stackedSeries(title, description, unit string, qs ...query) *timeseries.PanelBuilder {
+	return timeSeries(title, description, unit, qs...).
+		FillOpacity(60).
+		Stacking(common.NewStackingConfigBuilder().Mode(common.StackingModeNormal))
+}
+
+func singleStat(title, description, unit string, qs ...query) *stat.PanelBuilder {
+	return stat.NewPanelBuilder().
+		Title(title).
+		Description(description).
+		Datasource(promDatasource()).
+		Targets(targets(qs)).
+		Unit(unit).
+		GraphMode(common.BigValueGraphModeArea).
+		ColorMode(common.BigValueColorModeValue).
+		ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}))
+}
+
+// tablePanel shows instant queries, one row per series with its labels as
+// columns; the time column says nothing there and is hidden.
+func tablePanel(title, description string, qs ...query) *table.PanelBuilder {
+	return table.NewPanelBuilder().
+		Title(title).
+		Description(description).
+		Datasource(promDatasource()).
+		Targets(targets(qs)).
+		// Grafana's own default; the SDK's leaves the reducer null.
+		Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"})).
+		WithTransformation(dashboard.DataTransformerConfig{
+			Id:      "organize",
+			Options: map[string]any{"excludeByName": map[string]any{"Time": true, "__name__": true}},
+		})
+}
+
+func stateTimeline(title, description string, qs ...query) *statetimeline.PanelBuilder {
+	return statetimeline.NewPanelBuilder().
+		Title(title).
+		Description(description).
+		Datasource(promDatasource()).
+		Targets(targets(qs)).
+		ShowValue(common.VisibilityModeNever).
+		MergeValues(true)
+}
+
+// lineThresholds draws a time series' thresholds as lines.
+func lineThresholds() *common.GraphThresholdsStyleConfigBuilder {
+	return common.NewGraphThresholdsStyleConfigBuilder().Mode(common.GraphThresholdsStyleModeLine)
+}
+
+// thresholds colours a value green below the first step and then each
+// step's colour from its value up.
+func thresholds(steps ...dashboard.Threshold) *dashboard.ThresholdsConfigBuilder {
+	return dashboard.NewThresholdsConfigBuilder().
+		Mode(dashboard.ThresholdsModeAbsolute).
+		Steps(append([]dashboard.Threshold{{Color: "green"}}, steps...))
+}
+
+func step(value float64, color string) dashboard.Threshold {
+	return dashboard.Threshold{Value: &value, Color: color}
+}
+
+// byThresholds colours series and values by the panel's thresholds.
+func byThresholds() *dashboard.FieldColorBuilder {
+	return dashboard.NewFieldColorBuilder().Mode(dashboard.FieldColorModeIdThresholds)
+}
+
+// mapping names the values of a 0/1 gauge.
+func mapping(zeroText, zeroColor, oneText, oneColor string) []dashboard.ValueMapping {
+	result := func(text, color string, index int32) dashboard.ValueMappingResult {
+		return dashboard.ValueMappingResult{Text: &text, Color: &color, Index: &index}
+	}
+	return []dashboard.ValueMapping{{ValueMap: &dashboard.ValueMap{
+		Type: dashboard.MappingTypeValueToText,
+		Options: map[string]dashboard.ValueMappingResult{
+			"0": result(zeroText, zeroColor, 0),
+			"1": result(oneText, oneColor, 1),
+		},
+	}}}
+}
+
+// readiness names a 1-when-working gauge.
+func readiness() []dashboard.ValueMapping { return mapping("failing", "red", "ready", "green") }
+
+// Template variables.
+
+func labelValues(name, label, query string) *dashboard.QueryVariableBuilder {
+	q := "label_values(" + query + ", " + label + ")"
+	return dashboard.NewQueryVariableBuilder(name).
+		Label(label).
+		Datasource(promDatasource()).
+		Query(dashboard.StringOrMap{String: &q}).
+		Definition(q).
+		Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
+		Sort(dashboard.VariableSortAlphabeticalAsc)
+}
+
+// jobVariable picks one sidecar deployment. Every replica of a deployment
+// reports the same Tasker numbers, so domain panels take the max over the
+// replicas of one job; mixing jobs would mix databases.
+func jobVariable() cog.Builder[dashboard.VariableModel] {
+	return labelValues("job", "job", "tasker_sidecar_build_info")
+}
+
+// multiVariable is a filter whose "All" matches every value, including
+// values that appear after the dashboard was loaded.
+func multiVariable(name, label, query string) cog.Builder[dashboard.VariableModel] {
+	return labelValues(name, label, query).
+		Multi(true).
+		IncludeAll(true).
+		AllValue(".*").
+		Current(option("All", "$__all"))
+}
+
+func instanceVariable() cog.Builder[dashboard.VariableModel] {
+	return multiVariable("instance", "instance", `tasker_sidecar_build_info{job="$job"}`)
+}

@@ -1,0 +1,293 @@
+package dashboards
+
+import (
+	"net/url"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+)
+
+// The per-task families are capped (metrics.max_label_groups); the pairs
+// beyond the cap appear as namespace="other", task="other".
+const byName = `job="$job",namespace=~"$namespace",task=~"$task"`
+
+func workflows() board {
+	return board{
+		uid:   "tasker-workflows",
+		title: "Tasker / Workflows",
+		description: "Per namespace and named task: tasks and steps by state, throughput and error rates from the " +
+			"transition stream, task and step durations with links to their traces, where steps pile up, retries " +
+			"and backoff, and the analytics window.",
+		variables: []cog.Builder[dashboard.VariableModel]{
+			jobVariable(),
+			multiVariable("namespace", "namespace", `tasker_tasks_by_name{job="$job"}`),
+			multiVariable("task", "task", `tasker_tasks_by_name{job="$job",namespace=~"$namespace"}`),
+		},
+		links: []cog.Builder[dashboard.DashboardLink]{jaegerLink()},
+		rows: []row{
+			{"Named tasks", []panel{
+				full(tasksByNameTable()),
+				half(openTasksByName()), half(taskErrorShareByName()),
+			}},
+			{"Throughput", []panel{
+				third(tasksFinishedByName()), third(taskOutcomes()), third(taskErrorRateByName()),
+				half(stepAttemptsByName()), half(stepTransitionsByState()),
+			}},
+			{"Task duration", []panel{
+				third(taskDuration("0.5", "p50")), third(taskDuration("0.95", "p95")), third(taskDuration("0.99", "p99")),
+			}},
+			{"Step duration", []panel{
+				third(stepDuration("0.5", "p50")), third(stepDuration("0.95", "p95")), third(stepDuration("0.99", "p99")),
+			}},
+			{"Duration by outcome", []panel{
+				half(taskDurationByOutcome()), half(stepDurationByOutcome()),
+			}},
+			{"Bottlenecks", []panel{
+				third(stepsInProgressByName()), third(stepsWaitingByName()), third(stepsInErrorByName()),
+			}},
+			{"Retries and backoff", []panel{
+				third(retryClasses()), third(exhaustedGrowth()), third(backoffShare()),
+				half(retriesByName()), half(backoffTime()),
+			}},
+			{"Analytics window", []panel{
+				full(analyticsTable()),
+				third(stepReadiness()), third(stepsReadyByName()), third(stepsBlockedByName()),
+			}},
+		},
+	}
+}
+
+// jaegerLink opens Jaeger's trace search in Explore. Histogram panels carry
+// exemplars, which the provisioned Prometheus data source links to the
+// trace itself.
+func jaegerLink() cog.Builder[dashboard.DashboardLink] {
+	panes := `{"traces":{"datasource":"` + JaegerUID + `","queries":[{"refId":"A","datasource":{"type":"jaeger","uid":"` +
+		JaegerUID + `"},"queryType":"search"}],"range":{"from":"now-1h","to":"now"}}}`
+	return dashboard.NewDashboardLinkBuilder("Traces in Jaeger").
+		Type(dashboard.DashboardLinkTypeLink).
+		Icon("external link").
+		Url("/explore?schemaVersion=1&panes=" + url.QueryEscape(panes)).
+		TargetBlank(true)
+}
+
+func tasksByNameTable() cog.Builder[dashboard.Panel] {
+	return tablePanel("Tasks per named task and state",
+		"Current count of tasks per (namespace, task, state); only non-zero combinations are exported. "+
+			"namespace=\"other\" sums the pairs beyond the cardinality cap.",
+		instantQuery(`max by (namespace, task, state) (tasker_tasks_by_name{`+byName+`})`)).
+		SortBy([]cog.Builder[common.TableSortByFieldState]{
+			common.NewTableSortByFieldStateBuilder().DisplayName("Value").Desc(true),
+		})
+}
+
+func openTasksByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Open tasks per named task",
+		"Tasks not yet finished (new, pending, in progress) per named task.", unitCount,
+		promQuery(`max by (namespace, task) (sum by (instance, namespace, task) (tasker_tasks_by_name{`+byName+`,state=~"new|pending|in_progress"}))`,
+			"{{namespace}}/{{task}}"))
+}
+
+func taskErrorShareByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Error share per named task",
+		"Share of each named task's tasks whose current state is error; tasks without errors are not drawn.", unitRatio,
+		promQuery(`max by (namespace, task) (tasker_tasks_by_name{`+byName+`,state="error"})
+/ max by (namespace, task) (sum by (instance, namespace, task) (tasker_tasks_by_name{`+byName+`}))`,
+			"{{namespace}}/{{task}}")).
+		Max(1)
+}
+
+func stepsInProgressByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps in progress (top 10 tasks)",
+		"Named tasks with the most steps executing now: where the workers' time goes.", unitCount,
+		promQuery(`topk(10, max by (namespace, task) (tasker_steps_by_name{`+byName+`,state="in_progress"}))`,
+			"{{namespace}}/{{task}}"))
+}
+
+func stepsWaitingByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps waiting (top 10 tasks)",
+		"Named tasks with the most steps not started (new or pending): a growing line is a backlog.", unitCount,
+		promQuery(`topk(10, max by (namespace, task) (sum by (instance, namespace, task) (tasker_steps_by_name{`+byName+`,state=~"new|pending"})))`,
+			"{{namespace}}/{{task}}"))
+}
+
+func stepsInErrorByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps in error (top 10 tasks)",
+		"Named tasks with the most steps whose current state is error.", unitCount,
+		promQuery(`topk(10, max by (namespace, task) (tasker_steps_by_name{`+byName+`,state="error"}))`,
+			"{{namespace}}/{{task}}"))
+}
+
+func retryClasses() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps in error by retry class",
+		"All namespaces (the retry classes have no per-task breakdown). in_backoff is a subset of retryable.", unitCount,
+		promQuery(`max by (retry_class) (tasker_error_steps{job="$job"})`, "{{retry_class}}"))
+}
+
+func exhaustedGrowth() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps running out of retries",
+		"Net change per minute of steps in error with no retries left; above zero, steps are newly exhausted "+
+			"and need an operator (all namespaces).", "suffix: steps/min",
+		promQuery(`60 * max(deriv(tasker_error_steps{job="$job",retry_class="exhausted"}[$__rate_interval]))`, "exhausted"))
+}
+
+func backoffShare() cog.Builder[dashboard.Panel] {
+	return timeSeries("Retryable steps already attempted",
+		"Share of retryable steps in error that were attempted at least once (Tasker's in_backoff); "+
+			"near 100% with a flat count means retries are not being picked up (all namespaces).", unitRatio,
+		promQuery(`max(tasker_error_steps{job="$job",retry_class="in_backoff"}) / max(tasker_error_steps{job="$job",retry_class="retryable"} > 0)`,
+			"in_backoff / retryable")).
+		Max(1)
+}
+
+// Throughput, from the transition counters: each transition row is counted
+// once, when the stream reads it.
+
+func tasksFinishedByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Tasks finished per named task",
+		"Task runs reaching a final state (complete, error, cancelled, resolved_manually) per second, per named task. "+
+			"A task retried after an error finishes again.", unitTasksPerS,
+		promQuery(rateOf("tasker_task_transitions_total", byName+`,to_state=~"`+finalTaskStates+`"`, "namespace", "task"),
+			"{{namespace}}/{{task}}"))
+}
+
+func taskOutcomes() cog.Builder[dashboard.Panel] {
+	return stackedSeries("Task outcomes",
+		"Task runs per second by the final state they reached, over the selected named tasks.", unitTasksPerS,
+		promQuery(rateOf("tasker_task_transitions_total", byName+`,to_state=~"`+finalTaskStates+`"`, "to_state"), "{{to_state}}"))
+}
+
+func taskErrorRateByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Task error rate per named task",
+		"Share of the task runs that ended in error among those that ended in complete or error, over the window. "+
+			"Unlike the error share (current states), this is what is failing now. Tasks without errors are not drawn.", unitRatio,
+		promQuery(ratioOf("tasker_task_transitions_total", byName+`,to_state="error"`, byName+`,to_state=~"complete|error"`, "namespace", "task"),
+			"{{namespace}}/{{task}}")).
+		Max(1)
+}
+
+func stepAttemptsByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Step attempts per named task (top 10)",
+		"Step attempts started (transitions to in_progress) per second: the work each named task gives the workers.", unitStepsPerS,
+		promQuery("topk(10, "+rateOf("tasker_step_transitions_total", byName+`,to_state="in_progress"`, "namespace", "task")+")",
+			"{{namespace}}/{{task}}"))
+}
+
+func stepTransitionsByState() cog.Builder[dashboard.Panel] {
+	return stackedSeries("Step transitions by state entered",
+		"Step transitions per second by the state entered, over the selected named tasks: attempts start (in_progress) "+
+			"and end (complete, error, cancelled); error then pending is a retry.", unitStepsPerS,
+		promQuery(rateOf("tasker_step_transitions_total", byName, "to_state"), "{{to_state}}"))
+}
+
+// Durations, from the transition histograms. With tracing on, observations
+// carry the trace_id of their task's trace as an exemplar, which the
+// provisioned Prometheus data source links to Jaeger.
+
+func taskDuration(q, name string) cog.Builder[dashboard.Panel] {
+	return timeSeries("Task duration "+name+" (complete)",
+		"Time from a task's creation (or its previous final transition, for a retried task) to complete, "+name+
+			" per named task. Exemplars (dots) open the task's trace in Jaeger.", unitSeconds,
+		withExemplars(quantile(q, "tasker_task_duration_seconds", byName+`,state="complete"`, "namespace", "task"),
+			"{{namespace}}/{{task}}"))
+}
+
+func stepDuration(q, name string) cog.Builder[dashboard.Panel] {
+	return timeSeries("Step attempt duration "+name+" (complete)",
+		"Time one successful step attempt took (in_progress to complete), "+name+" per named task. "+
+			"Exemplars open the trace of the step's task.", unitSeconds,
+		withExemplars(quantile(q, "tasker_step_duration_seconds", byName+`,state="complete"`, "namespace", "task"),
+			"{{namespace}}/{{task}}"))
+}
+
+func taskDurationByOutcome() cog.Builder[dashboard.Panel] {
+	return timeSeries("Task duration p95 by outcome",
+		"95th percentile time to each final state over the selected named tasks: how long failing or cancelled runs "+
+			"take compared with complete ones. Exemplars open the trace.", unitSeconds,
+		withExemplars(quantile("0.95", "tasker_task_duration_seconds", byName, "state"), "{{state}}"))
+}
+
+func stepDurationByOutcome() cog.Builder[dashboard.Panel] {
+	return timeSeries("Step attempt duration p95 by outcome",
+		"95th percentile duration of step attempts by how they ended (complete, error, cancelled), over the selected "+
+			"named tasks; failed attempts taking as long as the handler's timeout point at a hanging dependency.", unitSeconds,
+		withExemplars(quantile("0.95", "tasker_step_duration_seconds", byName, "state"), "{{state}}"))
+}
+
+func retriesByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Step retries per named task (top 10)",
+		"Steps leaving error for another attempt (error to pending or in_progress) per second.", "suffix: retries/s",
+		promQuery("topk(10, "+rateOf("tasker_step_retries_total", byName, "namespace", "task")+")", "{{namespace}}/{{task}}"))
+}
+
+func backoffTime() cog.Builder[dashboard.Panel] {
+	return timeSeries("Time between a failed attempt and the next",
+		"Backoff actually observed, from a step's failed attempt to the start of its next attempt, over the selected "+
+			"named tasks (Tasker's own backoff is 1 s to 300 s; beyond that the retries wait for workers). "+
+			"Exemplars open the trace.", unitSeconds,
+		withExemplars(quantile("0.5", "tasker_step_backoff_seconds", byName), "p50"),
+		withExemplars(quantile("0.95", "tasker_step_backoff_seconds", byName), "p95"),
+		withExemplars(quantile("0.99", "tasker_step_backoff_seconds", byName), "p99"))
+}
+
+// The analytics gauges (tasker_analytics_*) describe the tasks created in
+// the analytics window (analytics.metrics_window, default 1 h), refreshed
+// every analytics.metrics_interval.
+
+func analyticsTable() cog.Builder[dashboard.Panel] {
+	g := func(metric, extra string) query {
+		return instantQuery(`max by (namespace, task) (` + metric + `{` + byName + extra + `})`)
+	}
+	columns := map[string]any{}
+	for i, name := range []string{"created", "complete", "error", "complete share", "error share", "run time p50", "run time p95", "run time p99"} {
+		columns["Value #"+string(rune('A'+i))] = name
+	}
+	return tablePanel("Tasks created in the analytics window",
+		"Per named task, the tasks created within the analytics window (analytics.metrics_window, default 1 h): how many, "+
+			"how many are now complete or in error, and the run time (creation to complete) of the complete ones.",
+		g("tasker_analytics_tasks_created", ""),
+		g("tasker_analytics_tasks_completed", ""),
+		g("tasker_analytics_tasks_failed", ""),
+		g("tasker_analytics_task_completion_ratio", ""),
+		g("tasker_analytics_task_error_ratio", ""),
+		g("tasker_analytics_task_duration_seconds", `,percentile="p50"`),
+		g("tasker_analytics_task_duration_seconds", `,percentile="p95"`),
+		g("tasker_analytics_task_duration_seconds", `,percentile="p99"`)).
+		WithTransformation(dashboard.DataTransformerConfig{Id: "merge", Options: map[string]any{}}).
+		WithTransformation(dashboard.DataTransformerConfig{
+			Id:      "organize",
+			Options: map[string]any{"renameByName": columns},
+		}).
+		SortBy([]cog.Builder[common.TableSortByFieldState]{
+			common.NewTableSortByFieldStateBuilder().DisplayName("created").Desc(true),
+		}).
+		WithOverride(byNames("complete share", "error share"), []dashboard.DynamicConfigValue{{Id: "unit", Value: unitRatio}}).
+		WithOverride(byNames("run time p50", "run time p95", "run time p99"), []dashboard.DynamicConfigValue{{Id: "unit", Value: unitSeconds}})
+}
+
+// byNames matches the table columns with these names.
+func byNames(names ...string) dashboard.MatcherConfig {
+	return dashboard.MatcherConfig{Id: "byNames", Options: map[string]any{"mode": "include", "names": names}}
+}
+
+func stepReadiness() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps of active tasks: ready, blocked, in backoff",
+		"Unprocessed steps of active tasks over the selected named tasks: ready to run under Tasker's readiness rules "+
+			"(waiting for a worker), blocked on a parent, or waiting out a backoff (by time, unlike the retry classes).", unitCount,
+		promQuery(`sum(max by (namespace, task) (tasker_analytics_steps_ready{`+byName+`}))`, "ready"),
+		promQuery(`sum(max by (namespace, task) (tasker_analytics_steps_blocked{`+byName+`}))`, "blocked"),
+		promQuery(`sum(max by (namespace, task) (tasker_analytics_steps_in_backoff{`+byName+`}))`, "in backoff"))
+}
+
+func stepsReadyByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps ready (top 10 tasks)",
+		"Named tasks with the most steps ready to run: a growing line means the workers do not keep up.", unitCount,
+		promQuery(`topk(10, max by (namespace, task) (tasker_analytics_steps_ready{`+byName+`}))`, "{{namespace}}/{{task}}"))
+}
+
+func stepsBlockedByName() cog.Builder[dashboard.Panel] {
+	return timeSeries("Steps blocked (top 10 tasks)",
+		"Named tasks with the most pending steps whose parents are not all complete or resolved: "+
+			"slow or failed parents hold them.", unitCount,
+		promQuery(`topk(10, max by (namespace, task) (tasker_analytics_steps_blocked{`+byName+`}))`, "{{namespace}}/{{task}}"))
+}

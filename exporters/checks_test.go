@@ -1,0 +1,103 @@
+package exporters
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/collector"
+)
+
+func TestDatabaseCheck(t *testing.T) {
+	ok := func(context.Context) (time.Duration, error) { return 1500 * time.Microsecond, nil }
+	down := func(context.Context) (time.Duration, error) { return 0, errRefused }
+	slow := func(ctx context.Context) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }
+	tests := []struct {
+		name        string
+		ping        func(context.Context) (time.Duration, error)
+		missing     func() []string
+		wantStatus  string
+		wantMessage string
+		wantError   string
+	}{
+		{"healthy", ok, nil, StatusHealthy, "Database connection active", ""},
+		{"healthy with schema", ok, func() []string { return nil }, StatusHealthy, "Database connection active", ""},
+		{"down", down, nil, StatusUnhealthy, "Database connection failed: collect health counts: dial tcp 10.0.0.5:5432: connection refused",
+			"connection: collect health counts"},
+		{"timeout", slow, nil, StatusUnhealthy, "Database connection failed: context deadline exceeded", "timeout: context deadline exceeded"},
+		{"missing tables", ok, func() []string { return []string{"tasker_tasks", "tasker_named_tasks"} }, StatusUnhealthy,
+			"Tasker tables missing: tasker_tasks, tasker_named_tasks", "schema: missing tables"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewDatabaseCheck(tc.ping, tc.missing)
+			if c.Name() != "database" {
+				t.Errorf("name = %q", c.Name())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			res := c.Check(ctx)
+			if res.Status != tc.wantStatus || res.Message != tc.wantMessage || !strings.HasPrefix(res.Error, tc.wantError) {
+				t.Errorf("got %+v", res)
+			}
+			if res.ResponseTimeMs <= 0 {
+				t.Errorf("response_time_ms = %v, want > 0 even on failure", res.ResponseTimeMs)
+			}
+		})
+	}
+	if res := NewDatabaseCheck(ok, nil).Check(context.Background()); res.ResponseTimeMs != 1.5 {
+		t.Errorf("ping's own round trip not used: %v", res.ResponseTimeMs)
+	}
+}
+
+func TestRefreshCheck(t *testing.T) {
+	interval := 30 * time.Second
+	at := func(age time.Duration) *collector.Snapshot { return &collector.Snapshot{TakenAt: testNow.Add(-age)} }
+	tests := []struct {
+		name       string
+		state      collector.RefreshState
+		wantStatus string
+		wantMsg    string
+	}{
+		{"pending", collector.RefreshState{}, StatusUnhealthy, "First refresh pending"},
+		{"first failed", collector.RefreshState{LastError: errRefused, Failures: 1}, StatusUnhealthy, "First refresh failed"},
+		{"fresh", collector.RefreshState{Last: at(5 * time.Second)}, StatusHealthy, "Data refreshed"},
+		{"exactly two intervals", collector.RefreshState{Last: at(2 * interval)}, StatusHealthy, "Data refreshed"},
+		{"one failure, data fresh", collector.RefreshState{Last: at(40 * time.Second), LastError: errRefused, Failures: 1},
+			StatusDegraded, "Last refresh failed; serving data from 40s ago"},
+		{"failing past two intervals", collector.RefreshState{Last: at(2*interval + time.Millisecond), LastError: errRefused, Failures: 2},
+			StatusUnhealthy, "Last successful refresh 1m0.001s ago, more than 1m0s"},
+		{"stuck past two intervals", collector.RefreshState{Last: at(90 * time.Second)}, StatusUnhealthy, "Last successful refresh 1m30s ago, more than 1m0s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &fakeSource{}
+			src.set(tc.state)
+			c := NewRefreshCheck(src, interval)
+			c.(*refreshCheck).now = func() time.Time { return testNow }
+			res := c.Check(context.Background())
+			if res.Status != tc.wantStatus || res.Message != tc.wantMsg {
+				t.Errorf("got %s %q, want %s %q", res.Status, res.Message, tc.wantStatus, tc.wantMsg)
+			}
+			if (tc.state.LastError != nil) != (res.Details["last_error"] != nil) {
+				t.Errorf("last_error detail = %v", res.Details["last_error"])
+			}
+			if res.Status != StatusHealthy && res.Error == "" {
+				t.Errorf("no error on %s", res.Status)
+			}
+		})
+	}
+}
+
+func TestCheckFunc(t *testing.T) {
+	want := CheckResult{Status: StatusHealthy, Message: "cache ok"}
+	c := CheckFunc("cache", func(context.Context) CheckResult { return want })
+	if c.Name() != "cache" || c.Check(context.Background()).Message != "cache ok" {
+		t.Error("CheckFunc does not delegate")
+	}
+	if got := runCheck(context.Background(), CheckFunc("x", func(context.Context) CheckResult { panic(errors.New("boom")) })); got.Status != StatusUnhealthy || got.Error != "boom" {
+		t.Errorf("panic not contained: %+v", got)
+	}
+}

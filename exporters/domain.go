@@ -1,0 +1,264 @@
+package exporters
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tasker-systems/tasker-sidecar/collector"
+)
+
+// DefaultMaxGroups caps the (namespace, task) pairs exported by name.
+const DefaultMaxGroups = 100
+
+// StateNew labels entities with no transition row yet. Tasker's health
+// function counts them in the totals only; giving them a state makes the
+// state series sum to the total.
+const StateNew = "new"
+
+// OtherGroup is the namespace and task label of the folded pairs.
+const OtherGroup = "other"
+
+// DomainOptions configures NewDomainCollector.
+type DomainOptions struct {
+	// MaxGroups keeps this many (namespace, task) pairs, the largest first;
+	// the rest are summed into namespace="other",task="other". Zero or
+	// less means DefaultMaxGroups.
+	MaxGroups int
+	// MaxStaleness withdraws every domain series once the data is older than
+	// this, so that a dead refresher shows up as absent data, not as flat
+	// lines. Zero keeps serving the last snapshot forever.
+	MaxStaleness time.Duration
+}
+
+type domainCollector struct {
+	src  HealthSource
+	opts DomainOptions
+	now  func() time.Time
+
+	tasks, steps, errorSteps *prometheus.Desc
+	connActive, connMax      *prometheus.Desc
+	tasksByName, stepsByName *prometheus.Desc
+	groupsDropped            *prometheus.Desc
+
+	// The folded breakdown only changes with the snapshot, so it is built
+	// once per snapshot rather than once per scrape.
+	mu      sync.Mutex
+	memoFor *collector.Snapshot
+	memo    breakdown
+}
+
+// NewDomainCollector exports Tasker's task and step state at scrape time
+// from src's last good snapshot. Nothing is exported before the first one.
+func NewDomainCollector(src HealthSource, opts DomainOptions) prometheus.Collector {
+	if opts.MaxGroups <= 0 {
+		opts.MaxGroups = DefaultMaxGroups
+	}
+	name := func(sub, n string) string { return prometheus.BuildFQName("tasker", sub, n) }
+	return &domainCollector{
+		src:  src,
+		opts: opts,
+		now:  time.Now,
+		tasks: prometheus.NewDesc(name("", "tasks"),
+			"Tasker tasks by current state; state=\"new\" counts tasks with no transition yet, so the series sum to all tasks.",
+			[]string{"state"}, nil),
+		steps: prometheus.NewDesc(name("", "steps"),
+			"Tasker workflow steps by current state; state=\"new\" counts steps with no transition yet, so the series sum to all steps.",
+			[]string{"state"}, nil),
+		errorSteps: prometheus.NewDesc(name("", "error_steps"),
+			"Steps currently in error by retry class, as get_system_health_counts_v01 counts them; in_backoff is a subset of retryable.",
+			[]string{"retry_class"}, nil),
+		connActive: prometheus.NewDesc(name("database", "connections_active"),
+			"Active sessions on the Tasker database (pg_stat_activity state='active', including the sidecar's own).",
+			nil, nil),
+		connMax: prometheus.NewDesc(name("database", "connections_max"),
+			"PostgreSQL max_connections setting (0 if unknown).",
+			nil, nil),
+		tasksByName: prometheus.NewDesc(name("", "tasks_by_name"),
+			"Tasker tasks by namespace, task name and current state; pairs beyond the cap are summed into namespace=\"other\",task=\"other\".",
+			[]string{"namespace", "task", "state"}, nil),
+		stepsByName: prometheus.NewDesc(name("", "steps_by_name"),
+			"Tasker workflow steps by their task's namespace and name and by current state; pairs beyond the cap are summed into namespace=\"other\",task=\"other\".",
+			[]string{"namespace", "task", "state"}, nil),
+		groupsDropped: prometheus.NewDesc(prometheus.BuildFQName("tasker_sidecar", "", "label_groups_dropped"),
+			"(namespace, task) pairs folded into namespace=\"other\",task=\"other\" by the cardinality cap.",
+			nil, nil),
+	}
+}
+
+func (d *domainCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, desc := range []*prometheus.Desc{
+		d.tasks, d.steps, d.errorSteps, d.connActive, d.connMax, d.tasksByName, d.stepsByName, d.groupsDropped,
+	} {
+		ch <- desc
+	}
+}
+
+func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
+	snap := d.src.State().Last
+	if snap == nil {
+		return
+	}
+	if d.opts.MaxStaleness > 0 && d.now().Sub(snap.TakenAt) > d.opts.MaxStaleness {
+		return
+	}
+	gauge := func(desc *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(v), labels...)
+	}
+	c := snap.Counts
+
+	byState := func(desc *prometheus.Desc, total int64, counts map[string]int64) {
+		rest := total
+		for state, v := range counts {
+			gauge(desc, v, state)
+			rest -= v
+		}
+		// Rows with a state outside Tasker's six, which its models reject,
+		// would land in "new" too.
+		gauge(desc, max(rest, 0), StateNew)
+	}
+	byState(d.tasks, c.TotalTasks, map[string]int64{
+		"pending": c.PendingTasks, "in_progress": c.InProgressTasks, "complete": c.CompleteTasks,
+		"error": c.ErrorTasks, "cancelled": c.CancelledTasks, "resolved_manually": snap.ResolvedManuallyTasks,
+	})
+	byState(d.steps, c.TotalSteps, map[string]int64{
+		"pending": c.PendingSteps, "in_progress": c.InProgressSteps, "complete": c.CompleteSteps,
+		"error": c.ErrorSteps, "cancelled": snap.CancelledSteps, "resolved_manually": snap.ResolvedManuallySteps,
+	})
+
+	gauge(d.errorSteps, c.RetryableErrorSteps, "retryable")
+	gauge(d.errorSteps, c.ExhaustedRetrySteps, "exhausted")
+	gauge(d.errorSteps, c.InBackoffSteps, "in_backoff")
+	gauge(d.connActive, c.ActiveConnections)
+	gauge(d.connMax, c.MaxConnections)
+
+	b := d.breakdown(snap)
+	for _, s := range b.tasks {
+		d.named(ch, d.tasksByName, s)
+	}
+	for _, s := range b.steps {
+		d.named(ch, d.stepsByName, s)
+	}
+	gauge(d.groupsDropped, int64(b.dropped))
+}
+
+// named uses the non-panicking constructor: the names come from the
+// database, and a bad one must cost one series, not the process.
+func (d *domainCollector) named(ch chan<- prometheus.Metric, desc *prometheus.Desc, s series) {
+	m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, float64(s.count), s.namespace, s.task, s.state)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(desc, err)
+	}
+	ch <- m
+}
+
+type series struct {
+	namespace, task, state string
+	count                  int64
+}
+
+type breakdown struct {
+	tasks, steps []series
+	dropped      int
+}
+
+type pair struct{ namespace, task string }
+
+func (d *domainCollector) breakdown(snap *collector.Snapshot) breakdown {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.memoFor != snap {
+		d.memo, d.memoFor = foldGroups(snap.Tasks, snap.Steps, d.opts.MaxGroups), snap
+	}
+	return d.memo
+}
+
+// foldGroups keeps the limit largest (namespace, task) pairs, ranked by task
+// count, then step count, then name, so that the kept set is the same for
+// both families and stable across scrapes. Everything else is summed into
+// the "other" pair, so the per-state sums are preserved.
+func foldGroups(tasks, steps []collector.GroupCount, limit int) breakdown {
+	type totals struct{ tasks, steps int64 }
+	sizes := map[pair]*totals{}
+	size := func(g collector.GroupCount) *totals {
+		if _, ok := stateLabel(g.State); !ok {
+			return &totals{} // exported nowhere, so it must not win a slot
+		}
+		p := pair{clean(g.Namespace), clean(g.TaskName)}
+		t := sizes[p]
+		if t == nil {
+			t = &totals{}
+			sizes[p] = t
+		}
+		return t
+	}
+	for _, g := range tasks {
+		size(g).tasks += g.Count
+	}
+	for _, g := range steps {
+		size(g).steps += g.Count
+	}
+	ranked := make([]pair, 0, len(sizes))
+	for p := range sizes {
+		ranked = append(ranked, p)
+	}
+	slices.SortFunc(ranked, func(a, b pair) int {
+		ta, tb := sizes[a], sizes[b]
+		return cmp.Or(
+			cmp.Compare(tb.tasks, ta.tasks),
+			cmp.Compare(tb.steps, ta.steps),
+			strings.Compare(a.namespace, b.namespace),
+			strings.Compare(a.task, b.task),
+		)
+	})
+	kept := map[pair]bool{}
+	for _, p := range ranked[:min(limit, len(ranked))] {
+		kept[p] = true
+	}
+	return breakdown{
+		tasks:   fold(tasks, kept),
+		steps:   fold(steps, kept),
+		dropped: len(ranked) - len(kept),
+	}
+}
+
+func fold(groups []collector.GroupCount, kept map[pair]bool) []series {
+	// Summing by label set also merges rows that differ only in what the
+	// labels leave out (task versions) and a real pair named "other".
+	sums := map[series]int64{}
+	for _, g := range groups {
+		state, ok := stateLabel(g.State)
+		if !ok || g.Count == 0 {
+			continue
+		}
+		p := pair{clean(g.Namespace), clean(g.TaskName)}
+		if !kept[p] {
+			p = pair{OtherGroup, OtherGroup}
+		}
+		sums[series{namespace: p.namespace, task: p.task, state: state}] += g.Count
+	}
+	out := make([]series, 0, len(sums))
+	for s, n := range sums {
+		s.count = n
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b series) int {
+		return cmp.Or(strings.Compare(a.namespace, b.namespace), strings.Compare(a.task, b.task), strings.Compare(a.state, b.state))
+	})
+	return out
+}
+
+// stateLabel keeps label values to the enum: an unexpected state string from
+// the database is dropped rather than becoming a new series.
+func stateLabel(s string) (string, bool) {
+	if s == "" {
+		return StateNew, true
+	}
+	return s, slices.Contains(collector.States, s)
+}
+
+func clean(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }

@@ -1,0 +1,289 @@
+package exporters
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tasker-systems/tasker-sidecar/collector"
+)
+
+type liveBody struct {
+	Alive     bool     `json:"alive"`
+	Timestamp liveTime `json:"timestamp"`
+	Service   string   `json:"service"`
+}
+
+// live touches nothing, so a slow database never gets the pod restarted.
+func (s *Server) live(c *gin.Context) {
+	c.JSON(http.StatusOK, liveBody{Alive: true, Timestamp: liveTime(s.now()), Service: "tasker"})
+}
+
+type readyBody struct {
+	Ready          bool                      `json:"ready"`
+	Checks         map[string]map[string]any `json:"checks"`
+	Message        string                    `json:"message"`
+	Timestamp      railsTime                 `json:"timestamp"`
+	CheckDuration  jsonFloat                 `json:"check_duration"`
+	FailedChecks   []string                  `json:"failed_checks,omitempty"`
+	TimedOutChecks []string                  `json:"timed_out_checks,omitempty"`
+}
+
+// ready is what Tasker's ReadinessChecker#check was meant to return; Tasker's
+// controller indexes a boolean and so answers 503 to every request.
+func (s *Server) ready(c *gin.Context) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.opts.ReadinessTimeout)
+	defer cancel()
+
+	type outcome struct {
+		i   int
+		res CheckResult
+	}
+	checks := s.opts.Checks
+	// Buffered so that checks finishing after the deadline do not block.
+	results := make(chan outcome, len(checks))
+	for i, ch := range checks {
+		go func() { results <- outcome{i, runCheck(ctx, ch)} }()
+	}
+	done := make([]*CheckResult, len(checks))
+	timedOut := false
+wait:
+	for range checks {
+		select {
+		case o := <-results:
+			done[o.i] = &o.res
+		case <-ctx.Done():
+			timedOut = true
+			break wait
+		}
+	}
+
+	body := readyBody{Ready: true, Checks: map[string]map[string]any{}, Message: "System is ready"}
+	for i, ch := range checks {
+		res := done[i]
+		if res == nil {
+			body.Ready = false
+			body.FailedChecks = append(body.FailedChecks, ch.Name())
+			body.TimedOutChecks = append(body.TimedOutChecks, ch.Name())
+			continue
+		}
+		body.Checks[ch.Name()] = checkJSON(*res)
+		if res.Status == StatusUnhealthy {
+			body.Ready = false
+			body.FailedChecks = append(body.FailedChecks, ch.Name())
+		}
+	}
+	if !body.Ready {
+		body.Message = "System is not ready"
+	}
+	if timedOut {
+		body.Message = "Readiness check timed out after " + rubySeconds(s.opts.ReadinessTimeout) + " seconds"
+	}
+	body.Timestamp = railsTime(s.now())
+	body.CheckDuration = seconds(time.Since(start))
+	code := http.StatusOK
+	if !body.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	c.JSON(code, body)
+}
+
+// runCheck contains a panicking check: it runs on its own goroutine, where a
+// panic would take the whole process down.
+func runCheck(ctx context.Context, ch Checker) (res CheckResult) {
+	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			res = CheckResult{Status: StatusUnhealthy, Message: "Check panicked", Error: redact(fmt.Sprint(v))}
+		}
+		if res.ResponseTimeMs <= 0 {
+			res.ResponseTimeMs = float64(time.Since(start)) / float64(time.Millisecond)
+		}
+		switch res.Status {
+		case StatusHealthy, StatusDegraded, StatusUnhealthy:
+		default:
+			res.Error = fmt.Sprintf("check returned unknown status %q", res.Status)
+			res.Status = StatusUnhealthy
+		}
+	}()
+	return ch.Check(ctx)
+}
+
+func checkJSON(r CheckResult) map[string]any {
+	m := make(map[string]any, len(r.Details)+4)
+	for k, v := range r.Details {
+		m[k] = v
+	}
+	m["status"] = r.Status
+	m["message"] = redact(r.Message)
+	m["response_time_ms"] = jsonFloat(round(r.ResponseTimeMs, 2))
+	if r.Error != "" {
+		m["error"] = redact(r.Error)
+	} else {
+		delete(m, "error")
+	}
+	return m
+}
+
+// Status values of /health/status, as in Tasker.
+const (
+	VerdictHealthy   = "healthy"
+	VerdictUnhealthy = "unhealthy"
+	VerdictError     = "error"
+)
+
+type statusBody struct {
+	Healthy            bool            `json:"healthy"`
+	Status             string          `json:"status"`
+	Error              string          `json:"error,omitempty"`
+	ErrorClass         string          `json:"error_class,omitempty"`
+	Metrics            *statusMetrics  `json:"metrics,omitempty"`
+	Database           *statusDatabase `json:"database,omitempty"`
+	Cached             bool            `json:"cached"`
+	Timestamp          railsTime       `json:"timestamp"`
+	GenerationDuration *jsonFloat      `json:"generation_duration,omitempty"`
+	CacheInfo          cacheInfo       `json:"cache_info"`
+}
+
+type statusMetrics struct {
+	Tasks struct {
+		Total      int64 `json:"total"`
+		Pending    int64 `json:"pending"`
+		InProgress int64 `json:"in_progress"`
+		Complete   int64 `json:"complete"`
+		Error      int64 `json:"error"`
+		Cancelled  int64 `json:"cancelled"`
+	} `json:"tasks"`
+	Steps struct {
+		Total      int64 `json:"total"`
+		Pending    int64 `json:"pending"`
+		InProgress int64 `json:"in_progress"`
+		Complete   int64 `json:"complete"`
+		Error      int64 `json:"error"`
+	} `json:"steps"`
+	Retries struct {
+		RetryableErrors  int64 `json:"retryable_errors"`
+		ExhaustedRetries int64 `json:"exhausted_retries"`
+		InBackoff        int64 `json:"in_backoff"`
+	} `json:"retries"`
+}
+
+type statusDatabase struct {
+	ActiveConnections     int64     `json:"active_connections"`
+	MaxConnections        int64     `json:"max_connections"`
+	ConnectionUtilization jsonFloat `json:"connection_utilization"`
+}
+
+type cacheInfo struct {
+	Cached     bool       `json:"cached"`
+	AgeSeconds *jsonFloat `json:"age_seconds,omitempty"`
+	// TTLSeconds is how long the data counts as fresh: the refresh interval,
+	// which is also the shared cache entry's TTL when replicas share counts.
+	TTLSeconds             jsonFloat  `json:"ttl_seconds"`
+	RefreshedAt            *railsTime `json:"refreshed_at,omitempty"`
+	RefreshIntervalSeconds jsonFloat  `json:"refresh_interval_seconds"`
+	Stale                  bool       `json:"stale"`
+	LastAttemptAt          *railsTime `json:"last_attempt_at,omitempty"`
+	ConsecutiveFailures    uint64     `json:"consecutive_failures"`
+	LastError              string     `json:"last_error,omitempty"`
+}
+
+// Verdict applies Tasker's StatusChecker rules to the health counts. The
+// comparisons are strict and use the unrounded percentages, as Tasker does.
+func Verdict(c collector.HealthCounts) (healthy bool, utilization float64) {
+	healthy = true
+	if c.MaxConnections > 0 {
+		pct := float64(c.ActiveConnections) / float64(c.MaxConnections) * 100
+		utilization = round(pct, 2)
+		if pct > 90.0 {
+			healthy = false
+		}
+	}
+	if c.TotalTasks > 0 && float64(c.ErrorTasks)/float64(c.TotalTasks)*100 > 50.0 {
+		healthy = false
+	}
+	if c.TotalSteps > 0 && float64(c.ErrorSteps)/float64(c.TotalSteps)*100 > 50.0 {
+		healthy = false
+	}
+	return healthy, utilization
+}
+
+// status serves the last good snapshot and never queries the database, so
+// a burst of requests costs nothing and a down database still gets an
+// answer that says how old the numbers are.
+func (s *Server) status(c *gin.Context) {
+	st := s.opts.Health.State()
+	now := s.now()
+	limit := 2 * s.opts.RefreshInterval
+	body := statusBody{
+		Timestamp: railsTime(now),
+		CacheInfo: cacheInfo{
+			TTLSeconds:             seconds(s.opts.RefreshInterval),
+			RefreshIntervalSeconds: seconds(s.opts.RefreshInterval),
+			ConsecutiveFailures:    st.Failures,
+			LastError:              errorText(st.LastError),
+			Stale:                  st.LastError != nil,
+		},
+	}
+	if !st.LastAttempt.IsZero() {
+		t := railsTime(st.LastAttempt)
+		body.CacheInfo.LastAttemptAt = &t
+	}
+
+	if snap := st.Last; snap != nil {
+		age := max(now.Sub(snap.TakenAt), 0)
+		ageS, at, gen := seconds(age), railsTime(snap.TakenAt), seconds(snap.Duration)
+		body.CacheInfo.Cached, body.CacheInfo.AgeSeconds, body.CacheInfo.RefreshedAt = true, &ageS, &at
+		body.CacheInfo.Stale = body.CacheInfo.Stale || age > limit
+		body.Cached, body.GenerationDuration = true, &gen
+
+		healthy, util := Verdict(snap.Counts)
+		body.Metrics = metricsOf(snap.Counts)
+		body.Database = &statusDatabase{
+			ActiveConnections:     snap.Counts.ActiveConnections,
+			MaxConnections:        snap.Counts.MaxConnections,
+			ConnectionUtilization: jsonFloat(util),
+		}
+		body.Healthy = healthy
+		body.Status = VerdictHealthy
+		if !healthy {
+			body.Status = VerdictUnhealthy
+		}
+		if st.LastError == nil && age > limit {
+			// The refresher is stuck rather than failing; frozen numbers must
+			// not pass for current ones.
+			body.Healthy, body.Status, body.ErrorClass = false, VerdictError, ClassStale
+			body.Error = fmt.Sprintf("data is stale: last successful refresh %s ago, more than %s",
+				age.Round(time.Millisecond), limit)
+		}
+	}
+	if st.LastError != nil {
+		body.Healthy, body.Status = false, VerdictError
+		body.Error, body.ErrorClass = "refresh failed: "+errorText(st.LastError), errorClass(st.LastError)
+	} else if st.Last == nil {
+		body.Healthy, body.Status = false, VerdictError
+		body.Error, body.ErrorClass = "no data yet: first refresh pending", ClassPending
+	}
+
+	code := http.StatusOK
+	if !body.Healthy {
+		code = http.StatusServiceUnavailable
+	}
+	c.JSON(code, body)
+}
+
+func metricsOf(h collector.HealthCounts) *statusMetrics {
+	var m statusMetrics
+	m.Tasks.Total, m.Tasks.Pending, m.Tasks.InProgress = h.TotalTasks, h.PendingTasks, h.InProgressTasks
+	m.Tasks.Complete, m.Tasks.Error, m.Tasks.Cancelled = h.CompleteTasks, h.ErrorTasks, h.CancelledTasks
+	m.Steps.Total, m.Steps.Pending, m.Steps.InProgress = h.TotalSteps, h.PendingSteps, h.InProgressSteps
+	m.Steps.Complete, m.Steps.Error = h.CompleteSteps, h.ErrorSteps
+	m.Retries.RetryableErrors = h.RetryableErrorSteps
+	m.Retries.ExhaustedRetries = h.ExhaustedRetrySteps
+	m.Retries.InBackoff = h.InBackoffSteps
+	return &m
+}

@@ -1,0 +1,318 @@
+package exporters
+
+import (
+	"context"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/collector"
+)
+
+func assertNoCache(t *testing.T, h http.Header) {
+	t.Helper()
+	want := map[string]string{"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache", "Expires": "0"}
+	for k, v := range want {
+		if got := h.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+}
+
+func assertJSON(t *testing.T, h http.Header) {
+	t.Helper()
+	if got := h.Get("Content-Type"); got != "application/json; charset=utf-8" {
+		t.Errorf("Content-Type = %q", got)
+	}
+}
+
+func TestLive(t *testing.T) {
+	src := &fakeSource{} // no data: live must not care
+	s := newServer(t, baseOptions(src))
+	r := do(t, s, http.MethodGet, PathLive)
+	if r.code != http.StatusOK {
+		t.Fatalf("code = %d", r.code)
+	}
+	assertJSON(t, r.header)
+	assertNoCache(t, r.header)
+	if got, want := string(r.body), `{"alive":true,"timestamp":"2025-06-18T15:30:00Z","service":"tasker"}`; got != want {
+		t.Errorf("body = %s, want %s", got, want)
+	}
+}
+
+type stubCheck struct {
+	name string
+	res  CheckResult
+	wait time.Duration // blocks this long, or until ctx is done
+}
+
+func (c stubCheck) Name() string { return c.name }
+func (c stubCheck) Check(ctx context.Context) CheckResult {
+	if c.wait > 0 {
+		select {
+		case <-time.After(c.wait):
+		case <-ctx.Done():
+			// Answer late on purpose: the endpoint must not wait for it.
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return c.res
+}
+
+func TestReady(t *testing.T) {
+	healthy := stubCheck{name: "database", res: CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: 1.23456}}
+	degraded := stubCheck{name: "cache", res: CheckResult{Status: StatusDegraded, Message: "local only",
+		Details: map[string]any{"cache_store": "NullStore", "status": "overridden"}}}
+	broken := stubCheck{name: "cache", res: CheckResult{Status: StatusUnhealthy, Message: "Cache read/write test failed", Error: "CacheTestFailed"}}
+	blocked := stubCheck{name: "slow", wait: time.Hour}
+
+	tests := []struct {
+		name        string
+		checks      []Checker
+		wantCode    int
+		wantMessage string
+		wantFailed  []any
+		wantChecks  []string
+	}{
+		{"no checks", nil, 200, "System is ready", nil, nil},
+		{"all healthy", []Checker{healthy}, 200, "System is ready", nil, []string{"database"}},
+		{"degraded is still ready", []Checker{healthy, degraded}, 200, "System is ready", nil, []string{"database", "cache"}},
+		{"one unhealthy", []Checker{healthy, broken}, 503, "System is not ready", []any{"cache"}, []string{"database", "cache"}},
+		{"timeout keeps finished checks", []Checker{healthy, blocked}, 503,
+			"Readiness check timed out after 0.05 seconds", []any{"slow"}, []string{"database"}},
+		{"panicking check", []Checker{CheckFunc("boom", func(context.Context) CheckResult { panic("kaboom") })}, 503,
+			"System is not ready", []any{"boom"}, []string{"boom"}},
+		{"unknown status is unhealthy", []Checker{CheckFunc("odd", func(context.Context) CheckResult { return CheckResult{Status: "fine"} })}, 503,
+			"System is not ready", []any{"odd"}, []string{"odd"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := baseOptions(&fakeSource{})
+			opts.Checks = tc.checks
+			opts.ReadinessTimeout = 50 * time.Millisecond
+			s := newServer(t, opts)
+			begin := time.Now()
+			r := do(t, s, http.MethodGet, PathReady)
+			if elapsed := time.Since(begin); elapsed > 2*time.Second {
+				t.Errorf("ready took %s; the timeout is 50ms", elapsed)
+			}
+			if r.code != tc.wantCode {
+				t.Fatalf("code = %d, want %d: %s", r.code, tc.wantCode, r.body)
+			}
+			assertJSON(t, r.header)
+			assertNoCache(t, r.header)
+			m := r.json(t)
+			if m["ready"] != (tc.wantCode == 200) {
+				t.Errorf("ready = %v", m["ready"])
+			}
+			if m["message"] != tc.wantMessage {
+				t.Errorf("message = %q, want %q", m["message"], tc.wantMessage)
+			}
+			failed, _ := m["failed_checks"].([]any)
+			if !reflect.DeepEqual(failed, tc.wantFailed) {
+				t.Errorf("failed_checks = %v, want %v", m["failed_checks"], tc.wantFailed)
+			}
+			checks := m["checks"].(map[string]any)
+			if len(checks) != len(tc.wantChecks) {
+				t.Errorf("checks = %v, want keys %v", checks, tc.wantChecks)
+			}
+			for _, name := range tc.wantChecks {
+				c, ok := checks[name].(map[string]any)
+				if !ok {
+					t.Fatalf("check %q missing: %v", name, checks)
+				}
+				for _, k := range []string{"status", "message", "response_time_ms"} {
+					if _, ok := c[k]; !ok {
+						t.Errorf("check %q lacks %q: %v", name, k, c)
+					}
+				}
+			}
+			if _, ok := m["check_duration"].(float64); !ok {
+				t.Errorf("check_duration = %v", m["check_duration"])
+			}
+			if ts, _ := m["timestamp"].(string); ts != "2025-06-18T15:30:00.123Z" {
+				t.Errorf("timestamp = %q", ts)
+			}
+		})
+	}
+}
+
+func TestReadyCheckJSON(t *testing.T) {
+	opts := baseOptions(&fakeSource{})
+	opts.Checks = []Checker{
+		stubCheck{name: "database", res: CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: 1.23456}},
+		stubCheck{name: "cache", res: CheckResult{Status: StatusDegraded, Message: "local only",
+			Details: map[string]any{"cache_store": "NullStore", "status": "overridden", "error": "overridden"}}},
+	}
+	s := newServer(t, opts)
+	body := string(do(t, s, http.MethodGet, PathReady).body)
+	for _, want := range []string{
+		`"database":{"message":"Database connection active","response_time_ms":1.23,"status":"healthy"}`,
+		`"cache":{"cache_store":"NullStore","message":"local only","response_time_ms":`,
+		`"status":"degraded"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("body lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "overridden") {
+		t.Errorf("details overrode the core keys: %s", body)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	unhealthy := healthyCounts
+	unhealthy.ActiveConnections, unhealthy.MaxConnections = 91, 100
+
+	staleWithError := goodState(healthyCounts)
+	staleWithError.Last.TakenAt = testNow.Add(-95 * time.Second)
+	staleWithError.LastAttempt = testNow.Add(-5 * time.Second)
+	staleWithError.LastError = errRefused
+	staleWithError.Failures = 3
+
+	stuck := goodState(healthyCounts)
+	stuck.Last.TakenAt = testNow.Add(-61 * time.Second)
+
+	firstFailed := collector.RefreshState{LastError: errRefused, LastAttempt: testNow.Add(-time.Second), Failures: 1}
+
+	tests := []struct {
+		name       string
+		state      collector.RefreshState
+		wantCode   int
+		wantStatus string
+		wantClass  string
+		wantData   bool
+		wantStale  bool
+	}{
+		{"healthy", goodState(healthyCounts), 200, "healthy", "", true, false},
+		{"unhealthy verdict", goodState(unhealthy), 503, "unhealthy", "", true, false},
+		{"refresh failing keeps last good data", staleWithError, 503, "error", collector.ReasonConnection, true, true},
+		{"refresher stuck", stuck, 503, "error", ClassStale, true, true},
+		{"first refresh pending", collector.RefreshState{}, 503, "error", ClassPending, false, false},
+		{"first refresh failed", firstFailed, 503, "error", collector.ReasonConnection, false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &fakeSource{}
+			src.set(tc.state)
+			s := newServer(t, baseOptions(src))
+			r := do(t, s, http.MethodGet, PathStatus)
+			if r.code != tc.wantCode {
+				t.Fatalf("code = %d, want %d: %s", r.code, tc.wantCode, r.body)
+			}
+			assertJSON(t, r.header)
+			if r.header.Get("Cache-Control") != "" {
+				t.Errorf("status sets Cache-Control; Tasker does not")
+			}
+			m := r.json(t)
+			if m["healthy"] != (tc.wantCode == 200) || m["status"] != tc.wantStatus {
+				t.Errorf("healthy = %v, status = %v", m["healthy"], m["status"])
+			}
+			if got, _ := m["error_class"].(string); got != tc.wantClass {
+				t.Errorf("error_class = %q, want %q", got, tc.wantClass)
+			}
+			if (tc.wantClass != "") != (m["error"] != nil) {
+				t.Errorf("error = %v with error_class %q", m["error"], tc.wantClass)
+			}
+			_, hasMetrics := m["metrics"]
+			_, hasDB := m["database"]
+			if hasMetrics != tc.wantData || hasDB != tc.wantData || m["cached"] != tc.wantData {
+				t.Errorf("metrics %v database %v cached %v, want data %v", hasMetrics, hasDB, m["cached"], tc.wantData)
+			}
+			ci := m["cache_info"].(map[string]any)
+			if ci["stale"] != tc.wantStale {
+				t.Errorf("cache_info.stale = %v, want %v", ci["stale"], tc.wantStale)
+			}
+			if ci["refresh_interval_seconds"] != 30.0 {
+				t.Errorf("refresh_interval_seconds = %v", ci["refresh_interval_seconds"])
+			}
+			if tc.wantData {
+				age := testNow.Sub(tc.state.Last.TakenAt).Seconds()
+				if ci["age_seconds"] != age {
+					t.Errorf("age_seconds = %v, want %v", ci["age_seconds"], age)
+				}
+				if m["generation_duration"] != 0.042 {
+					t.Errorf("generation_duration = %v", m["generation_duration"])
+				}
+			} else if _, ok := ci["age_seconds"]; ok {
+				t.Errorf("age_seconds without data: %v", ci)
+			}
+			if tc.state.LastError != nil && ci["last_error"] == nil {
+				t.Errorf("cache_info.last_error missing")
+			}
+		})
+	}
+}
+
+func TestStatusBodyHealthy(t *testing.T) {
+	src := &fakeSource{}
+	src.set(goodState(healthyCounts))
+	s := newServer(t, baseOptions(src))
+	got := string(do(t, s, http.MethodGet, PathStatus).body)
+	want := `{"healthy":true,"status":"healthy",` +
+		`"metrics":{"tasks":{"total":10,"pending":2,"in_progress":3,"complete":4,"error":1,"cancelled":0},` +
+		`"steps":{"total":40,"pending":10,"in_progress":5,"complete":20,"error":3},` +
+		`"retries":{"retryable_errors":2,"exhausted_retries":1,"in_backoff":1}},` +
+		`"database":{"active_connections":5,"max_connections":100,"connection_utilization":5.0},` +
+		`"cached":true,"timestamp":"2025-06-18T15:30:00.123Z","generation_duration":0.042,` +
+		`"cache_info":{"cached":true,"age_seconds":10.0,"ttl_seconds":30.0,"refreshed_at":"2025-06-18T15:29:50.123Z",` +
+		`"refresh_interval_seconds":30.0,"stale":false,"last_attempt_at":"2025-06-18T15:29:50.123Z","consecutive_failures":0}}`
+	if got != want {
+		t.Errorf("body\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	tests := []struct {
+		name     string
+		counts   collector.HealthCounts
+		healthy  bool
+		wantUtil float64
+	}{
+		{"empty database", collector.HealthCounts{ActiveConnections: 1, MaxConnections: 100}, true, 1.0},
+		{"5 of 100 connections", collector.HealthCounts{ActiveConnections: 5, MaxConnections: 100}, true, 5.0},
+		{"3 of 50 connections", collector.HealthCounts{ActiveConnections: 3, MaxConnections: 50}, true, 6.0},
+		{"exactly 90% connections", collector.HealthCounts{ActiveConnections: 90, MaxConnections: 100}, true, 90.0},
+		{"90.01% connections", collector.HealthCounts{ActiveConnections: 9001, MaxConnections: 10000}, false, 90.01},
+		{"max connections 0", collector.HealthCounts{ActiveConnections: 500}, true, 0.0},
+		{"2 of 3 connections rounds", collector.HealthCounts{ActiveConnections: 2, MaxConnections: 3}, true, 66.67},
+		{"50% error tasks", collector.HealthCounts{TotalTasks: 2, ErrorTasks: 1}, true, 0},
+		{"over 50% error tasks", collector.HealthCounts{TotalTasks: 10000, ErrorTasks: 5001}, false, 0},
+		{"50% error steps", collector.HealthCounts{TotalSteps: 100, ErrorSteps: 50}, true, 0},
+		{"over 50% error steps", collector.HealthCounts{TotalSteps: 100, ErrorSteps: 51}, false, 0},
+		{"errors but no totals", collector.HealthCounts{ErrorTasks: 3, ErrorSteps: 3}, true, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			healthy, util := Verdict(tc.counts)
+			if healthy != tc.healthy || util != tc.wantUtil {
+				t.Errorf("Verdict = %v, %v; want %v, %v", healthy, util, tc.healthy, tc.wantUtil)
+			}
+			// And through the endpoint, which is what clients see.
+			src := &fakeSource{}
+			src.set(goodState(tc.counts))
+			s := newServer(t, baseOptions(src))
+			wantCode := http.StatusOK
+			if !tc.healthy {
+				wantCode = http.StatusServiceUnavailable
+			}
+			if r := do(t, s, http.MethodGet, PathStatus); r.code != wantCode {
+				t.Errorf("status code = %d, want %d", r.code, wantCode)
+			}
+		})
+	}
+}
+
+func TestJSONFloat(t *testing.T) {
+	for in, want := range map[float64]string{5: "5.0", 0: "0.0", 1.25: "1.25", 90.01: "90.01", -2: "-2.0", 1e21: "1000000000000000000000.0"} {
+		b, err := jsonFloat(in).MarshalJSON()
+		if err != nil || string(b) != want {
+			t.Errorf("jsonFloat(%v) = %s, %v; want %s", in, b, err, want)
+		}
+	}
+	if got := rubySeconds(5 * time.Second); got != "5.0" {
+		t.Errorf("rubySeconds(5s) = %s", got)
+	}
+}

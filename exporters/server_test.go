@@ -1,0 +1,560 @@
+package exporters
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const (
+	token    = "tok-3f9a1c77e2b8"
+	user     = "prom"
+	password = "pw-8d2e61b0c4aa"
+)
+
+func bearer(tok string) func(*http.Request) {
+	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+}
+
+func basic(u, p string) func(*http.Request) {
+	return func(r *http.Request) { r.SetBasicAuth(u, p) }
+}
+
+func TestAuth(t *testing.T) {
+	src := &fakeSource{}
+	src.set(goodState(healthyCounts))
+	both := Auth{BearerToken: token, BasicUser: user, BasicPassword: password}
+	tests := []struct {
+		name      string
+		auth      Auth
+		path      string
+		cred      func(*http.Request)
+		wantCode  int
+		wantMsg   string
+		challenge []string
+	}{
+		{"no auth configured", Auth{}, PathStatus, nil, 200, "", nil},
+		{"missing token", Auth{BearerToken: token}, PathStatus, nil, 401, "Authentication required", []string{`Bearer realm="tasker-sidecar"`}},
+		{"wrong token", Auth{BearerToken: token}, PathStatus, bearer("nope"), 401, "Invalid credentials", []string{`Bearer realm="tasker-sidecar"`}},
+		{"token prefix", Auth{BearerToken: token}, PathStatus, bearer(token[:5]), 401, "Invalid credentials", nil},
+		{"right token", Auth{BearerToken: token}, PathStatus, bearer(token), 200, "", nil},
+		{"lower-case scheme", Auth{BearerToken: token}, PathStatus, func(r *http.Request) { r.Header.Set("Authorization", "bearer "+token) }, 200, "", nil},
+		{"basic when only token is set", Auth{BearerToken: token}, PathStatus, basic(user, token), 401, "Invalid credentials", nil},
+		{"missing basic", Auth{BasicUser: user, BasicPassword: password}, PathStatus, nil, 401, "Authentication required",
+			[]string{`Basic realm="tasker-sidecar", charset="UTF-8"`}},
+		{"wrong password", Auth{BasicUser: user, BasicPassword: password}, PathStatus, basic(user, "nope"), 401, "Invalid credentials", nil},
+		{"wrong user", Auth{BasicUser: user, BasicPassword: password}, PathStatus, basic("root", password), 401, "Invalid credentials", nil},
+		{"right basic", Auth{BasicUser: user, BasicPassword: password}, PathStatus, basic(user, password), 200, "", nil},
+		{"either accepted: token", both, PathStatus, bearer(token), 200, "", nil},
+		{"either accepted: basic", both, PathStatus, basic(user, password), 200, "", nil},
+		{"both challenges", both, PathStatus, nil, 401, "Authentication required",
+			[]string{`Bearer realm="tasker-sidecar"`, `Basic realm="tasker-sidecar", charset="UTF-8"`}},
+		{"unknown scheme", both, PathStatus, func(r *http.Request) { r.Header.Set("Authorization", "Digest x") }, 401, "Invalid credentials", nil},
+		{"metrics protected", both, PathMetrics, nil, 401, "Authentication required", nil},
+		{"tasker metrics protected", both, PathTaskerMetrics, nil, 401, "Authentication required", nil},
+		{"metrics with token", both, PathMetrics, bearer(token), 200, "", nil},
+		{"live open", both, PathLive, nil, 200, "", nil},
+		{"live open with wrong token", both, PathLive, bearer("nope"), 200, "", nil},
+		{"ready open", both, PathReady, nil, 200, "", nil},
+		{"unknown route hidden", both, "/nope", nil, 401, "Authentication required", nil},
+		{"unknown route with token", both, "/nope", bearer(token), 404, "", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := baseOptions(src)
+			opts.Auth = tc.auth
+			s := newServer(t, opts)
+			var setup []func(*http.Request)
+			if tc.cred != nil {
+				setup = append(setup, tc.cred)
+			}
+			r := do(t, s, http.MethodGet, tc.path, setup...)
+			if r.code != tc.wantCode {
+				t.Fatalf("code = %d, want %d: %s", r.code, tc.wantCode, r.body)
+			}
+			if tc.wantCode != 401 {
+				if h := r.header.Get("WWW-Authenticate"); h != "" {
+					t.Errorf("WWW-Authenticate on %d: %q", r.code, h)
+				}
+				return
+			}
+			assertJSON(t, r.header)
+			m := r.json(t)
+			if m["error"] != "Unauthorized" || m["message"] != tc.wantMsg {
+				t.Errorf("body = %s", r.body)
+			}
+			got := r.header.Values("WWW-Authenticate")
+			if len(got) == 0 {
+				t.Errorf("no WWW-Authenticate header")
+			}
+			if tc.challenge != nil && strings.Join(got, "|") != strings.Join(tc.challenge, "|") {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, tc.challenge)
+			}
+		})
+	}
+}
+
+func TestUnknownRouteAndMethod(t *testing.T) {
+	s := newServer(t, baseOptions(&fakeSource{}))
+	r := do(t, s, http.MethodGet, "/tasker/health/nope")
+	if r.code != http.StatusNotFound {
+		t.Fatalf("code = %d", r.code)
+	}
+	assertJSON(t, r.header)
+	if m := r.json(t); m["error"] != "Not Found" || m["message"] != "No route matches GET /tasker/health/nope" {
+		t.Errorf("404 body = %s", r.body)
+	}
+
+	r = do(t, s, http.MethodPost, PathLive)
+	if r.code != http.StatusMethodNotAllowed {
+		t.Fatalf("code = %d", r.code)
+	}
+	assertJSON(t, r.header)
+	if r.header.Get("Allow") != "GET" {
+		t.Errorf("Allow = %q", r.header.Get("Allow"))
+	}
+	if m := r.json(t); m["error"] != "Method Not Allowed" || !strings.Contains(m["message"].(string), "POST") {
+		t.Errorf("405 body = %s", r.body)
+	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	src := &fakeSource{}
+	src.set(goodState(healthyCounts))
+	reg.MustRegister(NewDomainCollector(src, DomainOptions{}))
+	opts := baseOptions(src)
+	opts.Registerer, opts.Gatherer = reg, reg
+	s := newServer(t, opts)
+
+	do(t, s, http.MethodGet, PathLive)
+	do(t, s, http.MethodGet, "/some/raw/path/12345")
+	for _, path := range []string{PathMetrics, PathTaskerMetrics} {
+		r := do(t, s, http.MethodGet, path)
+		if r.code != http.StatusOK {
+			t.Fatalf("%s: code = %d", path, r.code)
+		}
+		assertNoCache(t, r.header)
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("%s: Content-Type = %q", path, ct)
+		}
+		body := string(r.body)
+		for _, want := range []string{
+			`tasker_sidecar_http_requests_total{code="200",handler="/tasker/health/live"} 1`,
+			`tasker_sidecar_http_requests_total{code="404",handler="unmatched"} 1`,
+			`tasker_sidecar_http_request_duration_seconds_bucket{handler="/tasker/health/live"`,
+			`tasker_tasks{state="error"} 1`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s lacks %s", path, want)
+			}
+		}
+		if strings.Contains(body, "12345") {
+			t.Errorf("raw path leaked into a label")
+		}
+	}
+
+	r := do(t, s, http.MethodGet, PathMetrics, func(r *http.Request) {
+		r.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	})
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Errorf("OpenMetrics not negotiated: %q", ct)
+	}
+
+	problems, err := testutil.GatherAndLint(reg, "tasker_sidecar_http_requests_total", "tasker_sidecar_http_request_duration_seconds")
+	if err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+// A second server on the same registry reuses the metrics rather than failing.
+func TestSharedRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	opts := baseOptions(&fakeSource{})
+	opts.Registerer, opts.Gatherer = reg, reg
+	newServer(t, opts)
+	newServer(t, opts)
+}
+
+func TestNewValidates(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tests := []struct {
+		name string
+		edit func(*Options)
+		want string
+	}{
+		{"no listen", func(o *Options) { o.Listen = "" }, "listen address is required"},
+		{"no health", func(o *Options) { o.Health = nil }, "health source is required"},
+		{"no interval", func(o *Options) { o.RefreshInterval = 0 }, "refresh interval must be positive"},
+		{"negative timeout", func(o *Options) { o.IdleTimeout = -time.Second }, "idle timeout must not be negative"},
+		{"readiness after write", func(o *Options) { o.ReadinessTimeout, o.WriteTimeout = 10*time.Second, 5*time.Second }, "must be shorter than write timeout"},
+		{"cert without key", func(o *Options) { o.TLSCertFile = "x.pem" }, "TLS needs both"},
+		{"user without password", func(o *Options) { o.Auth.BasicUser = "u" }, "basic auth needs both"},
+		{"registerer only", func(o *Options) { o.Registerer = reg }, "set both Registerer and Gatherer"},
+		{"nil check", func(o *Options) { o.Checks = []Checker{nil} }, "check 0 is nil"},
+		{"unnamed check", func(o *Options) { o.Checks = []Checker{CheckFunc("", nil)} }, "check 0 has no name"},
+		{"duplicate check", func(o *Options) { o.Checks = []Checker{CheckFunc("db", nil), CheckFunc("db", nil)} }, `"db" is used twice`},
+		{"missing cert file", func(o *Options) { o.TLSCertFile, o.TLSKeyFile = "/nonexistent.pem", "/nonexistent.key" }, "TLS certificate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := baseOptions(&fakeSource{})
+			tc.edit(&opts)
+			_, err := New(opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New() error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRunReturnsBindError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	opts := baseOptions(&fakeSource{})
+	opts.Listen = ln.Addr().String()
+	s := newServer(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Run(ctx); err == nil || !strings.Contains(err.Error(), "listen on") {
+		t.Fatalf("Run = %v, want a bind error", err)
+	}
+	if s.Addr() != nil {
+		t.Errorf("Addr = %v after a failed bind", s.Addr())
+	}
+}
+
+func TestRunTwice(t *testing.T) {
+	s := newServer(t, baseOptions(&fakeSource{}))
+	start(t, s)
+	if err := s.Run(context.Background()); err == nil {
+		t.Fatal("second Run succeeded")
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	opts := baseOptions(&fakeSource{})
+	opts.ShutdownTimeout = 5 * time.Second
+	s := newServer(t, opts)
+	entered := make(chan struct{})
+	s.Router().GET("/slow", func(c *gin.Context) {
+		close(entered)
+		time.Sleep(300 * time.Millisecond)
+		c.String(http.StatusOK, "done")
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(ctx) }()
+	<-s.Bound()
+
+	got := make(chan response, 1)
+	go func() {
+		res, err := http.Get("http://" + s.Addr().String() + "/slow")
+		if err != nil {
+			got <- response{code: -1, body: []byte(err.Error())}
+			return
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		got <- response{code: res.StatusCode, body: body}
+	}()
+	<-entered
+	cancel()
+
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if r := <-got; r.code != http.StatusOK || string(r.body) != "done" {
+		t.Fatalf("in-flight request: %d %s", r.code, r.body)
+	}
+	if _, err := http.Get("http://" + s.Addr().String() + PathLive); err == nil {
+		t.Error("server still accepts connections after Run returned")
+	}
+}
+
+func TestShutdownTimeout(t *testing.T) {
+	opts := baseOptions(&fakeSource{})
+	opts.ShutdownTimeout = 50 * time.Millisecond
+	s := newServer(t, opts)
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	s.Router().GET("/stuck", func(c *gin.Context) {
+		close(entered)
+		<-release
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(ctx) }()
+	<-s.Bound()
+	go func() {
+		if res, err := http.Get("http://" + s.Addr().String() + "/stuck"); err == nil {
+			res.Body.Close()
+		}
+	}()
+	<-entered
+	cancel()
+	if err := <-runErr; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Run = %v, want a shutdown deadline error", err)
+	}
+}
+
+// selfSigned writes a fresh certificate for 127.0.0.1 and returns the file
+// paths and a pool trusting it.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "tasker-sidecar-test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestTLS(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	src := &fakeSource{}
+	src.set(goodState(healthyCounts))
+	opts := baseOptions(src)
+	opts.TLSCertFile, opts.TLSKeyFile = certFile, keyFile
+	opts.Auth = Auth{BearerToken: token}
+	s := newServer(t, opts)
+	addr := start(t, s)
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	if r := get(t, client, "https://"+addr+PathLive); r.code != http.StatusOK {
+		t.Errorf("live over TLS: %d", r.code)
+	}
+	if r := get(t, client, "https://"+addr+PathStatus); r.code != http.StatusUnauthorized {
+		t.Errorf("status over TLS without token: %d", r.code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+addr+PathStatus, nil)
+	bearer(token)(req)
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.TLS == nil {
+		t.Errorf("status over TLS with token: %d, TLS %v", res.StatusCode, res.TLS != nil)
+	}
+
+	// Plain HTTP against the TLS port gets Go's 400, not our data.
+	if r := get(t, http.DefaultClient, "http://"+addr+PathLive); r.code != http.StatusBadRequest {
+		t.Errorf("plain HTTP on the TLS port: %d", r.code)
+	}
+	// A client that does not trust the certificate fails the handshake.
+	if _, err := http.Get("https://" + addr + PathLive); err == nil {
+		t.Error("untrusted certificate accepted")
+	}
+}
+
+func TestCertReload(t *testing.T) {
+	certFile, keyFile, _ := selfSigned(t)
+	r, err := newCertReloader(certFile, keyFile, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := r.get(nil)
+
+	newCert, newKey, _ := selfSigned(t)
+	for src, dst := range map[string]string{newCert: certFile, newKey: keyFile} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	future := time.Now().Add(time.Minute)
+	if err := os.Chtimes(certFile, future, future); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.checked = time.Time{}
+	r.mu.Unlock()
+	second, _ := r.get(nil)
+	if first == second {
+		t.Error("certificate not reloaded after the file changed")
+	}
+
+	// A broken file keeps the last good pair.
+	if err := os.WriteFile(certFile, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := future.Add(time.Minute)
+	_ = os.Chtimes(certFile, later, later)
+	r.mu.Lock()
+	r.checked = time.Time{}
+	r.mu.Unlock()
+	if third, _ := r.get(nil); third != second {
+		t.Error("broken certificate replaced the good one")
+	}
+}
+
+// TestNoSecretsLeak drives every route with right and wrong credentials and a
+// failing refresh whose error echoes a DSN, then searches logs and bodies.
+func TestNoSecretsLeak(t *testing.T) {
+	const dbPassword = "dbpw-5e7c9a"
+	logs := &syncBuffer{}
+	src := &fakeSource{}
+	st := goodState(healthyCounts)
+	st.LastError = fmt.Errorf("connect postgres://tasker:%s@db:5432/tasker (password=%s): %w", dbPassword, dbPassword, errRefused)
+	src.set(st)
+
+	opts := baseOptions(src)
+	opts.Logger = debugLogger(logs)
+	opts.Auth = Auth{BearerToken: token, BasicUser: user, BasicPassword: password}
+	opts.Checks = []Checker{
+		NewRefreshCheck(src, opts.RefreshInterval),
+		NewDatabaseCheck(func(context.Context) (time.Duration, error) { return 0, st.LastError }, nil),
+	}
+	s := newServer(t, opts)
+	opts.Logger.Info("options", "opts", opts, "auth", opts.Auth)
+
+	var bodies []string
+	creds := []func(*http.Request){nil, bearer(token), bearer(token + "x"), basic(user, password), basic(user, password+"x"),
+		func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+password) }}
+	for _, path := range []string{PathLive, PathReady, PathStatus, PathMetrics, "/nope"} {
+		for _, cred := range creds {
+			var setup []func(*http.Request)
+			if cred != nil {
+				setup = append(setup, cred)
+			}
+			r := do(t, s, http.MethodGet, path, setup...)
+			bodies = append(bodies, string(r.body))
+			for k, v := range r.header {
+				bodies = append(bodies, k+": "+strings.Join(v, ","))
+			}
+		}
+	}
+	printed := fmt.Sprintf("%v %+v %#v %s", opts, opts, opts, opts.Auth)
+	for _, secret := range []string{token, password, dbPassword} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("secret %q in logs", secret)
+		}
+		for _, b := range bodies {
+			if strings.Contains(b, secret) {
+				t.Errorf("secret %q in a response: %s", secret, b)
+			}
+		}
+		if strings.Contains(printed, secret) {
+			t.Errorf("secret %q in formatted options: %s", secret, printed)
+		}
+	}
+	if !strings.Contains(logs.String(), "authentication failed") || !strings.Contains(logs.String(), `route=/tasker/health/status`) {
+		t.Errorf("debug request log missing:\n%s", logs.String())
+	}
+}
+
+func TestRedact(t *testing.T) {
+	tests := map[string]string{
+		"dial postgres://u:hunter2@db:5432/x": "dial postgres://u:xxxxx@db:5432/x",
+		"redis://:hunter2@cache:6379/0 down":  "redis://:xxxxx@cache:6379/0 down",
+		"host=db password=hunter2 user=u":     "host=db password=xxxxx user=u",
+		"password='hun ter2' sslmode=require": "password=xxxxx sslmode=require",
+		"PASSWORD: hunter2":                   "PASSWORD: xxxxx",
+		"connection refused":                  "connection refused",
+	}
+	for in, want := range tests {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+	long := strings.Repeat("é", 2*maxMessage)
+	if got := []rune(redact(long)); len(got) != maxMessage+1 {
+		t.Errorf("long message not truncated: %d runes", len(got))
+	}
+}
+
+func TestHandlerPanic(t *testing.T) {
+	logs := &syncBuffer{}
+	opts := baseOptions(&fakeSource{})
+	opts.Logger = debugLogger(logs)
+	s := newServer(t, opts)
+	s.Router().GET("/panics", func(*gin.Context) { panic("kaboom") })
+	r := do(t, s, http.MethodGet, "/panics")
+	if r.code != http.StatusInternalServerError {
+		t.Fatalf("code = %d", r.code)
+	}
+	if m := r.json(t); m["error"] != "Internal Server Error" {
+		t.Errorf("body = %s", r.body)
+	}
+	if !strings.Contains(logs.String(), "handler panicked") || !strings.Contains(logs.String(), "kaboom") {
+		t.Errorf("panic not logged:\n%s", logs.String())
+	}
+	if got := testutil.ToFloat64(s.metrics.requests.WithLabelValues("/panics", "500")); got != 1 {
+		t.Errorf("500 not counted: %v", got)
+	}
+}
+
+func TestPromLogger(t *testing.T) {
+	logs := &syncBuffer{}
+	promLogger{debugLogger(logs)}.Println("error gathering metrics:", errors.New("boom"))
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "boom") {
+		t.Errorf("log = %s", logs.String())
+	}
+}

@@ -1,0 +1,244 @@
+//go:build e2e
+
+// The Jaeger end-to-end test needs a Jaeger that scripts/e2e-jaeger.sh builds
+// and starts; it only compiles with -tags e2e, so the normal suite never skips it.
+
+package exporters
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
+)
+
+// jaegerTrace is the part of Jaeger's /api/traces answer the test reads.
+type jaegerTrace struct {
+	TraceID string `json:"traceID"`
+	Spans   []struct {
+		SpanID        string `json:"spanID"`
+		OperationName string `json:"operationName"`
+		ProcessID     string `json:"processID"`
+		References    []struct {
+			RefType string `json:"refType"`
+			TraceID string `json:"traceID"`
+			SpanID  string `json:"spanID"`
+		} `json:"references"`
+		Tags []struct {
+			Key   string `json:"key"`
+			Value any    `json:"value"`
+		} `json:"tags"`
+	} `json:"spans"`
+	Processes map[string]struct {
+		ServiceName string `json:"serviceName"`
+	} `json:"processes"`
+}
+
+// TestJaegerE2E exports a simulated workload's traces to a real Jaeger v2
+// and finds a task's trace by its task id. scripts/e2e-jaeger.sh starts
+// Jaeger and sets the variables; it is built only with -tags e2e, so it is
+// not part of `make test`.
+func TestJaegerE2E(t *testing.T) {
+	query := os.Getenv("SIDECAR_E2E_JAEGER_QUERY")
+	if query == "" {
+		t.Fatal("SIDECAR_E2E_JAEGER_QUERY is unset: run make e2e-jaeger, which starts Jaeger")
+	}
+	cfg := testTracing()
+	cfg.Protocol = os.Getenv("SIDECAR_E2E_JAEGER_PROTOCOL")
+	if cfg.Protocol == "" {
+		cfg.Protocol = ProtocolHTTP
+	}
+	cfg.Endpoint = os.Getenv("SIDECAR_E2E_JAEGER_OTLP_HTTP")
+	if cfg.Protocol == ProtocolGRPC {
+		cfg.Endpoint, cfg.Insecure = os.Getenv("SIDECAR_E2E_JAEGER_OTLP_GRPC"), true
+	}
+	// Task ids restart at 1 in every test database; the salt keeps this
+	// run's traces apart from earlier runs in a long-lived Jaeger.
+	salt := make([]byte, 6)
+	_, _ = rand.Read(salt)
+	cfg.TraceIDSalt = hex.EncodeToString(salt)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pg := pgtest.NewTasker(t)
+	pool := writerPool(t, pg.URL)
+	logger := testLogger(t)
+	db, err := collector.Open(collector.Options{URL: pg.URL}, nil, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exp, err := NewSpanExporter(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces := NewWorkflowTraces(cfg, exp, db, prometheus.NewRegistry(), logger)
+	defer func() { _ = traces.Shutdown(context.Background()) }()
+	scfg := collector.DefaultStreamConfig()
+	scfg.PollInterval = 50 * time.Millisecond
+	scfg.Checkpoint.File = ""
+	stream := collector.NewStream(db, scfg, nil, nil, logger, collector.WithSink(traces))
+	stream.Start(ctx)
+	defer stream.Stop()
+	<-stream.Ready()
+
+	opts := simulate.Options{Seed: 3, ErrorRate: 0.25, Workers: 2}
+	if _, err := simulate.Live(ctx, pool, 5, 3*time.Second, opts, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := simulate.Live(ctx, pool, 0, 5*time.Second, opts, nil); err != nil {
+		t.Fatal(err)
+	}
+	conn := pg.Conn(t)
+	want := expectedSpans(t, conn)
+	var task int64
+	best := -1
+	for id, w := range want {
+		if w[1] > best {
+			task, best = id, w[1]
+		}
+	}
+	if best < 0 {
+		t.Fatal("no task completed in the simulation")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for testutil.ToFloat64(traces.tasks.WithLabelValues(resultExported)) < float64(len(want)) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stream.Stop()
+
+	traceID := TaskTraceID(cfg.TraceIDSalt, task).String()
+	tags, _ := json.Marshal(map[string]string{"tasker.task_id": fmt.Sprint(task)})
+	u := fmt.Sprintf("%s/api/traces?service=%s&tags=%s&lookback=1h&limit=20", query, cfg.ServiceName, url.QueryEscape(string(tags)))
+	// Earlier runs against the same Jaeger have tasks with the same id
+	// (every test database starts at 1) under other salts: keep this run's.
+	var found []jaegerTrace
+	for time.Now().Before(deadline.Add(30 * time.Second)) {
+		var all []jaegerTrace
+		all, err = getTraces(ctx, u)
+		found = found[:0]
+		for _, tr := range all {
+			if tr.TraceID == traceID {
+				found = append(found, tr)
+			}
+		}
+		if err == nil && len(found) > 0 && len(found[0].Spans) >= 1+best {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("query Jaeger: %v", err)
+	}
+	if len(found) != 1 {
+		t.Fatalf("Jaeger has %d traces %s for task %d, want 1 (%s)", len(found), traceID, task, u)
+	}
+	tr := found[0]
+	var root string
+	steps, links := 0, 0
+	for _, s := range tr.Spans {
+		if svc := tr.Processes[s.ProcessID].ServiceName; svc != cfg.ServiceName {
+			t.Errorf("span %s of service %q", s.OperationName, svc)
+		}
+		switch s.OperationName {
+		case SpanTask:
+			if len(s.References) == 0 {
+				root = s.SpanID
+			}
+		case SpanStep:
+			steps++
+			for _, r := range s.References {
+				if r.RefType == "FOLLOWS_FROM" {
+					links++
+				}
+			}
+		default:
+			t.Errorf("unexpected span %q", s.OperationName)
+		}
+	}
+	if root == "" {
+		t.Error("no root task span")
+	}
+	for _, s := range tr.Spans {
+		if s.OperationName != SpanStep {
+			continue
+		}
+		if len(s.References) == 0 || s.References[0].RefType != "CHILD_OF" || s.References[0].SpanID != root {
+			t.Errorf("step span %s is not a child of the task span: %+v", s.SpanID, s.References)
+		}
+	}
+	if steps != best {
+		t.Errorf("Jaeger shows %d step spans for task %d, want one per attempt: %d", steps, task, best)
+	}
+	t.Logf("task %d: trace %s in Jaeger with %d spans (%d step attempts, %d dependency links): %s/trace/%s",
+		task, tr.TraceID, len(tr.Spans), steps, links, query, tr.TraceID)
+
+	// A restarted sidecar that exports the task again (its checkpoint was
+	// older than the export) lands in the same trace, not a second one.
+	var end collector.Transition
+	if err := conn.QueryRow(ctx, `SELECT sort_key FROM tasker_task_transitions WHERE task_id = $1 AND most_recent`,
+		task).Scan(&end.SortKey); err != nil {
+		t.Fatal(err)
+	}
+	end.TaskID, end.ToState = task, "complete"
+	exp2, err := NewSpanExporter(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := NewWorkflowTraces(cfg, exp2, db, nil, logger)
+	defer func() { _ = again.Shutdown(context.Background()) }()
+	if err := again.Consume(ctx, []collector.Transition{end}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	all, err := getTraces(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, spans := 0, 0
+	for _, x := range all {
+		if x.TraceID == traceID {
+			n++
+			spans = len(x.Spans)
+		}
+	}
+	if n != 1 || spans != len(tr.Spans) {
+		t.Errorf("after a re-export Jaeger has %d traces %s with %d spans, want 1 with %d", n, traceID, spans, len(tr.Spans))
+	}
+	t.Logf("after re-exporting task %d: 1 trace, %d spans as Jaeger returns them (%d before)", task, spans, len(tr.Spans))
+}
+
+func getTraces(ctx context.Context, u string) ([]jaegerTrace, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", u, resp.Status)
+	}
+	var body struct {
+		Data []jaegerTrace `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, err
+	}
+	return body.Data, nil
+}

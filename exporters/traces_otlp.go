@@ -1,0 +1,102 @@
+package exporters
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/prometheus/common/version"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// NewSpanExporter builds the OTLP trace exporter cfg describes. The
+// exporter packages read the OTEL_EXPORTER_OTLP_* variables (endpoint,
+// headers, timeout, TLS, compression) themselves; explicit configuration
+// wins over them. Nothing is dialled until the first export.
+func NewSpanExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExporter, error) {
+	hasScheme := strings.Contains(cfg.Endpoint, "://")
+	switch p := cfg.protocol(); p {
+	case ProtocolGRPC:
+		var opts []otlptracegrpc.Option
+		switch {
+		case hasScheme:
+			opts = append(opts, otlptracegrpc.WithEndpointURL(cfg.Endpoint))
+		case cfg.Endpoint != "":
+			opts = append(opts, otlptracegrpc.WithEndpoint(cfg.Endpoint))
+		}
+		if cfg.Insecure {
+			opts = append(opts, otlptracegrpc.WithInsecure())
+		}
+		if len(cfg.Headers) > 0 {
+			opts = append(opts, otlptracegrpc.WithHeaders(cfg.Headers))
+		}
+		if cfg.Timeout > 0 {
+			opts = append(opts, otlptracegrpc.WithTimeout(cfg.Timeout))
+		}
+		exp, err := otlptracegrpc.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("OTLP gRPC trace exporter: %w", err)
+		}
+		return exp, nil
+	case ProtocolHTTP, "http":
+		var opts []otlptracehttp.Option
+		switch {
+		case hasScheme:
+			opts = append(opts, otlptracehttp.WithEndpointURL(strings.TrimSuffix(cfg.Endpoint, "/")+tracesPath(cfg.Endpoint)))
+		case cfg.Endpoint != "":
+			opts = append(opts, otlptracehttp.WithEndpoint(cfg.Endpoint))
+		}
+		if cfg.Insecure {
+			opts = append(opts, otlptracehttp.WithInsecure())
+		}
+		if len(cfg.Headers) > 0 {
+			opts = append(opts, otlptracehttp.WithHeaders(cfg.Headers))
+		}
+		if cfg.Timeout > 0 {
+			opts = append(opts, otlptracehttp.WithTimeout(cfg.Timeout))
+		}
+		exp, err := otlptracehttp.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("OTLP HTTP trace exporter: %w", err)
+		}
+		return exp, nil
+	default:
+		return nil, fmt.Errorf("OTLP protocol %q is not supported (use grpc or http/protobuf)", p)
+	}
+}
+
+// tracesPath completes a base URL such as http://jaeger:4318 with the
+// signal path, as the OTLP specification does for
+// OTEL_EXPORTER_OTLP_ENDPOINT; a URL that already has a path is kept.
+func tracesPath(endpoint string) string {
+	rest := endpoint[strings.Index(endpoint, "://")+3:]
+	if i := strings.Index(rest, "/"); i >= 0 && strings.Trim(rest[i:], "/") != "" {
+		return ""
+	}
+	return "/v1/traces"
+}
+
+// NewSidecarTracerProvider returns the provider for the sidecar's own spans
+// (service cfg.SidecarServiceName), sampled at cfg.SidecarSamplingRatio and
+// batched to exp. Pass it to the components (collector.WithTracerProvider,
+// RefresherOptions.TracerProvider); it is never installed globally. The
+// caller shuts it down, which also shuts exp down.
+func NewSidecarTracerProvider(cfg TracingConfig, exp sdktrace.SpanExporter) *sdktrace.TracerProvider {
+	return sdktrace.NewTracerProvider(
+		sdktrace.WithResource(serviceResource(cfg.SidecarServiceName, version.Version)),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SidecarSamplingRatio))),
+		sdktrace.WithBatcher(exp),
+	)
+}
+
+func serviceResource(name, ver string) *resource.Resource {
+	attrs := []attribute.KeyValue{attribute.String("service.name", name)}
+	if ver != "" {
+		attrs = append(attrs, attribute.String("service.version", ver))
+	}
+	return resource.NewSchemaless(attrs...)
+}

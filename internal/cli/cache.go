@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/exporters"
+	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/store"
+	"github.com/tasker-systems/tasker-sidecar/ttl"
+)
+
+// PathCapabilities serves the detector's report.
+const PathCapabilities = "/capabilities"
+
+// cacheRuntime is the cache store and what the detector found it can do.
+type cacheRuntime struct {
+	st      store.Store
+	det     *detector.Detector
+	results *ttl.Cache // set once the coordinated cache exists
+}
+
+func openStore(cfg config.CacheConfig) (store.Store, error) {
+	st, err := store.Open(cfg.URL.Value(), store.Options{
+		DialTimeout:  cfg.DialTimeout,
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		KeyPrefix:    cfg.KeyPrefix,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache.url: %w", err)
+	}
+	return st, nil
+}
+
+// openCache opens the store and runs detection once before serving, so the
+// first readiness answer already knows the strategy. An unreachable store
+// is not an error: the sidecar runs local_only and re-detects when it is back.
+func openCache(ctx context.Context, cfg config.Config, reg prometheus.Registerer, logger *slog.Logger) (*cacheRuntime, error) {
+	st, err := openStore(cfg.Cache)
+	if err != nil {
+		return nil, err
+	}
+	det, err := detector.New(st, cfg.Cache.Detection, reg, logger)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	// The detector logs the outcome itself (a warning when unreachable).
+	_, _ = det.Run(ctx)
+	det.Start(ctx)
+	return &cacheRuntime{st: st, det: det}, nil
+}
+
+func (c *cacheRuntime) close() {
+	c.det.Stop()
+	_ = c.st.Close()
+}
+
+func (c *cacheRuntime) routes(srv *exporters.Server) {
+	srv.Router().GET(PathCapabilities, func(ctx *gin.Context) {
+		ctx.Header("Cache-Control", "no-cache, no-store, must-revalidate")
+		ctx.JSON(http.StatusOK, c.det.Report())
+	})
+}
+
+// check is the readiness cache check: Tasker's round trip (facts §4.4) plus
+// the store, strategy and capabilities, "degraded" on capability conflicts.
+func (c *cacheRuntime) check() exporters.Checker {
+	return exporters.CheckFunc("cache", func(ctx context.Context) exporters.CheckResult {
+		status, details := c.det.ReadinessCheck(ctx)
+		res := exporters.CheckResult{Status: status, Details: map[string]any{}}
+		for k, v := range details {
+			switch k {
+			case "status":
+			case "message":
+				res.Message, _ = v.(string)
+			case "error":
+				res.Error = fmt.Sprint(v)
+			case "response_time_ms":
+				res.ResponseTimeMs, _ = v.(float64)
+			default:
+				res.Details[k] = v
+			}
+		}
+		if c.results != nil {
+			if degraded, why := c.results.Degraded(); degraded && status == detector.StatusHealthy {
+				res.Status = detector.StatusDegraded
+				res.Message = "Results cached in-process only: " + why
+			}
+		}
+		if status == detector.StatusUnhealthy {
+			// A failed operation may mean an ACL or failover changed what the
+			// store allows; let the detector look again.
+			c.det.NotifyError(fmt.Errorf("%s", res.Error))
+		}
+		return res
+	})
+}

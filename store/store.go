@@ -1,0 +1,178 @@
+// Package store is the small client layer between the sidecar and the cache
+// store a Tasker deployment uses: a Redis-protocol server (Redis, Valkey,
+// KeyDB, Dragonfly), Memcached, an in-process map, or nothing at all.
+//
+// Every store offers the same basic operations (Store). Coordination
+// primitives that only some stores have atomically are optional interfaces
+// (Adder, Incrementer, Swapper, TTLReader), so a caller can type-assert for
+// exactly what it needs and never fall back to read-modify-write by accident.
+// The capability detector (package detector) finds out which of them the live
+// server really allows; this package only provides them.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kinds returned by Store.Kind.
+const (
+	KindRedis     = "redis"
+	KindMemcached = "memcached"
+	KindMemory    = "memory"
+	KindNone      = "none"
+)
+
+// NoExpiry is what TTLReader.TTL returns for a key that exists and never
+// expires.
+const NoExpiry time.Duration = -1
+
+// ErrUnsupported is returned (wrapped) by an optional operation the store
+// cannot perform atomically in its current configuration, for example a
+// compare-and-set on Redis when scripting is refused and there is no native
+// SET IFEQ.
+var ErrUnsupported = errors.New("operation not supported by this store")
+
+// Store is what every cache store offers. Keys are given without the
+// configured key prefix; the store adds it.
+type Store interface {
+	// Kind is one of KindRedis, KindMemcached, KindMemory, KindNone.
+	Kind() string
+	// Address is the server address(es) as host:port, comma-separated when
+	// there are several. It never contains credentials.
+	Address() string
+	// URL is the URL the store was opened with, password redacted.
+	URL() string
+	// Get returns the value and true, or nil and false on a miss.
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	// Set stores the value; ttl <= 0 means no expiry.
+	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
+	// Delete removes the key; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// Ping checks that the server answers.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Adder stores a value only if the key does not exist yet, atomically on the
+// server. It is the lease/lock primitive: Redis SET NX PX, Memcached add.
+type Adder interface {
+	SetNX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
+}
+
+// Incrementer adds delta to an integer counter atomically and returns the new
+// value. A missing key is created with value delta and, when ttl > 0, that
+// expiry; an existing key keeps its expiry. Memcached cannot go below zero:
+// a negative delta there floors at 0.
+type Incrementer interface {
+	Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
+}
+
+// Swapper is compare-and-set and compare-and-delete, atomic on the server.
+// Both report false, not an error, when the key is missing or holds a
+// different value. They return ErrUnsupported when the store has no atomic
+// way to do it.
+type Swapper interface {
+	CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error)
+	CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error)
+}
+
+// TTLReader reads a key's remaining time to live. ok is false for a missing
+// key; the duration is NoExpiry for a key without expiry.
+type TTLReader interface {
+	TTL(ctx context.Context, key string) (ttl time.Duration, ok bool, err error)
+}
+
+// ReconnectNotifier calls fn (in its own goroutine) whenever a connection to
+// the server succeeds after connecting had failed, which is how the detector
+// learns that a store that went away is back. The returned function removes
+// the callback.
+type ReconnectNotifier interface {
+	OnReconnect(fn func()) (remove func())
+}
+
+// Options tunes a store. Zero values take the defaults below.
+type Options struct {
+	// DialTimeout bounds connecting (default 1s).
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound each socket read and write
+	// (default 500ms each). Memcached's client has a single I/O timeout,
+	// the larger of the two.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// KeyPrefix is prepended to every key, giving the sidecar its own
+	// namespace in a shared store.
+	KeyPrefix string
+	// Username and Password, when set, replace the credentials in the URL,
+	// so the secret can come from a file or the environment instead.
+	Username string
+	Password string
+	// PoolSize is the connection pool size per server (0 = driver default).
+	PoolSize int
+}
+
+// Default option values.
+const (
+	DefaultDialTimeout  = time.Second
+	DefaultReadTimeout  = 500 * time.Millisecond
+	DefaultWriteTimeout = 500 * time.Millisecond
+)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.DialTimeout < 0 || o.ReadTimeout < 0 || o.WriteTimeout < 0 {
+		return o, errors.New("timeouts must not be negative")
+	}
+	if o.PoolSize < 0 {
+		return o, errors.New("pool size must not be negative")
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	return o, nil
+}
+
+// Open returns a store for rawURL. It fails only when the URL or options are
+// invalid, and the error never contains the password; connecting happens on
+// first use, bounded by the timeouts.
+//
+// Supported URLs:
+//
+//	redis://[user:password@]host[:port][/db][?go-redis options]   (also valkey://)
+//	rediss://...                                                  TLS (also valkeys://)
+//	redis+cluster://[user:password@]host:port[?addr=host:port&addr=...]
+//	redis+sentinel://[user:password@]sentinel:port[/db]?master_name=NAME[&addr=...][&password=...]
+//	memcached://[user:password@]host[:port][,host[:port]...]     (also memcache://)
+//	memory://
+//	none://
+//
+// The TLS variants rediss+cluster:// and rediss+sentinel:// exist too. A
+// redis:// URL with addr= parameters is a cluster, as in go-redis.
+func Open(rawURL string, opts Options) (Store, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("invalid cache options: %w", err)
+	}
+	u, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	switch u.kind {
+	case KindRedis:
+		return openRedis(u, opts)
+	case KindMemcached:
+		return openMemcached(u, opts)
+	case KindMemory:
+		return NewMemory(opts.KeyPrefix), nil
+	case KindNone:
+		return None{}, nil
+	}
+	return nil, fmt.Errorf("invalid cache URL %q: unsupported scheme", Redact(rawURL))
+}

@@ -1,0 +1,258 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"github.com/redis/go-redis/v9"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Redis topologies, as reported by (*Redis).Topology.
+const (
+	TopologyStandalone = "standalone"
+	TopologyCluster    = "cluster"
+	TopologySentinel   = "sentinel"
+)
+
+const redacted = "xxxxx"
+
+// parsedURL is a cache URL split into what the openers need. raw keeps the
+// credentials and must never be logged or put in an error.
+type parsedURL struct {
+	kind     string
+	topology string // Redis only
+	tls      bool
+	raw      *url.URL
+	goRedis  string   // URL rewritten to the redis/rediss scheme go-redis parses
+	hosts    []string // host:port for memcached
+	user     string   // memcached credentials
+	pass     string
+	redacted string
+}
+
+// Redact returns rawURL with the password and the value of any
+// secret-looking query parameter (password, sentinel_password, token...)
+// replaced by "xxxxx". It works on the text, so it never fails and changes
+// nothing else, even for a URL that does not parse.
+func Redact(rawURL string) string {
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return redactQuery(rawURL)
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		userinfo, hosts := authority[:at], authority[at+1:]
+		if user, _, hasPass := strings.Cut(userinfo, ":"); hasPass {
+			authority = user + ":" + redacted + "@" + hosts
+		}
+	}
+	return scheme + "://" + authority + redactQuery(tail)
+}
+
+func redactQuery(s string) string {
+	q := strings.Index(s, "?")
+	if q < 0 {
+		return s
+	}
+	query, fragment := s[q+1:], ""
+	if h := strings.Index(query, "#"); h >= 0 {
+		query, fragment = query[:h], query[h:]
+	}
+	parts := strings.Split(query, "&")
+	for i, part := range parts {
+		k, _, hasValue := strings.Cut(part, "=")
+		name, err := url.QueryUnescape(k)
+		if err != nil {
+			name = k
+		}
+		if hasValue && secretParam(name) {
+			parts[i] = k + "=" + redacted
+		}
+	}
+	return s[:q+1] + strings.Join(parts, "&") + fragment
+}
+
+func secretParam(name string) bool {
+	n := strings.ToLower(name)
+	return strings.Contains(n, "pass") || strings.Contains(n, "secret") || strings.Contains(n, "token")
+}
+
+func invalidURL(raw, reason string) error {
+	return fmt.Errorf("invalid cache URL %q: %s", Redact(raw), reason)
+}
+
+func parseURL(raw string) (*parsedURL, error) {
+	if strings.TrimSpace(raw) == "" {
+		return nil, errors.New("invalid cache URL: empty")
+	}
+	if scheme, _, _ := strings.Cut(raw, "://"); strings.EqualFold(scheme, "memcached") || strings.EqualFold(scheme, "memcache") {
+		return parseMemcachedURL(raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error repeats the whole URL, password included; keep only
+		// the reason.
+		// and an EscapeError quotes the bad escape, which may be part of
+		// the password.
+		var ee url.EscapeError
+		if errors.As(err, &ee) {
+			return nil, invalidURL(raw, "invalid %-escape")
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return nil, invalidURL(raw, ue.Err.Error())
+		}
+		return nil, invalidURL(raw, "does not parse")
+	}
+	if u.Opaque != "" || (u.Scheme != "" && !strings.Contains(raw, "://")) {
+		return nil, invalidURL(raw, "want scheme://address")
+	}
+	p := &parsedURL{raw: u, redacted: Redact(raw)}
+	scheme := strings.ToLower(u.Scheme)
+	switch scheme {
+	case "redis", "valkey", "rediss", "valkeys",
+		"redis+cluster", "valkey+cluster", "rediss+cluster", "valkeys+cluster",
+		"redis+sentinel", "valkey+sentinel", "rediss+sentinel", "valkeys+sentinel":
+		return parseRedisURL(raw, u, scheme, p)
+	case "memory", "none":
+		if u.Host != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return nil, invalidURL(raw, scheme+":// takes no address, path or options")
+		}
+		p.kind = scheme
+		return p, nil
+	case "":
+		return nil, invalidURL(raw, "missing scheme (want redis://, rediss://, redis+cluster://, redis+sentinel://, memcached://, memory:// or none://)")
+	}
+	return nil, invalidURL(raw, fmt.Sprintf("unsupported scheme %q (want redis://, rediss://, redis+cluster://, redis+sentinel://, memcached://, memory:// or none://)", u.Scheme))
+}
+
+func parseRedisURL(raw string, u *url.URL, scheme string, p *parsedURL) (*parsedURL, error) {
+	base, variant, _ := strings.Cut(scheme, "+")
+	p.kind = KindRedis
+	p.tls = base == "rediss" || base == "valkeys"
+	p.topology = TopologyStandalone
+	switch {
+	case variant == "cluster":
+		p.topology = TopologyCluster
+	case variant == "sentinel":
+		p.topology = TopologySentinel
+	case u.Query().Has("addr"):
+		// go-redis's convention: several addr= parameters make a cluster URL.
+		p.topology = TopologyCluster
+	}
+	rewritten := *u
+	rewritten.Scheme = "redis"
+	if p.tls {
+		rewritten.Scheme = "rediss"
+	}
+	p.goRedis = rewritten.String()
+	if u.Host != "" {
+		if _, _, err := net.SplitHostPort(withDefaultPort(u.Host, "6379")); err != nil {
+			return nil, invalidURL(raw, "bad host:port")
+		}
+	}
+	return p, nil
+}
+
+// parseMemcachedURL is done by hand because a list of hosts with IPv6
+// literals is not something net/url accepts as a host.
+func parseMemcachedURL(raw string) (*parsedURL, error) {
+	p := &parsedURL{kind: KindMemcached, redacted: Redact(raw)}
+	_, rest, _ := strings.Cut(raw, "://")
+	if strings.ContainsAny(rest, "?#") {
+		return nil, invalidURL(raw, "memcached URLs take no options")
+	}
+	authority, path, _ := strings.Cut(rest, "/")
+	if path != "" {
+		return nil, invalidURL(raw, "memcached URLs take no path")
+	}
+	hosts := authority
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		userinfo := authority[:at]
+		hosts = authority[at+1:]
+		user, pass, hasPass := strings.Cut(userinfo, ":")
+		var err error
+		if user, err = url.PathUnescape(user); err != nil {
+			return nil, invalidURL(raw, "bad escape in user name")
+		}
+		if pass, err = url.PathUnescape(pass); err != nil {
+			return nil, invalidURL(raw, "bad escape in password")
+		}
+		if hasPass {
+			p.user, p.pass = user, pass
+		} else {
+			p.user = user
+		}
+	}
+	if hosts == "" {
+		return nil, invalidURL(raw, "missing host")
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		hp := withDefaultPort(h, "11211")
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil || host == "" || port == "" {
+			return nil, invalidURL(raw, fmt.Sprintf("bad host:port %q", h))
+		}
+		p.hosts = append(p.hosts, hp)
+	}
+	return p, nil
+}
+
+// withDefaultPort adds port to a host that has none, minding IPv6 brackets.
+func withDefaultPort(host, port string) string {
+	if host == "" {
+		return host
+	}
+	if strings.HasPrefix(host, "[") {
+		if strings.HasSuffix(host, "]") {
+			return host + ":" + port
+		}
+		return host
+	}
+	if strings.Count(host, ":") == 0 {
+		return host + ":" + port
+	}
+	return host
+}
+
+// scrub removes a secret from an error message coming from a driver, in case
+// the driver echoes its input.
+func scrub(msg, secret string) string {
+	if secret == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, secret, redacted)
+}
+
+func (p *parsedURL) invalid(reason string) error {
+	return fmt.Errorf("invalid cache URL %q: %s", p.redacted, reason)
+}
+
+// CheckURL reports whether Open would accept the URL, without opening
+// anything, so configuration validation and Open cannot disagree.
+func CheckURL(rawURL string) error {
+	p, err := parseURL(rawURL)
+	if err != nil || p.kind != KindRedis {
+		return err
+	}
+	// go-redis checks the query options only when a client is built; parse
+	// them the same way here without building one.
+	switch p.topology {
+	case TopologyCluster:
+		_, err = redis.ParseClusterURL(p.goRedis)
+	case TopologySentinel:
+		_, err = redis.ParseFailoverURL(p.goRedis)
+	default:
+		_, err = redis.ParseURL(p.goRedis)
+	}
+	if err != nil {
+		return p.invalid(scrub(err.Error(), p.pass))
+	}
+	return nil
+}

@@ -1,0 +1,842 @@
+package ttl
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/store"
+)
+
+// Cache is the coordinated two-level cache (docs/ttl.md). It implements
+// Getter. Create it with New; Stop ends its background refreshes.
+type Cache struct {
+	cfg    Config
+	st     store.Store
+	report func() detector.Report
+	notify func(error)
+	logger *slog.Logger
+	m      *metrics
+	now    func() time.Time
+	rnd    func() float64 // uniform [0, 1)
+
+	defaultPolicy Policy
+	policies      map[string]Policy
+
+	mu      sync.RWMutex
+	entries map[entryID]*entry
+
+	loads singleflight.Group
+
+	health health
+	mech   atomic.Value // string: mechanism last used, for the gauge
+
+	lifeMu  sync.Mutex
+	stopped bool
+	bg      sync.WaitGroup
+	bgCtx   context.Context
+	bgStop  context.CancelFunc
+}
+
+type entryID struct{ resource, params string }
+
+// entry is one key in the in-process level, with its statistics.
+type entry struct {
+	key      string // key in the shared store
+	resource string
+	pol      Policy
+	m        *resourceMetrics
+
+	env        atomic.Pointer[envelope]
+	refreshing atomic.Bool
+	retryAt    atomic.Int64 // unix nanos: no refresh attempt before
+	fails      atomic.Int32
+
+	stats  keyStats
+	tasker taskerRecord
+}
+
+// health is the shared store's state as the cache has seen it.
+type health struct {
+	degraded  atomic.Bool
+	probing   atomic.Bool
+	lastProbe atomic.Int64 // unix nanos
+
+	mu     sync.Mutex
+	since  time.Time
+	reason string
+}
+
+// New returns a cache over st. report is called whenever a shared-store
+// operation is about to be coordinated, so a re-run detector that changes the
+// mechanism takes effect at once (nil: in-process only); notify receives
+// every shared-store error (e.g. (*detector.Detector).NotifyError; may be
+// nil). Metrics go to reg (may be nil); a nil logger discards logs.
+func New(st store.Store, report func() detector.Report, notify func(error), cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Cache, error) {
+	if st == nil {
+		return nil, errors.New("ttl: nil store")
+	}
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("ttl config: %w", errors.Join(errs...))
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if report == nil {
+		report = func() detector.Report { return detector.Report{Mechanism: detector.MechanismInProcess} }
+	}
+	if notify == nil {
+		notify = func(error) {}
+	}
+	c := &Cache{
+		cfg:           cfg,
+		st:            st,
+		report:        report,
+		notify:        notify,
+		logger:        logger.With("component", "ttl_cache"),
+		m:             m,
+		now:           time.Now,
+		rnd:           rand.Float64,
+		defaultPolicy: cfg.Policy(ResourceDefault),
+		policies:      map[string]Policy{},
+		entries:       map[entryID]*entry{},
+	}
+	for name := range builtinPolicies() {
+		c.policies[name] = cfg.Policy(name)
+	}
+	for name := range cfg.Policies {
+		c.policies[name] = cfg.Policy(name)
+	}
+	c.mech.Store("")
+	c.bgCtx, c.bgStop = context.WithCancel(context.Background())
+	return c, nil
+}
+
+var _ Getter = (*Cache)(nil)
+
+// Stop cancels background refreshes and waits for them. Get keeps working
+// afterwards, without starting new background work: values are refreshed
+// only when they are no longer servable.
+func (c *Cache) Stop() {
+	c.lifeMu.Lock()
+	c.stopped = true
+	c.lifeMu.Unlock()
+	c.bgStop()
+	c.bg.Wait()
+}
+
+// Degraded reports whether the cache fell back to in-process caching because
+// the shared store failed or is unreachable, and why, for readiness.
+func (c *Cache) Degraded() (bool, string) {
+	if !c.cfg.Enabled {
+		return false, ""
+	}
+	if c.health.degraded.Load() {
+		c.maybeProbe()
+		c.health.mu.Lock()
+		since, reason := c.health.since, c.health.reason
+		c.health.mu.Unlock()
+		return true, fmt.Sprintf("shared cache store failed %s ago (%s): caching in-process only until it answers",
+			c.now().Sub(since).Truncate(time.Millisecond), reason)
+	}
+	if k := c.st.Kind(); k == store.KindRedis || k == store.KindMemcached {
+		rep := c.report()
+		if !rep.Store.Reachable && !rep.Store.DetectedAt.IsZero() {
+			return true, "shared cache store unreachable at the last capability detection: caching in-process only"
+		}
+	}
+	return false, ""
+}
+
+// Get serves the value of (resource, params): from the in-process level
+// while it is usable, else from the shared store, else computed once for
+// the whole cluster. A value past its refresh point is served while one
+// replica refreshes it in the background; a refresh that fails leaves the
+// old value in service, flagged stale, up to the policy's max staleness.
+// Errors are compute's errors (or ctx's); cache failures never surface.
+// The returned bytes are shared with other callers: do not modify them.
+func (c *Cache) Get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error)) ([]byte, Info, error) {
+	if !c.cfg.Enabled {
+		return c.uncached(ctx, resource, compute)
+	}
+	start := c.now()
+	var t0 time.Time
+	if c.cfg.Mode == ModeTasker {
+		t0 = time.Now() // Tasker times the whole fetch, on the real clock
+	}
+	e := c.entry(resource, params)
+	e.stats.request(start)
+	if env := e.env.Load(); env != nil {
+		if f := c.freshness(env, e.pol, start); f <= stale || (f == expired && e.fails.Load() > 0) {
+			if f != fresh {
+				c.kick(ctx, e, compute)
+			}
+			if f >= stale {
+				e.m.l1Stale.Inc()
+				c.staleServed(e)
+			} else {
+				e.m.l1Fresh.Inc()
+			}
+			c.taskerTrack(e, true, t0)
+			return env.value, c.info(e, env, true, start), nil
+		}
+	}
+	v, info, err := c.load(ctx, e, compute)
+	c.taskerTrack(e, info.Cached, t0)
+	return v, info, err
+}
+
+func (c *Cache) staleServed(e *entry) {
+	if e.fails.Load() > 0 {
+		e.m.staleError.Inc()
+	} else {
+		e.m.staleRefreshing.Inc()
+	}
+}
+
+func (c *Cache) info(e *entry, env *envelope, cached bool, now time.Time) Info {
+	age := max(now.Sub(env.at), 0)
+	e.m.age.Set(age.Seconds())
+	return Info{
+		Cached:     cached,
+		AgeSeconds: math.Round(age.Seconds()*1000) / 1000,
+		TTLSeconds: math.Round(env.ttl.Seconds()*1000) / 1000,
+		Stale:      age >= env.ttl,
+	}
+}
+
+func (c *Cache) uncached(ctx context.Context, resource string, compute func(context.Context) ([]byte, error)) ([]byte, Info, error) {
+	v, err := compute(ctx)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	c.m.recomputes.WithLabelValues(resource, "uncached", result).Inc()
+	return v, Info{}, err
+}
+
+func (c *Cache) taskerTrack(e *entry, hit bool, t0 time.Time) {
+	if c.cfg.Mode == ModeTasker {
+		e.tasker.record(c.cfg.Tasker, hit, time.Since(t0), c.now())
+	}
+}
+
+// entry finds or creates the in-process entry of (resource, params).
+func (c *Cache) entry(resource, params string) *entry {
+	id := entryID{resource, params}
+	c.mu.RLock()
+	e := c.entries[id]
+	c.mu.RUnlock()
+	if e != nil {
+		return e
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e = c.entries[id]; e != nil {
+		return e
+	}
+	if len(c.entries) >= c.cfg.L1MaxEntries {
+		c.evictLocked()
+	}
+	pol, ok := c.policies[resource]
+	if !ok {
+		pol = c.defaultPolicy
+	}
+	e = &entry{key: c.key(resource, params), resource: resource, pol: pol, m: c.m.resource(resource)}
+	c.entries[id] = e
+	return e
+}
+
+// evictLocked makes room: dead and empty entries first, then arbitrary ones
+// (map order is random) down to 90% of the bound.
+func (c *Cache) evictLocked() {
+	now := c.now()
+	for id, e := range c.entries {
+		if env := e.env.Load(); (env == nil || c.freshness(env, e.pol, now) == dead) && !e.refreshing.Load() {
+			delete(c.entries, id)
+		}
+	}
+	for id := range c.entries {
+		if len(c.entries) < c.cfg.L1MaxEntries*9/10 {
+			break
+		}
+		delete(c.entries, id)
+	}
+}
+
+// key is the shared-store key: everything that changes the answer (key
+// version, resource, parameters) hashed, under a hash tag so the value and
+// its lock share a Redis Cluster slot, and short enough for memcached with
+// the longest key prefix it allows.
+func (c *Cache) key(resource, params string) string {
+	h := sha256.Sum256([]byte(c.cfg.KeyVersion + "\x00" + resource + "\x00" + params))
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.' {
+			return r
+		}
+		return -1
+	}, resource)
+	if len(name) > 32 {
+		name = name[:32]
+	}
+	return "ttl:{" + name + ":" + hex.EncodeToString(h[:12]) + "}"
+}
+
+// coordinator returns the coordinator for the detector's current mechanism,
+// or the in-process one while the shared store is failing.
+func (c *Cache) coordinator() coordinator {
+	var co coordinator = localCoord{}
+	if c.health.degraded.Load() {
+		c.maybeProbe()
+	} else {
+		co = coordinatorFor(c.st, c.report().Mechanism)
+	}
+	if mech := co.mechanism(); c.mech.Load() != mech {
+		c.mech.Store(mech)
+		c.m.useMechanism(mech)
+	}
+	return co
+}
+
+// storeFailed records a failed shared-store operation. The caller carries on
+// in-process. A store that cannot be reached degrades the whole cache to
+// in-process until a ping answers; other errors (a refused script, a value
+// too large) only cost this operation, and the detector is told so that it
+// can pick another mechanism.
+func (c *Cache) storeFailed(e *entry, op string, err error) {
+	c.m.coordErrors.WithLabelValues(e.resource, op).Inc()
+	c.notify(err)
+	if store.Classify(err) != store.ClassUnavailable {
+		c.logger.Warn("shared cache operation failed; this request is served in-process", "resource", e.resource, "op", op, "err", err)
+		return
+	}
+	if c.health.degraded.Swap(true) {
+		return
+	}
+	c.health.mu.Lock()
+	c.health.since, c.health.reason = c.now(), err.Error()
+	c.health.mu.Unlock()
+	c.health.lastProbe.Store(time.Now().UnixNano())
+	c.m.degraded.Set(1)
+	c.logger.Warn("shared cache store failed: caching in-process only until it answers", "op", op, "err", err)
+}
+
+// maybeProbe pings a failed store at most every recheck interval, in the
+// background, and returns to it when it answers.
+func (c *Cache) maybeProbe() {
+	last := c.health.lastProbe.Load()
+	if time.Since(time.Unix(0, last)) < c.cfg.RecheckInterval || !c.health.probing.CompareAndSwap(false, true) {
+		return
+	}
+	c.health.lastProbe.Store(time.Now().UnixNano())
+	if !c.goBackground(func() {
+		defer c.health.probing.Store(false)
+		ctx, cancel := context.WithTimeout(c.bgCtx, c.cfg.StoreTimeout)
+		defer cancel()
+		if err := c.st.Ping(ctx); err != nil {
+			c.logger.Debug("shared cache store still failing", "err", err)
+			return
+		}
+		if c.health.degraded.Swap(false) {
+			c.m.degraded.Set(0)
+			c.logger.Info("shared cache store answers again: coordinating through it")
+		}
+	}) {
+		c.health.probing.Store(false)
+	}
+}
+
+func (c *Cache) goBackground(fn func()) bool {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.stopped {
+		return false
+	}
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		fn()
+	}()
+	return true
+}
+
+// detach gives work that outlives the request a context of its own: the
+// request's values (trace spans) without its cancellation, ended by Stop.
+func (c *Cache) detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(c.bgCtx, cancel)
+	return d, func() { stop(); cancel() }
+}
+
+// op bounds one shared-store operation.
+func (c *Cache) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.StoreTimeout)
+}
+
+// decode turns a shared-store value into an envelope; a value this code
+// cannot read (another version, a stub) counts as absent.
+func (c *Cache) decode(e *entry, raw []byte) *envelope {
+	if len(raw) == 0 {
+		return nil
+	}
+	env, err := decodeEnvelope(raw)
+	if err != nil {
+		c.logger.Debug("unreadable value in the shared store; treated as a miss", "resource", e.resource, "err", err)
+		return nil
+	}
+	return env
+}
+
+// adopt makes env the entry's value unless the entry already holds a newer
+// one, and feeds the change-rate and cost estimates.
+func (c *Cache) adopt(e *entry, env *envelope, own bool) {
+	for {
+		prev := e.env.Load()
+		if prev != nil && !env.at.After(prev.at) {
+			return
+		}
+		if !e.env.CompareAndSwap(prev, env) {
+			continue
+		}
+		if prev != nil {
+			e.stats.observeChange(env.at.Sub(prev.at), env.digest != prev.digest)
+		}
+		if !own {
+			e.stats.observeCost(env.cost)
+			// Another replica refreshed it: the database answers, so
+			// this replica's backoff no longer applies.
+			e.fails.Store(0)
+			e.retryAt.Store(0)
+		}
+		e.m.ttl.Set(env.ttl.Seconds())
+		return
+	}
+}
+
+// newer returns the shared store's value of e if it is newer than cur.
+func (c *Cache) newer(ctx context.Context, co coordinator, e *entry, cur *envelope) (*envelope, error) {
+	octx, cancel := c.op(ctx)
+	defer cancel()
+	raw, _, err := co.get(octx, e.key, 0)
+	if err != nil {
+		return nil, err
+	}
+	env := c.decode(e, raw)
+	if env == nil || (cur != nil && !env.at.After(cur.at)) {
+		return nil, nil
+	}
+	return env, nil
+}
+
+// result of a cold load, shared by coalesced requests.
+type result struct {
+	env    *envelope
+	cached bool // from the shared store, not computed for these requests
+}
+
+// load is the cold path: one flight per key in this replica.
+func (c *Cache) load(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error)) ([]byte, Info, error) {
+	led := false
+	ch := c.loads.DoChan(e.key, func() (any, error) {
+		led = true
+		// Coalesced requests must not fail because the first one left;
+		// fill is bounded by its own waits and the query timeout.
+		return c.fill(context.WithoutCancel(ctx), e, compute)
+	})
+	select {
+	case r := <-ch:
+		if !led {
+			e.m.coalesced.Inc()
+		}
+		if r.Err != nil {
+			return nil, Info{}, r.Err
+		}
+		res := r.Val.(result)
+		return res.env.value, c.info(e, res.env, res.cached, c.now()), nil
+	case <-ctx.Done():
+		return nil, Info{}, ctx.Err()
+	}
+}
+
+// Lease waiters poll the shared store with a doubling backoff up to this.
+const (
+	pollMin = 5 * time.Millisecond
+	pollMax = 100 * time.Millisecond
+)
+
+// fill finds or computes a value no level can serve: a cold miss, or a
+// value too old to serve while the database is healthy. It reads the shared
+// store and takes the cold-miss lease in one step where the mechanism can; a
+// replica that loses the lease waits for the winner's value rather than
+// recompute. A lease whose holder died expires after its TTL and the next
+// waiter takes it, so a crash costs one extra computation at most. If the
+// computation fails, an old value still within max staleness is served
+// (stale-if-error); so is it when the winner takes longer than a lease
+// period. Max staleness is checked when the old value is handed out, not
+// only when the flight starts: one that died meanwhile is never served (the
+// computation's error is returned, or the waiter waits on as one without an
+// old value). With no old value, a waiter that outlasts two lease periods
+// (holders keep failing) computes without a lease: a client never gets an
+// error because coordination did not work out.
+func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error)) (result, error) {
+	fallback := e.env.Load()
+	if fallback != nil {
+		switch f := c.freshness(fallback, e.pol, c.now()); {
+		case f <= stale:
+			// Adopted since the request looked.
+			return result{env: fallback, cached: true}, nil
+		case f == dead:
+			fallback = nil
+		}
+	}
+	co := c.coordinator()
+	leaseTTL := e.pol.leaseTTL()
+	giveUp := time.Now().Add(2 * leaseTTL)
+	waited, missed := false, false
+	for poll := pollMin; ; {
+		octx, cancel := c.op(ctx)
+		raw, l, err := co.get(octx, e.key, leaseTTL)
+		cancel()
+		if err != nil {
+			c.storeFailed(e, "get", err)
+			co, raw, l = localCoord{}, nil, lease{won: true}
+		}
+		if env := c.decode(e, raw); env != nil {
+			f := c.freshness(env, e.pol, c.now())
+			if f <= stale || (f == expired && e.fails.Load() > 0) {
+				c.adopt(e, env, false)
+				if f >= stale {
+					e.m.l2Stale.Inc()
+					c.staleServed(e)
+				} else {
+					e.m.l2Fresh.Inc()
+				}
+				if f != fresh {
+					c.kick(ctx, e, compute)
+				}
+				return result{env: env, cached: true}, nil
+			}
+			if f != dead && (fallback == nil || env.at.After(fallback.at)) {
+				fallback = env
+			}
+			// Present but too old to serve: recompute through the
+			// refresh gate (the value key is not free to lease).
+			octx, cancel := c.op(ctx)
+			l, err = co.gate(octx, e.key, leaseTTL)
+			cancel()
+			if err != nil {
+				c.storeFailed(e, "lease", err)
+				co, l = localCoord{}, lease{won: true}
+			}
+		}
+		if !missed {
+			missed = true
+			e.m.miss.Inc()
+		}
+		if l.won {
+			if l.recheck {
+				if env, err := c.newer(ctx, co, e, fallback); err == nil && env != nil && c.freshness(env, e.pol, c.now()) <= stale {
+					c.releaseLease(ctx, co, e, l)
+					c.adopt(e, env, false)
+					e.m.l2Fresh.Inc()
+					return result{env: env, cached: true}, nil
+				}
+			}
+			env, err := c.recompute(ctx, e, compute, "cold")
+			if err != nil {
+				// The computation may have taken up to query_timeout: the
+				// old value is served only if it is still within max
+				// staleness.
+				if c.alive(e, fallback) {
+					// Adopted before the backoff starts: adopting a value
+					// from another replica resets the backoff, and this
+					// one says nothing about the database now.
+					c.adopt(e, fallback, false)
+					c.refreshFailed(ctx, co, e, l, fallback, err)
+					// Checked again after holding the lease (a store
+					// round trip).
+					if c.alive(e, fallback) {
+						e.m.staleError.Inc()
+						return result{env: fallback, cached: true}, nil
+					}
+				}
+				// Nothing old to serve: as on a cold miss, the error goes
+				// to the client and the next request anywhere tries at
+				// once.
+				c.releaseLease(ctx, co, e, l)
+				return result{}, err
+			}
+			e.fails.Store(0)
+			e.retryAt.Store(0)
+			c.write(ctx, co, e, env, l)
+			return result{env: env}, nil
+		}
+		if !waited {
+			waited = true
+			e.m.leaseWait.Inc()
+		}
+		if fallback != nil && time.Now().After(giveUp.Add(-leaseTTL)) {
+			if c.alive(e, fallback) {
+				// The winner should have been done by now: serve the
+				// old value rather than keep the client waiting.
+				c.adopt(e, fallback, false)
+				c.staleServed(e)
+				return result{env: fallback, cached: true}, nil
+			}
+			// It went past max staleness while we waited: wait on as a
+			// request without an old value does, and compute here after
+			// two lease periods.
+			fallback = nil
+		}
+		if time.Now().After(giveUp) {
+			c.logger.Warn("waited two lease periods for another replica's value; computing here", "resource", e.resource)
+			co = localCoord{}
+			continue
+		}
+		if !sleep(ctx, poll/2+time.Duration(c.rnd()*float64(poll/2))) {
+			return result{}, ctx.Err()
+		}
+		poll = min(2*poll, pollMax)
+	}
+}
+
+// alive says whether env may still be served as an old value: it is not
+// past max staleness now. fill checks it before every return of its
+// fallback, since a failed computation or a lease wait can outlast it.
+func (c *Cache) alive(e *entry, env *envelope) bool {
+	return env != nil && c.freshness(env, e.pol, c.now()) != dead
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *Cache) releaseLease(ctx context.Context, co coordinator, e *entry, l lease) {
+	octx, cancel := c.op(ctx)
+	defer cancel()
+	if err := co.release(octx, e.key, l); err != nil {
+		c.storeFailed(e, "release", err)
+	}
+}
+
+// write stores env in the shared store (releasing the lease) and in the
+// entry. The physical TTL runs to the end of the staleness budget, so the
+// value stays available to stale-if-error.
+func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelope, l lease) {
+	c.adopt(e, env, true)
+	phys := e.pol.MaxStaleness - c.now().Sub(env.at)
+	if !co.shared() || phys <= 0 {
+		c.releaseLease(ctx, co, e, l)
+		return
+	}
+	octx, cancel := c.op(ctx)
+	defer cancel()
+	if err := co.put(octx, e.key, env.encode(), phys, l); err != nil {
+		c.storeFailed(e, "put", err)
+	}
+}
+
+// recompute calls compute once, bounded by the policy's query timeout, and
+// wraps the value with its adaptive TTL.
+func (c *Cache) recompute(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error), reason string) (*envelope, error) {
+	qctx, cancel := context.WithTimeout(ctx, e.pol.QueryTimeout)
+	defer cancel()
+	at := c.now()
+	t0 := time.Now()
+	v, err := c.call(qctx, e, compute)
+	cost := time.Since(t0)
+	e.m.computeTime.Observe(cost.Seconds())
+	if err != nil {
+		c.m.recomputes.WithLabelValues(e.resource, reason, "error").Inc()
+		return nil, fmt.Errorf("%s: %w", e.resource, err)
+	}
+	c.m.recomputes.WithLabelValues(e.resource, reason, "ok").Inc()
+	e.stats.observeCost(cost)
+	env := &envelope{at: at, cost: cost, digest: digestOf(v), value: v}
+	env.ttl = c.ttlFor(e, env)
+	return env, nil
+}
+
+// call runs compute, turning a panic into an error: it may run in a
+// background goroutine, where a panic would take the whole sidecar down.
+func (c *Cache) call(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error)) (v []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.logger.Error("compute panicked", "resource", e.resource, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("compute panicked: %v", r)
+		}
+	}()
+	return compute(ctx)
+}
+
+// ttlFor is the adaptive TTL of a value about to be written.
+func (c *Cache) ttlFor(e *entry, env *envelope) time.Duration {
+	if c.cfg.Mode == ModeTasker {
+		// A policy whose bounds meet is pinned by its caller (a loop that
+		// refreshes on its own interval): adapting it would let the shared
+		// copy outlive that interval.
+		if e.pol.MinTTL > 0 && e.pol.MinTTL == e.pol.MaxTTL {
+			return e.pol.MinTTL
+		}
+		base := int(e.pol.BaseTTL / time.Second)
+		if _, ok := c.policies[e.resource]; !ok {
+			base = c.cfg.Tasker.DefaultTTL
+		}
+		r := &e.tasker
+		t := time.Duration(taskerTTL(c.cfg.Tasker, base, r.hitRate.load(), r.avgGenTime.load(), r.accessFreq.load())) * time.Second
+		// Tasker's TTL as computed, unless it would break the staleness
+		// budget (it does not with the default policies).
+		return min(t, e.pol.ttlCap())
+	}
+	// The value about to be written is compared with the one it replaces
+	// too, so the first refresh already counts.
+	var interval time.Duration
+	differs := false
+	if prev := e.env.Load(); prev != nil && env.at.After(prev.at) {
+		interval, differs = env.at.Sub(prev.at), env.digest != prev.digest
+	}
+	lambda, known := e.stats.changeRateWith(interval, differs)
+	return costAwareTTL(e.pol, c.cfg.CostAware, e.stats.cost.load(), e.stats.requestRate(c.now()), lambda, known, c.rnd())
+}
+
+// kick starts a background refresh of e unless one is running here or a
+// failed one is backing off.
+func (c *Cache) kick(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error)) {
+	if c.now().UnixNano() < e.retryAt.Load() || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	dctx, cancel := c.detach(ctx)
+	if !c.goBackground(func() {
+		defer cancel()
+		defer e.refreshing.Store(false)
+		c.refresh(dctx, e, compute)
+	}) {
+		cancel()
+		e.refreshing.Store(false)
+	}
+}
+
+// refresh renews a due or stale value: first check whether another replica
+// already has, then take the refresh lease. The winner recomputes; everyone
+// else keeps serving the current value and watches the shared store for the
+// new one. A failed refresh keeps the old value and holds the lease for the
+// backoff, so the cluster retries once per backoff, not once per replica.
+func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error)) {
+	cur := e.env.Load()
+	if c.freshness(cur, e.pol, c.now()) == fresh {
+		// The request that kicked this saw the value before a refresh
+		// that has finished since.
+		return
+	}
+	co := c.coordinator()
+	if co.shared() {
+		env, err := c.newer(ctx, co, e, cur)
+		if err != nil {
+			c.storeFailed(e, "get", err)
+			co = localCoord{}
+		} else if env != nil {
+			c.adopt(e, env, false)
+			if c.freshness(env, e.pol, c.now()) == fresh {
+				c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
+				return
+			}
+			cur = env
+		}
+	}
+	leaseTTL := e.pol.leaseTTL()
+	octx, cancel := c.op(ctx)
+	l, err := co.gate(octx, e.key, leaseTTL)
+	cancel()
+	if err != nil {
+		c.storeFailed(e, "lease", err)
+		co, l = localCoord{}, lease{won: true}
+	}
+	if !l.won {
+		c.awaitRefresh(ctx, co, e, cur, leaseTTL)
+		return
+	}
+	if l.recheck && co.shared() {
+		if env, err := c.newer(ctx, co, e, cur); err == nil && env != nil {
+			c.releaseLease(ctx, co, e, l)
+			c.adopt(e, env, false)
+			c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
+			return
+		}
+	}
+	env, err := c.recompute(ctx, e, compute, "refresh")
+	if err != nil {
+		c.refreshFailed(ctx, co, e, l, cur, err)
+		return
+	}
+	e.fails.Store(0)
+	e.retryAt.Store(0)
+	c.write(ctx, co, e, env, l)
+	c.m.refreshes.WithLabelValues(e.resource, "ok").Inc()
+}
+
+// refreshFailed keeps cur in service and backs off: locally, and for the
+// whole cluster by holding the lease for the backoff.
+func (c *Cache) refreshFailed(ctx context.Context, co coordinator, e *entry, l lease, cur *envelope, err error) {
+	n := e.fails.Add(1)
+	backoff := min(c.cfg.RetryBackoffMin<<min(n-1, 20), c.cfg.RetryBackoffMax)
+	e.retryAt.Store(c.now().Add(backoff).UnixNano())
+	octx, cancel := c.op(ctx)
+	if herr := co.hold(octx, e.key, l, backoff); herr != nil {
+		c.storeFailed(e, "lease", herr)
+	}
+	cancel()
+	c.m.refreshes.WithLabelValues(e.resource, "error").Inc()
+	c.logger.Warn("refresh failed; serving the previous value", "resource", e.resource,
+		"age", c.now().Sub(cur.at).Truncate(time.Millisecond), "retry_in", backoff, "failures", n, "err", err)
+}
+
+// awaitRefresh watches the shared store while another replica refreshes,
+// for at most one lease period: if the holder died, the next request finds
+// the lease free and refreshes itself.
+func (c *Cache) awaitRefresh(ctx context.Context, co coordinator, e *entry, cur *envelope, leaseTTL time.Duration) {
+	c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
+	poll := pollMin
+	if cur != nil {
+		poll = min(max(cur.cost/4, pollMin), pollMax)
+	}
+	deadline := time.Now().Add(leaseTTL)
+	for time.Now().Before(deadline) {
+		if !sleep(ctx, poll) {
+			return
+		}
+		env, err := c.newer(ctx, co, e, cur)
+		if err != nil {
+			c.storeFailed(e, "get", err)
+			return
+		}
+		if env != nil {
+			c.adopt(e, env, false)
+			return
+		}
+	}
+}

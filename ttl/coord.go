@@ -1,0 +1,375 @@
+package ttl
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/store"
+)
+
+// lease is the right to recompute one key, cluster-wide for the shared
+// mechanisms, replica-wide for the others.
+type lease struct {
+	won bool
+	tok []byte // token written into the lock (Redis, add)
+	cas string // memcached meta: CAS of the stub or lock item, the token of a checked release
+	// onValue: memcached meta cold lease, held as a stub on the value key
+	// itself rather than on the lock key.
+	onValue bool
+	// recheck: the lease was not taken in the same step as the read, so
+	// another replica may have written the value in between; read again
+	// before recomputing.
+	recheck bool
+}
+
+// coordinator is one mechanism of the detector's (detector.Mechanism*):
+// how values are shared and who recomputes. Keys are cache keys; the lock of
+// key k is k+lockSuffix, in the same Redis Cluster slot (the hash tag is in
+// k).
+type coordinator interface {
+	mechanism() string
+	// shared says whether values go to the shared store.
+	shared() bool
+	// get reads key. When it is absent and leaseTTL > 0, it also tries to
+	// take the cold-miss lease, in the same round trip where the
+	// mechanism can.
+	get(ctx context.Context, key string, leaseTTL time.Duration) ([]byte, lease, error)
+	// gate takes the refresh lease of a key whose value exists.
+	gate(ctx context.Context, key string, ttl time.Duration) (lease, error)
+	// put writes the value and gives the lease back.
+	put(ctx context.Context, key string, val []byte, ttl time.Duration, l lease) error
+	// release gives the lease back without writing.
+	release(ctx context.Context, key string, l lease) error
+	// hold keeps the lease for d more, so that after a failed refresh the
+	// whole cluster waits the backoff, not only this replica.
+	hold(ctx context.Context, key string, l lease, d time.Duration) error
+}
+
+const lockSuffix = ":lease"
+
+func newToken() []byte {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return []byte(hex.EncodeToString(b))
+}
+
+// coordinatorFor picks the coordinator of a mechanism, or the in-process one
+// when the store does not offer what the mechanism needs (a declaration
+// may claim more than a store type can do).
+func coordinatorFor(st store.Store, mechanism string) coordinator {
+	switch mechanism {
+	case detector.MechanismRedisLua:
+		if r, ok := st.(*store.Redis); ok {
+			return luaCoord{r: r}
+		}
+	case detector.MechanismRedisCheckedRelease, detector.MechanismMemcachedAddLeases:
+		if a, ok := st.(store.Adder); ok {
+			s, _ := st.(store.Swapper)
+			return nxCoord{mech: mechanism, st: st, add: a, swap: s}
+		}
+	case detector.MechanismRedisSetNX:
+		if a, ok := st.(store.Adder); ok {
+			// No checked release: a plain DEL could remove another
+			// holder's lock, so the lock only expires.
+			return nxCoord{mech: mechanism, st: st, add: a}
+		}
+	case detector.MechanismMemcachedMetaLeases:
+		if m, ok := st.(*store.Memcached); ok {
+			return metaCoord{m: m}
+		}
+	case detector.MechanismSharedLocalCoalescing:
+		if st.Kind() == store.KindRedis || st.Kind() == store.KindMemcached {
+			return sharedCoord{st: st}
+		}
+	}
+	return localCoord{}
+}
+
+// ---- in_process --------------------------------------------------------------
+
+// localCoord shares nothing: every lease is won, and the replica's own
+// coalescing keeps it to one computation per key.
+type localCoord struct{}
+
+func (localCoord) mechanism() string { return detector.MechanismInProcess }
+func (localCoord) shared() bool      { return false }
+func (localCoord) get(context.Context, string, time.Duration) ([]byte, lease, error) {
+	return nil, lease{won: true}, nil
+}
+func (localCoord) gate(context.Context, string, time.Duration) (lease, error) {
+	return lease{won: true}, nil
+}
+func (localCoord) put(context.Context, string, []byte, time.Duration, lease) error { return nil }
+func (localCoord) release(context.Context, string, lease) error                    { return nil }
+func (localCoord) hold(context.Context, string, lease, time.Duration) error        { return nil }
+
+// ---- shared_values_local_coalescing -------------------------------------------
+
+// sharedCoord shares values but has no atomic create-if-absent, so leases are
+// per replica: at most one computation per replica per window.
+type sharedCoord struct{ st store.Store }
+
+func (sharedCoord) mechanism() string { return detector.MechanismSharedLocalCoalescing }
+func (sharedCoord) shared() bool      { return true }
+
+func (s sharedCoord) get(ctx context.Context, key string, leaseTTL time.Duration) ([]byte, lease, error) {
+	v, ok, err := s.st.Get(ctx, key)
+	if err != nil || ok {
+		return v, lease{}, err
+	}
+	return nil, lease{won: leaseTTL > 0}, nil
+}
+
+func (sharedCoord) gate(context.Context, string, time.Duration) (lease, error) {
+	return lease{won: true}, nil
+}
+
+func (s sharedCoord) put(ctx context.Context, key string, val []byte, ttl time.Duration, _ lease) error {
+	return s.st.Set(ctx, key, val, ttl)
+}
+func (sharedCoord) release(context.Context, string, lease) error             { return nil }
+func (sharedCoord) hold(context.Context, string, lease, time.Duration) error { return nil }
+
+// ---- redis_set_nx, redis_set_nx_checked_release, memcached_add_leases ----------
+
+// nxCoord takes leases with create-if-absent (SET NX PX, add) on the lock key
+// and, where the store can, releases them with a token-checked delete.
+type nxCoord struct {
+	mech string
+	st   store.Store
+	add  store.Adder
+	swap store.Swapper // nil: locks only expire
+}
+
+func (n nxCoord) mechanism() string { return n.mech }
+func (nxCoord) shared() bool        { return true }
+
+func (n nxCoord) get(ctx context.Context, key string, leaseTTL time.Duration) ([]byte, lease, error) {
+	v, ok, err := n.st.Get(ctx, key)
+	if err != nil || ok || leaseTTL <= 0 {
+		return v, lease{}, err
+	}
+	l, err := n.gate(ctx, key, leaseTTL)
+	return nil, l, err
+}
+
+func (n nxCoord) gate(ctx context.Context, key string, ttl time.Duration) (lease, error) {
+	tok := newToken()
+	if n.st.Kind() == store.KindMemcached {
+		// Whole seconds that may end a second early (see leaseSecs).
+		ttl += time.Second
+	}
+	won, err := n.add.SetNX(ctx, key+lockSuffix, tok, ttl)
+	if err != nil {
+		return lease{}, err
+	}
+	return lease{won: won, tok: tok, recheck: true}, nil
+}
+
+func (n nxCoord) put(ctx context.Context, key string, val []byte, ttl time.Duration, l lease) error {
+	if err := n.st.Set(ctx, key, val, ttl); err != nil {
+		return err
+	}
+	return n.release(ctx, key, l)
+}
+
+func (n nxCoord) release(ctx context.Context, key string, l lease) error {
+	if n.swap == nil || !l.won || l.tok == nil {
+		return nil
+	}
+	_, err := n.swap.CompareAndDelete(ctx, key+lockSuffix, l.tok)
+	if errors.Is(err, store.ErrUnsupported) {
+		// The detector chose checked release but the store lost the
+		// method since: expiry still releases the lock.
+		return nil
+	}
+	return err
+}
+
+func (n nxCoord) hold(ctx context.Context, key string, l lease, d time.Duration) error {
+	if !l.won || l.tok == nil {
+		return nil
+	}
+	return n.st.Set(ctx, key+lockSuffix, l.tok, d)
+}
+
+// ---- redis_lua_scripts --------------------------------------------------------
+
+// Lua makes the cold-miss path one round trip (read the value or take the
+// lock) and the write one more (store and release, token-checked). Both keys
+// are declared, as Dragonfly requires, and share a hash tag.
+var (
+	getOrLockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if ARGV[2] ~= '0' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {0}`)
+	putAndReleaseScript = redis.NewScript(`
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1`)
+)
+
+type luaCoord struct{ r *store.Redis }
+
+func (luaCoord) mechanism() string { return detector.MechanismRedisLua }
+func (luaCoord) shared() bool      { return true }
+
+func (c luaCoord) get(ctx context.Context, key string, leaseTTL time.Duration) ([]byte, lease, error) {
+	tok := newToken()
+	res, err := getOrLockScript.Run(ctx, c.r.Client(), []string{c.r.Key(key), c.r.Key(key + lockSuffix)},
+		tok, max(leaseTTL, 0).Milliseconds()).Slice()
+	if err != nil {
+		return nil, lease{}, fmt.Errorf("redis get-or-lock script: %w", err)
+	}
+	if len(res) == 0 {
+		return nil, lease{}, fmt.Errorf("redis get-or-lock script: %w: empty reply", store.ErrProtocol)
+	}
+	code, _ := res[0].(int64)
+	switch code {
+	case 1:
+		if len(res) < 2 {
+			return nil, lease{}, fmt.Errorf("redis get-or-lock script: %w: value missing", store.ErrProtocol)
+		}
+		s, _ := res[1].(string)
+		return []byte(s), lease{}, nil
+	case 2:
+		return nil, lease{won: true, tok: tok}, nil
+	}
+	return nil, lease{}, nil
+}
+
+func (c luaCoord) gate(ctx context.Context, key string, ttl time.Duration) (lease, error) {
+	tok := newToken()
+	won, err := c.r.SetNX(ctx, key+lockSuffix, tok, ttl)
+	if err != nil {
+		return lease{}, err
+	}
+	return lease{won: won, tok: tok, recheck: true}, nil
+}
+
+func (c luaCoord) put(ctx context.Context, key string, val []byte, ttl time.Duration, l lease) error {
+	tok := ""
+	if l.won {
+		tok = string(l.tok)
+	}
+	err := putAndReleaseScript.Run(ctx, c.r.Client(), []string{c.r.Key(key), c.r.Key(key + lockSuffix)},
+		val, max(ttl.Milliseconds(), 1), tok).Err()
+	if err != nil {
+		return fmt.Errorf("redis put-and-release script: %w", err)
+	}
+	return nil
+}
+
+func (c luaCoord) release(ctx context.Context, key string, l lease) error {
+	if !l.won || l.tok == nil {
+		return nil
+	}
+	_, err := c.r.CompareAndDeleteBy(ctx, store.CondScript, key+lockSuffix, l.tok)
+	return err
+}
+
+func (c luaCoord) hold(ctx context.Context, key string, l lease, d time.Duration) error {
+	if !l.won || l.tok == nil {
+		return nil
+	}
+	return c.r.Set(ctx, key+lockSuffix, l.tok, d)
+}
+
+// ---- memcached_meta_leases ----------------------------------------------------
+
+// metaCoord uses memcached's own leases: "mg k v c N<s>" returns the value,
+// or vivifies a stub and answers W to exactly one caller (Z to the rest) —
+// read and lease in one round trip. The stub expires by itself, so a dead
+// holder costs one lease period. Refresh uses the same command on the lock
+// key, and releases are checked by CAS ("md k C<cas>").
+type metaCoord struct{ m *store.Memcached }
+
+func (metaCoord) mechanism() string { return detector.MechanismMemcachedMetaLeases }
+func (metaCoord) shared() bool      { return true }
+
+// secs rounds up to memcached's whole seconds, never to 0 (no expiry).
+func secs(d time.Duration) string {
+	return fmt.Sprint(max(int64(math.Ceil(d.Seconds())), 1))
+}
+
+// leaseSecs adds a second to a lease: memcached's clock ticks once a second,
+// so an item set to live N seconds may expire up to a second early.
+func leaseSecs(d time.Duration) string {
+	return fmt.Sprint(max(int64(math.Ceil(d.Seconds())), 1) + 1)
+}
+
+func (c metaCoord) get(ctx context.Context, key string, leaseTTL time.Duration) ([]byte, lease, error) {
+	flags := []string{"v"}
+	if leaseTTL > 0 {
+		flags = append(flags, "c", "N"+leaseSecs(leaseTTL))
+	}
+	rep, err := c.m.MetaGet(ctx, key, flags...)
+	if err != nil {
+		return nil, lease{}, err
+	}
+	if rep.Status == store.MetaVA && len(rep.Value) > 0 {
+		return rep.Value, lease{}, nil
+	}
+	// A miss, or an empty stub: someone holds the cold lease, or we do.
+	if _, w := rep.Flag('W'); w {
+		cas, _ := rep.Flag('c')
+		return nil, lease{won: true, cas: cas, onValue: true}, nil
+	}
+	return nil, lease{}, nil
+}
+
+func (c metaCoord) gate(ctx context.Context, key string, ttl time.Duration) (lease, error) {
+	rep, err := c.m.MetaGet(ctx, key+lockSuffix, "c", "N"+leaseSecs(ttl))
+	if err != nil {
+		return lease{}, err
+	}
+	_, w := rep.Flag('W')
+	cas, _ := rep.Flag('c')
+	return lease{won: w, cas: cas, recheck: true}, nil
+}
+
+func (c metaCoord) put(ctx context.Context, key string, val []byte, ttl time.Duration, l lease) error {
+	rep, err := c.m.MetaSet(ctx, key, val, "T"+secs(ttl))
+	if err != nil {
+		return err
+	}
+	if rep.Status != store.MetaHD {
+		return fmt.Errorf("memcached ms: %w: answered %s", store.ErrProtocol, rep.Status)
+	}
+	if l.onValue {
+		// The value replaced the stub: that was the release.
+		return nil
+	}
+	return c.release(ctx, key, l)
+}
+
+func (c metaCoord) release(ctx context.Context, key string, l lease) error {
+	if !l.won || l.cas == "" {
+		return nil
+	}
+	k := key + lockSuffix
+	if l.onValue {
+		k = key
+	}
+	// EX or NF: the lease expired and is someone else's now, or gone.
+	_, err := c.m.MetaDelete(ctx, k, "C"+l.cas)
+	return err
+}
+
+func (c metaCoord) hold(ctx context.Context, key string, l lease, d time.Duration) error {
+	if !l.won || l.onValue {
+		return nil
+	}
+	// T on mg touches the lock: it keeps its won state for d more.
+	_, err := c.m.MetaGet(ctx, key+lockSuffix, "T"+secs(d))
+	return err
+}

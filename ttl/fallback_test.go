@@ -1,0 +1,162 @@
+package ttl
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/store/storetest"
+)
+
+// The old value of a synchronous recomputation is judged when it would be
+// served, not when the flight started: a computation that fails after
+// taking the value past max staleness returns its error, never a value older
+// than max staleness. The lease is released, so the next request recomputes
+// at once.
+func TestColdFailureNeverServesPastMaxStaleness(t *testing.T) {
+	for _, b := range allBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			clk := newClock()
+			c := newReplica(t, b.open(t, storetest.Prefix(t)), fixedReport(b.mechanism), testConfig(), clk)
+			src := &source{}
+			mustGet(t, c.Cache, ResourceStatus, "", src)
+			if b.mechanism == detector.MechanismRedisSetNX {
+				// Its cold-miss lock is released by expiry only (800 ms).
+				time.Sleep(time.Second)
+			}
+			pol := c.entry(ResourceStatus, "").pol
+			// Expired, 100 ms short of max staleness: not servable while
+			// the database is healthy, so the request recomputes, and still
+			// servable if that fails quickly.
+			clk.Advance(pol.MaxStaleness - 100*time.Millisecond)
+			v, info, err := c.Get(context.Background(), ResourceStatus, "", func(context.Context) ([]byte, error) {
+				clk.Advance(pol.QueryTimeout) // fails at its deadline
+				return nil, errDatabase
+			})
+			if !errors.Is(err, errDatabase) {
+				t.Fatalf("Get = %q %+v, %v; want the database error, not a value %.1f s old (max staleness %s)",
+					v, info, err, info.AgeSeconds, pol.MaxStaleness)
+			}
+			if got := counterValue(t, c.reg, "tasker_sidecar_cache_stale_serves_total", nil); got != 0 {
+				t.Fatalf("stale_serves = %v, want 0", got)
+			}
+			// Nothing holds the key back: the next request computes.
+			if v, info := mustGet(t, c.Cache, ResourceStatus, "", src); v != gen(2, ResourceStatus) || info.Cached || info.AgeSeconds != 0 {
+				t.Fatalf("next Get = %s %+v, want generation 2, computed", v, info)
+			}
+		})
+	}
+}
+
+// A request waiting for another replica's refresh serves its old value after
+// one lease period only if that value is still within max staleness then;
+// one that died during the wait is not served: the request waits on as one
+// without an old value does and, the holder still not done after two lease
+// periods, computes itself.
+func TestLeaseWaitNeverServesPastMaxStaleness(t *testing.T) {
+	for _, b := range sharedBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // each waits two lease periods
+			clk := newClock()
+			st := b.open(t, storetest.Prefix(t))
+			c := newReplica(t, st, fixedReport(b.mechanism), testConfig(), clk)
+			src := &source{}
+			mustGet(t, c.Cache, ResourceStatus, "", src)
+			if b.mechanism == detector.MechanismRedisSetNX {
+				time.Sleep(time.Second)
+			}
+			e := c.entry(ResourceStatus, "")
+			clk.Advance(e.pol.MaxStaleness - 100*time.Millisecond)
+
+			// Another replica holds the refresh lease and never finishes.
+			co := coordinatorFor(st, b.mechanism)
+			l, err := co.gate(context.Background(), e.key, 10*time.Second)
+			if err != nil || !l.won {
+				t.Fatalf("taking the lease: won %v, %v", l.won, err)
+			}
+			t.Cleanup(func() { _ = co.release(context.Background(), e.key, l) })
+
+			type got struct {
+				v    string
+				info Info
+				err  error
+			}
+			done := make(chan got, 1)
+			go func() {
+				v, info, err := c.Get(context.Background(), ResourceStatus, "", src.compute(ResourceStatus))
+				done <- got{string(v), info, err}
+			}()
+			eventually(t, "the request to wait for the lease", func() bool {
+				return counterValue(t, c.reg, "tasker_sidecar_cache_lease_waits_total", nil) == 1
+			})
+			// The old value dies while the request waits (before the end of
+			// the first lease period, 800 ms).
+			clk.Advance(200 * time.Millisecond)
+			var r got
+			select {
+			case r = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Get did not return")
+			}
+			if r.err != nil || r.v != gen(2, ResourceStatus) || r.info.Cached || r.info.AgeSeconds > e.pol.MaxStaleness.Seconds() {
+				t.Fatalf("Get = %s %+v, %v; want generation 2 computed here, not a value past max staleness %s",
+					r.v, r.info, r.err, e.pol.MaxStaleness)
+			}
+		})
+	}
+}
+
+// A synchronous recomputation that fails and serves the old value from the
+// shared store starts the backoff, as a failed background refresh does: the
+// next request is served the old value from the in-process level at once
+// (stale-if-error), without waiting on the lease this replica holds for the
+// backoff.
+func TestColdFailureKeepsBackoff(t *testing.T) {
+	backends := allBackends(t)
+	for _, b := range backends {
+		if b.mechanism == detector.MechanismInProcess {
+			continue // a second replica needs the shared store
+		}
+		t.Run(b.name, func(t *testing.T) {
+			clk := newClock()
+			p := storetest.Prefix(t)
+			cfg := testConfig()
+			a := newReplica(t, b.open(t, p), fixedReport(b.mechanism), cfg, clk)
+			src := &source{}
+			mustGet(t, a.Cache, ResourceStatus, "", src)
+			if b.mechanism == detector.MechanismRedisSetNX {
+				time.Sleep(time.Second)
+			}
+			env := a.entry(ResourceStatus, "").env.Load()
+			clk.Advance(env.ttl + env.ttl/5) // expired (past the 10 % grace), not dead
+
+			// A replica that does not hold the value yet finds it in the
+			// shared store, too old to serve while the database answers.
+			bb := newReplica(t, b.open(t, p), fixedReport(b.mechanism), cfg, clk)
+			src.fail.Store(true)
+			v, info := mustGet(t, bb.Cache, ResourceStatus, "", src)
+			if v != gen(1, ResourceStatus) || !info.Cached || !info.Stale {
+				t.Fatalf("first Get = %s %+v, want stale generation 1", v, info)
+			}
+			e := bb.entry(ResourceStatus, "")
+			if n, at, want := e.fails.Load(), e.retryAt.Load(), clk.Now().Add(cfg.RetryBackoffMin).UnixNano(); n != 1 || at != want {
+				t.Fatalf("after the failure: fails %d, retry at %d; want 1 and %d (now + %s)", n, at, want, cfg.RetryBackoffMin)
+			}
+			v, info = mustGet(t, bb.Cache, ResourceStatus, "", src)
+			if v != gen(1, ResourceStatus) || !info.Stale {
+				t.Fatalf("second Get = %s %+v, want stale generation 1", v, info)
+			}
+			if got := counterValue(t, bb.reg, "tasker_sidecar_cache_hits_total", map[string]string{"level": "l1", "freshness": "stale"}); got != 1 {
+				t.Fatalf("l1 stale hits = %v, want 1 (served from the in-process level)", got)
+			}
+			if got := counterValue(t, bb.reg, "tasker_sidecar_cache_lease_waits_total", nil); got != 0 {
+				t.Fatalf("lease_waits = %v, want 0", got)
+			}
+			if n := src.count(ResourceStatus); n != 2 {
+				t.Fatalf("computed %d times, want 2 (no retry during the backoff)", n)
+			}
+		})
+	}
+}

@@ -1,0 +1,135 @@
+package ttl
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tasker-systems/tasker-sidecar/detector"
+)
+
+const namespace = "tasker_sidecar_cache"
+
+type metrics struct {
+	hits        *prometheus.CounterVec
+	misses      *prometheus.CounterVec
+	coalesced   *prometheus.CounterVec
+	leaseWaits  *prometheus.CounterVec
+	staleServes *prometheus.CounterVec
+	refreshes   *prometheus.CounterVec
+	recomputes  *prometheus.CounterVec
+	computeTime *prometheus.HistogramVec
+	ttl         *prometheus.GaugeVec
+	age         *prometheus.GaugeVec
+	coordErrors *prometheus.CounterVec
+	degraded    prometheus.Gauge
+	mechanism   *prometheus.GaugeVec
+
+	// Children resolved once per resource: the hot path (an L1 hit) then
+	// costs two atomic adds and no label hashing.
+	mu  sync.Mutex
+	per map[string]*resourceMetrics
+}
+
+type resourceMetrics struct {
+	l1Fresh, l1Stale, l2Fresh, l2Stale prometheus.Counter
+	miss, coalesced, leaseWait         prometheus.Counter
+	staleRefreshing, staleError        prometheus.Counter
+	ttl, age                           prometheus.Gauge
+	computeTime                        prometheus.Observer
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	}
+	m := &metrics{
+		hits: counter("hits_total",
+			"Requests served from a cache level (l1: in-process, l2: shared store), fresh or stale.", "resource", "level", "freshness"),
+		misses: counter("misses_total",
+			"Requests that found no usable value in any level (cold misses).", "resource"),
+		coalesced: counter("coalesced_waits_total",
+			"Requests that waited for a computation another request of this replica had started.", "resource"),
+		leaseWaits: counter("lease_waits_total",
+			"Requests that waited for a value another replica was computing under its lease.", "resource"),
+		staleServes: counter("stale_serves_total",
+			"Values served past their TTL: a refresh was under way (refreshing) or had failed (error).", "resource", "reason"),
+		refreshes: counter("refreshes_total",
+			"Refreshes of values that were due or stale: computed here (ok, error) or found done by another replica (elsewhere).", "resource", "result"),
+		recomputes: counter("recomputations_total",
+			"Calls of the compute function, i.e. database recomputations, by reason (cold, refresh, uncached) and result.", "resource", "reason", "result"),
+		computeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "recompute_duration_seconds",
+			Help:    "Duration of each recomputation.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}, []string{"resource"}),
+		ttl: gauge("ttl_seconds",
+			"TTL of the value this replica currently holds.", "resource"),
+		age: gauge("value_age_seconds",
+			"Age of the value most recently served.", "resource"),
+		coordErrors: counter("coordination_errors_total",
+			"Shared-store operations of the cache that failed; the request fell back to in-process caching.", "resource", "op"),
+		degraded: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "degraded",
+			Help: "1 while the shared store has failed and the cache is in-process only."}),
+		mechanism: gauge("coordination_mechanism",
+			"1 for the coordination mechanism the cache used last, 0 for the others.", "mechanism"),
+		per: map[string]*resourceMetrics{},
+	}
+	for _, mech := range detector.Mechanisms() {
+		m.mechanism.WithLabelValues(mech)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.hits, m.misses, m.coalesced, m.leaseWaits, m.staleServes, m.refreshes,
+		m.recomputes, m.computeTime, m.ttl, m.age, m.coordErrors, m.degraded, m.mechanism} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("ttl metrics: %w (one Cache per registry)", err)
+			}
+			return nil, fmt.Errorf("ttl metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) resource(r string) *resourceMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rm, ok := m.per[r]; ok {
+		return rm
+	}
+	rm := &resourceMetrics{
+		l1Fresh:         m.hits.WithLabelValues(r, "l1", "fresh"),
+		l1Stale:         m.hits.WithLabelValues(r, "l1", "stale"),
+		l2Fresh:         m.hits.WithLabelValues(r, "l2", "fresh"),
+		l2Stale:         m.hits.WithLabelValues(r, "l2", "stale"),
+		miss:            m.misses.WithLabelValues(r),
+		coalesced:       m.coalesced.WithLabelValues(r),
+		leaseWait:       m.leaseWaits.WithLabelValues(r),
+		staleRefreshing: m.staleServes.WithLabelValues(r, "refreshing"),
+		staleError:      m.staleServes.WithLabelValues(r, "error"),
+		ttl:             m.ttl.WithLabelValues(r),
+		age:             m.age.WithLabelValues(r),
+		computeTime:     m.computeTime.WithLabelValues(r),
+	}
+	for _, res := range []string{"ok", "error", "elsewhere"} {
+		m.refreshes.WithLabelValues(r, res)
+	}
+	m.per[r] = rm
+	return rm
+}
+
+func (m *metrics) useMechanism(mech string) {
+	for _, name := range detector.Mechanisms() {
+		v := 0.0
+		if name == mech {
+			v = 1
+		}
+		m.mechanism.WithLabelValues(name).Set(v)
+	}
+}
