@@ -35,6 +35,14 @@ type Lease struct {
 	mu      sync.Mutex
 	held    bool
 	renewed time.Time // last successful acquire or renewal
+	// unusable is set when the store refuses the lease's operations after
+	// NewLease accepted it: the store was unreachable then, and a later
+	// capability detection found no compare-and-swap, or the server was
+	// replaced by one with fewer commands. The lease then behaves as if
+	// there were none (every replica holds it) rather than changing hands
+	// every TTL, and checks on each Hold whether the store works again.
+	unusable bool
+	probeKey string
 }
 
 // ErrNoLease is returned by NewLease for a store that cannot hold a
@@ -73,32 +81,35 @@ func NewLease(st store.Store, cfg LeaseConfig) (*Lease, error) {
 	host, _ := os.Hostname()
 	// The holder's name in the token lets an operator see who holds it.
 	token := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(buf))
-	if err := probeSwap(swap, cfg.Key+":probe:"+hex.EncodeToString(buf), min(cfg.TTL, leaseProbeTimeout)); err != nil {
+	if err := probeSwap(swap, cfg.Key+":probe:"+hex.EncodeToString(buf), min(cfg.TTL, leaseProbeTimeout)); refused(err) {
 		return nil, fmt.Errorf("%s: compare-and-swap does not work: %w (%w)", st.Kind(), ErrNoLease, err)
 	}
-	return &Lease{add: add, swap: swap, key: cfg.Key, ttl: cfg.TTL, token: []byte(token), now: time.Now}, nil
+	return &Lease{add: add, swap: swap, key: cfg.Key, ttl: cfg.TTL, token: []byte(token), now: time.Now,
+		probeKey: cfg.Key + ":probe:" + hex.EncodeToString(buf)}, nil
 }
 
 // probeSwap runs one compare-and-swap on a key that does not exist: a
-// working store answers "no swap" without writing anything. It returns the
-// error only when the store refused the operation itself (unsupported, an
-// unknown command or bad syntax, not permitted); an unreachable store
-// cannot tell and passes.
+// working store answers "no swap" without writing anything.
 func probeSwap(swap store.Swapper, key string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_, err := swap.CompareAndSwap(ctx, key, []byte("-"), []byte("-"), timeout)
+	return err
+}
+
+// refused reports whether err means the store refused a lease operation
+// itself (unsupported, an unknown command or bad syntax, not permitted),
+// as opposed to not answering, which cannot tell.
+func refused(err error) bool {
 	switch store.Classify(err) {
 	case store.ClassUnsupported, store.ClassProtocol:
-		return err
+		return true
 	case store.ClassPermission:
 		// NOPERM (an ACL without EVAL) is final; a replica that is read-only
 		// during a failover is not.
-		if !strings.Contains(err.Error(), "READONLY") {
-			return err
-		}
+		return !strings.Contains(err.Error(), "READONLY")
 	}
-	return nil
+	return false
 }
 
 // Token identifies this holder.
@@ -107,14 +118,25 @@ func (l *Lease) Token() string { return string(l.token) }
 // Hold takes the lease if it is free, or renews it if this process holds
 // it, and reports whether this process holds it now. When the store
 // cannot be reached the lease is assumed held until its TTL would have run
-// out since the last renewal, and lost after.
+// out since the last renewal, and lost after. When the store refuses the
+// lease's operations, Hold reports it held, as every replica would without
+// a lease; the first time, its error wraps ErrNoLease.
 func (l *Lease) Hold(ctx context.Context) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.unusable {
+		if _, err := l.swap.CompareAndSwap(ctx, l.probeKey, []byte("-"), []byte("-"), l.ttl); err != nil {
+			return true, nil // still refused, or cannot tell yet
+		}
+		l.unusable = false // works again: take the lease afresh
+	}
 	now := l.now()
 	if l.held {
 		ok, err := l.swap.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
 		if err != nil {
+			if refused(err) {
+				return l.refuse(err)
+			}
 			l.held = now.Sub(l.renewed) < l.ttl
 			return l.held, fmt.Errorf("renew lease: %w", err)
 		}
@@ -126,6 +148,9 @@ func (l *Lease) Hold(ctx context.Context) (bool, error) {
 	}
 	ok, err := l.add.SetNX(ctx, l.key, l.token, l.ttl)
 	if err != nil {
+		if refused(err) {
+			return l.refuse(err)
+		}
 		return false, fmt.Errorf("acquire lease: %w", err)
 	}
 	if ok {
@@ -134,18 +159,30 @@ func (l *Lease) Hold(ctx context.Context) (bool, error) {
 	return l.held, nil
 }
 
+// refuse switches the lease to unusable (see the field). Called with mu held.
+func (l *Lease) refuse(err error) (bool, error) {
+	l.unusable, l.held = true, false
+	return true, fmt.Errorf("%w: %w; every replica exports until it can", ErrNoLease, err)
+}
+
 // Renew extends the lease if this process holds it, and never takes a
 // free one: taking over is the poll's job, because it must replay what
 // the previous holder left unexported first.
 func (l *Lease) Renew(ctx context.Context) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.unusable {
+		return true, nil
+	}
 	if !l.held {
 		return false, nil
 	}
 	now := l.now()
 	ok, err := l.swap.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
 	if err != nil {
+		if refused(err) {
+			return l.refuse(err)
+		}
 		l.held = now.Sub(l.renewed) < l.ttl
 		return l.held, fmt.Errorf("renew lease: %w", err)
 	}
@@ -160,6 +197,14 @@ func (l *Lease) Renew(ctx context.Context) (bool, error) {
 func (l *Lease) Held() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.held || l.unusable
+}
+
+// holding reports whether this process holds the lease in the store,
+// not merely as a lease that cannot work.
+func (l *Lease) holding() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.held
 }
 
@@ -169,7 +214,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.held {
-		return nil
+		return nil // also when unusable: there is nothing to give back
 	}
 	l.held = false
 	if _, err := l.swap.CompareAndDelete(ctx, l.key, l.token); err != nil {

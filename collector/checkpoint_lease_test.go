@@ -79,3 +79,78 @@ func TestNewLeaseNeedsWorkingCompareAndSwap(t *testing.T) {
 		})
 	}
 }
+
+// A lease NewLease accepted (the store could not be asked then) on a Redis
+// where a later capability detection finds no compare-and-swap must not
+// change hands every TTL: it behaves as no lease, every replica holding
+// it, and becomes a real lease again once the store can hold one.
+func TestLeaseRefusedLaterActsAsNoLease(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	prefix := uniquePrefix(t)
+	a := openRedis(t, prefix).(*store.Redis)
+	b := openRedis(t, prefix).(*store.Redis)
+	cfg := LeaseConfig{Key: "stream:lease", TTL: 300 * time.Millisecond}
+	la, err := NewLease(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := NewLease(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := func(l *Lease) (bool, error) { return l.Hold(ctx) }
+	if ok, err := hold(la); !ok || err != nil {
+		t.Fatalf("a: Hold = %v, %v; want the free lease", ok, err)
+	}
+	if ok, err := hold(lb); ok || err != nil {
+		t.Fatalf("b: Hold = %v, %v; want it held by a", ok, err)
+	}
+
+	// Re-detection: neither SET IFEQ nor EVAL works any more.
+	a.UseConditional(store.CondNone, store.CondNone)
+	b.UseConditional(store.CondNone, store.CondNone)
+	if ok, err := hold(la); !ok || !errors.Is(err, ErrNoLease) {
+		t.Fatalf("a: first Hold after the refusal = %v, %v; want true and ErrNoLease", ok, err)
+	}
+	// For several TTLs, both hold it and say nothing more: no flapping.
+	for i := range 8 {
+		time.Sleep(cfg.TTL / 2)
+		if ok, err := hold(la); !ok || err != nil {
+			t.Fatalf("a: Hold %d = %v, %v; want held without error", i, ok, err)
+		}
+		if ok, err := la.Renew(ctx); !ok || err != nil {
+			t.Fatalf("a: Renew %d = %v, %v", i, ok, err)
+		}
+		ok, err := hold(lb)
+		if i == 0 && !ok && err == nil {
+			continue // a's key has not expired yet
+		}
+		if !ok || (err != nil && !errors.Is(err, ErrNoLease)) {
+			t.Fatalf("b: Hold %d = %v, %v; want held", i, ok, err)
+		}
+	}
+	if !la.Held() || !lb.Held() {
+		t.Fatalf("Held = %v, %v; want both", la.Held(), lb.Held())
+	}
+
+	// Scripts work again: exactly one of them holds a real lease.
+	a.UseConditional(store.CondScript, store.CondScript)
+	b.UseConditional(store.CondScript, store.CondScript)
+	time.Sleep(cfg.TTL) // a key taken before the refusal has expired
+	okA, errA := hold(la)
+	okB, errB := hold(lb)
+	if errA != nil || errB != nil || okA == okB {
+		t.Fatalf("Hold after recovery = a %v (%v), b %v (%v); want exactly one holder", okA, errA, okB, errB)
+	}
+	holder := la
+	if okB {
+		holder = lb
+	}
+	for i := range 4 {
+		time.Sleep(cfg.TTL / 3)
+		if ok, err := hold(holder); !ok || err != nil {
+			t.Fatalf("holder: Hold %d = %v, %v; want it kept", i, ok, err)
+		}
+	}
+}

@@ -274,9 +274,9 @@ func (s *Stream) keepLease(ctx context.Context) {
 		hctx, cancel := context.WithTimeout(ctx, s.cfg.Lease.TTL/3)
 		if s.leaseHealthy(s.now()) {
 			if _, err := s.lease.Renew(hctx); err != nil && ctx.Err() == nil {
-				s.logger.Debug("could not renew the stream lease between polls", "err", err)
+				s.leaseError(err, slog.LevelDebug, "could not renew the stream lease between polls")
 			}
-		} else if s.lease.Held() {
+		} else if s.lease.holding() {
 			s.logger.Warn("the transition stream has not polled successfully for longer than the lease TTL; giving the lease up so a healthy replica exports traces",
 				"lease_ttl", s.cfg.Lease.TTL)
 			if err := s.lease.Release(hctx); err != nil && ctx.Err() == nil {
@@ -286,6 +286,17 @@ func (s *Stream) keepLease(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// leaseError logs a failed lease operation: one the store refused (the
+// lease is unusable now, see Lease) always as a warning, others as msg at
+// level.
+func (s *Stream) leaseError(err error, level slog.Level, msg string) {
+	if errors.Is(err, ErrNoLease) {
+		s.logger.Warn("the cache store refuses the export lease's operations: every replica exports traces, as without a lease", "err", err)
+		return
+	}
+	s.logger.Log(context.Background(), level, msg, "err", err)
 }
 
 // leaseHealthy reports whether this replica may keep the lease at now:
@@ -795,7 +806,7 @@ func (s *Stream) handOver(ctx context.Context, out []Transition) {
 		held, err := s.lease.Hold(hctx)
 		endSpan(span, err)
 		if err != nil {
-			s.logger.Warn("could not renew the stream lease", "err", err, "held", held)
+			s.leaseError(err, slog.LevelWarn, "could not renew the stream lease")
 		}
 		leader = held
 		if leader && !s.leader {
