@@ -558,6 +558,7 @@ func (s *Stream) recountFailed(now time.Time, err error) {
 	s.m.recountErrors.WithLabelValues(reason).Inc()
 	s.db.noteReachable(err)
 	s.recountFailures++
+	s.m.recountFailures.Set(float64(s.recountFailures))
 	wait := min(recountRetryMin<<min(s.recountFailures-1, 16), s.cfg.RecountInterval)
 	s.recountRetry = now.Add(wait)
 	s.logger.Warn("recount failed; serving the incremental counts and retrying it later",
@@ -753,6 +754,7 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 		s.base = s.pos.clone()
 		s.lastRecount = now
 		s.recountFailures, s.recountRetry = 0, time.Time{}
+		s.m.recountFailures.Set(0)
 	}
 	s.m.setPosition(s.pos)
 	if res.drained {

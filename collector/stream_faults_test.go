@@ -150,6 +150,9 @@ func TestStreamRecountFailureIsNotFatal(t *testing.T) {
 			if n := testutil.ToFloat64(s.m.recounts); n != 1 {
 				t.Errorf("recounts_total = %v, want 1 (the first count only)", n)
 			}
+			if n := testutil.ToFloat64(s.m.recountFailures); n != 1 {
+				t.Errorf("recount_consecutive_failures = %v, want 1", n)
+			}
 			if errs := sink.deadErrs(); len(errs) > 0 {
 				t.Errorf("the sink got a dead context after the recount failed: %v", errs)
 			}
@@ -172,6 +175,9 @@ func TestStreamRecountFailureIsNotFatal(t *testing.T) {
 			s.drain(t)
 			if n := testutil.ToFloat64(s.m.recounts); n != 2 {
 				t.Errorf("recounts_total = %v after the back-off, want 2", n)
+			}
+			if n := testutil.ToFloat64(s.m.recountFailures); n != 0 {
+				t.Errorf("recount_consecutive_failures = %v after a recount succeeded, want 0", n)
 			}
 			if d := testutil.ToFloat64(s.m.drift.WithLabelValues("tasks")); d != 0 {
 				t.Errorf("drift = %v, want 0", d)

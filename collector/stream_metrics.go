@@ -48,6 +48,7 @@ type streamMetrics struct {
 	recounts        prometheus.Counter
 	recountDuration prometheus.Histogram
 	recountErrors   *prometheus.CounterVec
+	recountFailures prometheus.Gauge
 	checkpoints     *prometheus.CounterVec
 	leader          prometheus.Gauge
 	sinkErrors      prometheus.Counter
@@ -147,6 +148,10 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "recount_errors_total",
 			Help: "Failed recounts by reason (timeout, connection, query, schema); the poll still applies what it read, and the recount is retried after a back-off.",
 		}, []string{"reason"}),
+		recountFailures: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "recount_consecutive_failures",
+			Help: "Recounts that failed since the last successful one; while above zero, drift is neither measured nor corrected.",
+		}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "checkpoint_saves_total",
 			Help: "Checkpoint saves by result (ok, error).",
@@ -182,7 +187,7 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 		reg.MustRegister(m.taskTransitions, m.stepTransitions, m.taskDuration, m.stepDuration, m.stepRetries,
 			m.stepBackoff, m.rows, m.lateRows, m.gaps, m.gapIDs, m.gapsExpired, m.watermark, m.pollDuration,
 			m.pollErrors, m.caughtUp, m.lastPoll, m.drift, m.driftTotal, m.recounts, m.recountDuration,
-			m.recountErrors, m.checkpoints, m.leader, m.sinkErrors, m.replayed)
+			m.recountErrors, m.recountFailures, m.checkpoints, m.leader, m.sinkErrors, m.replayed)
 	}
 	return m
 }

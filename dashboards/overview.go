@@ -107,21 +107,15 @@ func exhaustedSteps() cog.Builder[dashboard.Panel] {
 		promQuery(`max(tasker_error_steps{job="$job",retry_class="exhausted"})`, "exhausted"))
 }
 
-// dependencyReadiness follows the readiness checks: the database through the
-// last refresh, the cache store through the strategy (a redis or memcached
-// store that fell back to local_only is not answering).
+// dependencyReadiness shows the readiness checks as the kubelet sees them,
+// evaluated at scrape time (tasker_sidecar_readiness_check).
 func dependencyReadiness() cog.Builder[dashboard.Panel] {
 	return stateTimeline("Dependency readiness per replica",
-		"Database: the last refresh of the health counts succeeded. Cache store: a configured Redis or "+
-			"memcached store is in use (a replica that cannot reach it coordinates local_only); in-process "+
-			"stores always count as ready.",
-		promQuery(`min by (instance) (tasker_sidecar_refresh_success{job="$job"})`, "{{instance}} database"),
-		promQuery(`1 - max by (instance) (tasker_sidecar_cache_strategy{job="$job",strategy="local_only"})
-  * on (instance) (
-      max by (instance) (tasker_sidecar_cache_store_info{job="$job",kind=~"redis|memcached"})
-      or 0 * max by (instance) (tasker_sidecar_cache_store_info{job="$job"})
-    )`, "{{instance}} cache store")).
-		Mappings(readiness())
+		"Each readiness check of /tasker/health/ready, evaluated at every scrape: database (connection and Tasker "+
+			"tables), refresh (the health counts are fresh), cache (the store answers; degraded while it coordinates "+
+			"local_only). A replica is ready while none is unhealthy.",
+		promQuery(checkLevel(`job="$job"`), "{{instance}} {{check}}")).
+		Mappings(checkStates())
 }
 
 func openTasksByState() cog.Builder[dashboard.Panel] {

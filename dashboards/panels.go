@@ -215,6 +215,30 @@ func mapping(zeroText, zeroColor, oneText, oneColor string) []dashboard.ValueMap
 	}}}
 }
 
+// checkStates names the values of checkLevel: a readiness check's status.
+func checkStates() []dashboard.ValueMapping {
+	result := func(text, color string, index int32) dashboard.ValueMappingResult {
+		return dashboard.ValueMappingResult{Text: &text, Color: &color, Index: &index}
+	}
+	return []dashboard.ValueMapping{{ValueMap: &dashboard.ValueMap{
+		Type: dashboard.MappingTypeValueToText,
+		Options: map[string]dashboard.ValueMappingResult{
+			"0": result("unhealthy", "red", 0),
+			"1": result("degraded", "orange", 1),
+			"2": result("healthy", "green", 2),
+		},
+	}}}
+}
+
+// checkLevel turns the tasker_sidecar_readiness_check state set into one
+// series per replica and check: 2 healthy, 1 degraded, 0 unhealthy.
+func checkLevel(selector string) string {
+	return `max by (instance, check) (
+  2 * tasker_sidecar_readiness_check{` + selector + `,status="healthy"}
+  + on (instance, check) tasker_sidecar_readiness_check{` + selector + `,status="degraded"}
+)`
+}
+
 // readiness names a 1-when-working gauge.
 func readiness() []dashboard.ValueMapping { return mapping("failing", "red", "ready", "green") }
 

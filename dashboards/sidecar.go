@@ -17,7 +17,8 @@ func sidecar() board {
 		variables: []cog.Builder[dashboard.VariableModel]{jobVariable(), instanceVariable()},
 		links:     []cog.Builder[dashboard.DashboardLink]{jaegerLink()},
 		rows: []row{
-			{"Refresh", []panel{
+			{"Readiness and refresh", []panel{
+				half(readinessChecks()), half(readinessDuration()),
 				half(refreshDuration()), half(refreshErrors()),
 				half(refreshAge()), half(refreshSuccess()),
 			}},
@@ -25,7 +26,8 @@ func sidecar() board {
 				half(streamCaughtUp()), half(streamLeader()),
 				third(streamPollAge()), third(streamRows()), third(streamPollDuration()),
 				third(streamErrors()), third(streamLateRows()), third(streamGaps()),
-				third(streamDrift()), third(streamRecounts()), third(streamCheckpoints()),
+				third(streamDrift()), third(streamRecounts()), third(streamRecountFailures()),
+				half(streamWatermark()), half(streamCheckpoints()),
 			}},
 			{"Trace export", []panel{
 				third(traceRuns()), third(traceSpans()), third(traceErrors()),
@@ -48,6 +50,21 @@ func sidecar() board {
 			}},
 		},
 	}
+}
+
+func readinessChecks() cog.Builder[dashboard.Panel] {
+	return stateTimeline("Readiness checks",
+		"The checks of /tasker/health/ready, evaluated at every scrape, per replica. Unhealthy takes the replica out "+
+			"of its Service; a check that does not answer within server.readiness_timeout counts as unhealthy.",
+		promQuery(checkLevel(replica), "{{instance}} {{check}}")).
+		Mappings(checkStates())
+}
+
+func readinessDuration() cog.Builder[dashboard.Panel] {
+	return timeSeries("Readiness check duration",
+		"How long each check took at the last scrape: the database check is a round trip through the sidecar's pool, "+
+			"so a slow one means a slow database or a pool busy with analytics.", unitSeconds,
+		promQuery(`max by (instance, check) (tasker_sidecar_readiness_check_duration_seconds{`+replica+`})`, "{{instance}} {{check}}"))
 }
 
 func refreshDuration() cog.Builder[dashboard.Panel] {
@@ -264,6 +281,23 @@ func streamRecounts() cog.Builder[dashboard.Panel] {
   tasker_sidecar_stream_recount_duration_seconds_sum{`+replica+`}
   / tasker_sidecar_stream_recount_duration_seconds_count{`+replica+`}
 )`, "{{instance}}"))
+}
+
+func streamRecountFailures() cog.Builder[dashboard.Panel] {
+	return timeSeries("Recount failures",
+		"Recounts that failed since the last successful one (retried after 1, 2, 4 ... minutes, at most "+
+			"stream.recount_interval), and failed recounts per second by reason. While recounts fail, drift is neither "+
+			"measured nor corrected (TaskerSidecarStreamRecountFailing).", unitCount,
+		promQuery(`max by (instance) (tasker_sidecar_stream_recount_consecutive_failures{`+replica+`})`, "{{instance}} in a row"),
+		promQuery(`sum by (instance, reason) (rate(tasker_sidecar_stream_recount_errors_total{`+replica+`}[$__rate_interval]))`,
+			"{{instance}} {{reason}} /s"))
+}
+
+func streamWatermark() cog.Builder[dashboard.Panel] {
+	return timeSeries("Stream position",
+		"Highest id read per table. It should climb with Tasker's writes; flat while rows are being written means "+
+			"the stream is stuck (compare rows read and poll errors).", unitCount,
+		promQuery(`max by (instance, table) (tasker_sidecar_stream_watermark{`+replica+`})`, "{{instance}} {{table}}"))
 }
 
 func streamCheckpoints() cog.Builder[dashboard.Panel] {

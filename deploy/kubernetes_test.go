@@ -326,6 +326,11 @@ func TestSidecarConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the sidecar would refuse its configuration: %v", err)
 	}
+	// The trace panels, the exemplar links and the trace export alerts need it.
+	if !cfg.Tracing.Enabled || cfg.Tracing.Endpoint == "" {
+		t.Errorf("tracing is off (enabled %v, endpoint %q): the trace panels and alerts would have no data",
+			cfg.Tracing.Enabled, cfg.Tracing.Endpoint)
+	}
 	_, port, _ := strings.Cut(cfg.Server.Listen, ":")
 	if fmt.Sprint(portNames(sc)["metrics"]) != port {
 		t.Errorf("server.listen %q does not match the metrics port %d", cfg.Server.Listen, portNames(sc)["metrics"])
@@ -376,6 +381,18 @@ func TestServiceMonitorScrapesTheSidecar(t *testing.T) {
 		}
 		if h, _ := ep.get("honorLabels").(bool); !h {
 			t.Error("ServiceMonitor needs honorLabels: the sidecar's namespace label would become exported_namespace")
+		}
+		// Two installations in different namespaces must not share a job.
+		jobByNamespace := false
+		for _, r := range ep.list("relabelings") {
+			src := fmt.Sprint(r.get("sourceLabels"))
+			if r.str("targetLabel") == "job" && strings.Contains(src, "__meta_kubernetes_namespace") &&
+				strings.Contains(r.str("replacement"), "${1}") {
+				jobByNamespace = true
+			}
+		}
+		if !jobByNamespace {
+			t.Error("ServiceMonitor must put the Kubernetes namespace into job: every installation's Service has the same name")
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
 )
@@ -38,7 +39,55 @@ func (s *Server) ready(c *gin.Context) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.opts.ReadinessTimeout)
 	defer cancel()
+	r := s.evaluate(ctx)
 
+	body := readyBody{Ready: r.ready(), Checks: map[string]map[string]any{}, Message: "System is ready"}
+	for i, ch := range s.opts.Checks {
+		res := r.results[i]
+		if res == nil {
+			body.FailedChecks = append(body.FailedChecks, ch.Name())
+			body.TimedOutChecks = append(body.TimedOutChecks, ch.Name())
+			continue
+		}
+		body.Checks[ch.Name()] = checkJSON(*res)
+		if res.Status == StatusUnhealthy {
+			body.FailedChecks = append(body.FailedChecks, ch.Name())
+		}
+	}
+	if !body.Ready {
+		body.Message = "System is not ready"
+	}
+	if r.timedOut {
+		body.Message = "Readiness check timed out after " + rubySeconds(s.opts.ReadinessTimeout) + " seconds"
+	}
+	body.Timestamp = railsTime(s.now())
+	body.CheckDuration = seconds(time.Since(start))
+	code := http.StatusOK
+	if !body.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	c.JSON(code, body)
+}
+
+// readiness is one evaluation of every check: results[i] belongs to
+// Checks[i] and is nil for a check that did not answer before the deadline.
+type readiness struct {
+	results  []*CheckResult
+	timedOut bool
+}
+
+// ready reports whether every check answered and none is unhealthy.
+func (r readiness) ready() bool {
+	for _, res := range r.results {
+		if res == nil || res.Status == StatusUnhealthy {
+			return false
+		}
+	}
+	return true
+}
+
+// evaluate runs the checks concurrently until ctx is done.
+func (s *Server) evaluate(ctx context.Context) readiness {
 	type outcome struct {
 		i   int
 		res CheckResult
@@ -49,47 +98,72 @@ func (s *Server) ready(c *gin.Context) {
 	for i, ch := range checks {
 		go func() { results <- outcome{i, runCheck(ctx, ch)} }()
 	}
-	done := make([]*CheckResult, len(checks))
-	timedOut := false
-wait:
+	r := readiness{results: make([]*CheckResult, len(checks))}
 	for range checks {
 		select {
 		case o := <-results:
-			done[o.i] = &o.res
+			r.results[o.i] = &o.res
 		case <-ctx.Done():
-			timedOut = true
-			break wait
+			r.timedOut = true
+			return r
 		}
 	}
+	return r
+}
 
-	body := readyBody{Ready: true, Checks: map[string]map[string]any{}, Message: "System is ready"}
-	for i, ch := range checks {
-		res := done[i]
-		if res == nil {
-			body.Ready = false
-			body.FailedChecks = append(body.FailedChecks, ch.Name())
-			body.TimedOutChecks = append(body.TimedOutChecks, ch.Name())
-			continue
+// readinessCollector exports what /tasker/health/ready would answer at
+// scrape time, so dashboards and alerts see each dependency as the
+// kubelet does, not a guess from other metrics.
+type readinessCollector struct {
+	s        *Server
+	ready    *prometheus.Desc
+	check    *prometheus.Desc
+	duration *prometheus.Desc
+}
+
+func newReadinessCollector(s *Server) *readinessCollector {
+	return &readinessCollector{
+		s: s,
+		ready: prometheus.NewDesc("tasker_sidecar_ready",
+			"1 when every readiness check answered and none is unhealthy, as /tasker/health/ready would answer now.", nil, nil),
+		check: prometheus.NewDesc("tasker_sidecar_readiness_check",
+			"Readiness check status at scrape time: 1 for the check's current status, 0 for the others; a check that did not answer within the readiness timeout is unhealthy.",
+			[]string{"check", "status"}, nil),
+		duration: prometheus.NewDesc("tasker_sidecar_readiness_check_duration_seconds",
+			"How long each readiness check took at scrape time.", []string{"check"}, nil),
+	}
+}
+
+func (c *readinessCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.ready
+	ch <- c.check
+	ch <- c.duration
+}
+
+var checkStatuses = []string{StatusHealthy, StatusDegraded, StatusUnhealthy}
+
+func (c *readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.opts.ReadinessTimeout)
+	defer cancel()
+	r := c.s.evaluate(ctx)
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(r.ready()))
+	for i, chk := range c.s.opts.Checks {
+		status, took := StatusUnhealthy, c.s.opts.ReadinessTimeout
+		if res := r.results[i]; res != nil {
+			status, took = res.Status, time.Duration(res.ResponseTimeMs*float64(time.Millisecond))
 		}
-		body.Checks[ch.Name()] = checkJSON(*res)
-		if res.Status == StatusUnhealthy {
-			body.Ready = false
-			body.FailedChecks = append(body.FailedChecks, ch.Name())
+		for _, st := range checkStatuses {
+			ch <- prometheus.MustNewConstMetric(c.check, prometheus.GaugeValue, b2f(st == status), chk.Name(), st)
 		}
+		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, took.Seconds(), chk.Name())
 	}
-	if !body.Ready {
-		body.Message = "System is not ready"
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
 	}
-	if timedOut {
-		body.Message = "Readiness check timed out after " + rubySeconds(s.opts.ReadinessTimeout) + " seconds"
-	}
-	body.Timestamp = railsTime(s.now())
-	body.CheckDuration = seconds(time.Since(start))
-	code := http.StatusOK
-	if !body.Ready {
-		code = http.StatusServiceUnavailable
-	}
-	c.JSON(code, body)
+	return 0
 }
 
 // runCheck contains a panicking check: it runs on its own goroutine, where a

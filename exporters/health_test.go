@@ -2,6 +2,7 @@ package exporters
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -315,4 +316,67 @@ func TestJSONFloat(t *testing.T) {
 	if got := rubySeconds(5 * time.Second); got != "5.0" {
 		t.Errorf("rubySeconds(5s) = %s", got)
 	}
+}
+
+// The readiness metrics say what /tasker/health/ready answers, check by check.
+func TestReadinessMetrics(t *testing.T) {
+	healthy := stubCheck{name: "database", res: CheckResult{Status: StatusHealthy}}
+	degraded := stubCheck{name: "cache", res: CheckResult{Status: StatusDegraded}}
+	broken := stubCheck{name: "cache", res: CheckResult{Status: StatusUnhealthy}}
+	blocked := stubCheck{name: "refresh", wait: time.Hour, res: CheckResult{Status: StatusHealthy}}
+	for _, tc := range []struct {
+		name      string
+		checks    []Checker
+		wantReady string
+		want      map[string]string // check -> the status whose series is 1
+	}{
+		{"healthy and degraded", []Checker{healthy, degraded}, "1", map[string]string{"database": "healthy", "cache": "degraded"}},
+		{"one unhealthy", []Checker{healthy, broken}, "0", map[string]string{"database": "healthy", "cache": "unhealthy"}},
+		{"a check past the timeout is unhealthy", []Checker{healthy, blocked}, "0", map[string]string{"database": "healthy", "refresh": "unhealthy"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := baseOptions(&fakeSource{})
+			opts.Checks = tc.checks
+			opts.ReadinessTimeout = 50 * time.Millisecond
+			s := newServer(t, opts)
+			r := do(t, s, http.MethodGet, PathMetrics)
+			if r.code != http.StatusOK {
+				t.Fatalf("metrics: %d %s", r.code, r.body)
+			}
+			body := string(r.body)
+			if !strings.Contains(body, "\ntasker_sidecar_ready "+tc.wantReady+"\n") {
+				t.Errorf("tasker_sidecar_ready is not %s:\n%s", tc.wantReady, grepLines(body, "tasker_sidecar_ready"))
+			}
+			for check, status := range tc.want {
+				for _, st := range checkStatuses {
+					v := "0"
+					if st == status {
+						v = "1"
+					}
+					line := fmt.Sprintf(`tasker_sidecar_readiness_check{check=%q,status=%q} %s`, check, st, v)
+					if !strings.Contains(body, line) {
+						t.Errorf("missing %s in:\n%s", line, grepLines(body, "tasker_sidecar_readiness_check{"))
+					}
+				}
+				if !strings.Contains(body, fmt.Sprintf(`tasker_sidecar_readiness_check_duration_seconds{check=%q}`, check)) {
+					t.Errorf("no duration for %s", check)
+				}
+			}
+			// /ready agrees.
+			ready := do(t, s, http.MethodGet, PathReady).json(t)["ready"]
+			if ready != (tc.wantReady == "1") {
+				t.Errorf("/ready says ready=%v, the metric %s", ready, tc.wantReady)
+			}
+		})
+	}
+}
+
+func grepLines(body, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -152,6 +152,11 @@ func New(opts Options) (*Server, error) {
 	if s.metrics, err = newHTTPMetrics(opts.Registerer); err != nil {
 		return nil, err
 	}
+	if len(opts.Checks) > 0 {
+		if err := opts.Registerer.Register(newReadinessCollector(s)); err != nil {
+			return nil, fmt.Errorf("exporters: register readiness metrics: %w", err)
+		}
+	}
 	if opts.Auth.enabled() {
 		s.auth = newAuthenticator(opts.Auth)
 	}
