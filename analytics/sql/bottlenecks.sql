@@ -19,9 +19,10 @@ WITH per_task AS MATERIALIZED (
            count(*) FILTER (WHERE cur.to_state = 'complete') AS completed_steps,
            count(*) FILTER (WHERE cur.to_state = 'error') AS error_steps,
            max(cur.created_at) FILTER (WHERE cur.to_state IN ('complete', 'error')) AS latest_completion,
-           max(cur.created_at) FILTER (WHERE cur.to_state = 'complete') AS latest_complete,
-           COALESCE(bool_or(cur.to_state = 'complete' AND cur.created_at > now() - make_interval(hours => $1)), false)
-               AS completed_in_period,
+           -- The task's own complete transition in the period: the
+           -- duration sample of performance_distribution.
+           max(tt.created_at) FILTER (WHERE tt.to_state = 'complete' AND tt.created_at > now() - make_interval(hours => $1))
+               AS completed_at,
            -- The step-creation window is the period itself, as in
            -- get_slowest_steps_v01; rounding first makes the candidate
            -- threshold below agree with the list's sort key.
@@ -59,16 +60,13 @@ summary AS (
            count(*) FILTER (WHERE in_scope AND failed_in_period) AS total_errors,
            COALESCE(sum(retried_steps) FILTER (WHERE in_scope), 0) AS retried_steps,
            COALESCE(sum(retried_complete) FILTER (WHERE in_scope), 0) AS retried_complete,
-           count(*) FILTER (WHERE in_scope AND completed_in_period) AS completed_tasks,
-           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latest_complete - tc)
-               FILTER (WHERE in_scope AND completed_in_period) AS pct,
-           count(*) FILTER (WHERE in_scope AND completed_in_period
-                              AND latest_complete - tc < interval '10 seconds') AS under_10s,
-           count(*) FILTER (WHERE in_scope AND completed_in_period
-                              AND latest_complete - tc >= interval '10 seconds'
-                              AND latest_complete - tc < interval '30 seconds') AS under_30s,
-           count(*) FILTER (WHERE in_scope AND completed_in_period
-                              AND latest_complete - tc >= interval '30 seconds') AS over_30s
+           count(*) FILTER (WHERE in_scope AND completed_at IS NOT NULL) AS completed_tasks,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY completed_at - tc)
+               FILTER (WHERE in_scope AND completed_at IS NOT NULL) AS pct,
+           count(*) FILTER (WHERE in_scope AND completed_at - tc < interval '10 seconds') AS under_10s,
+           count(*) FILTER (WHERE in_scope AND completed_at - tc >= interval '10 seconds'
+                              AND completed_at - tc < interval '30 seconds') AS under_30s,
+           count(*) FILTER (WHERE in_scope AND completed_at - tc >= interval '30 seconds') AS over_30s
     FROM per_task
 ),
 slowest_tasks AS (
