@@ -12,6 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Defaults for zero Options fields.
@@ -47,6 +51,9 @@ type Options struct {
 	// one less than the pool's cap (at least 1), so health work always finds
 	// a connection.
 	MaxConcurrent int
+	// TracerProvider receives a span per computation (the sidecar's own
+	// spans); nil records nothing.
+	TracerProvider trace.TracerProvider
 }
 
 func (o Options) withDefaults() Options {
@@ -71,10 +78,11 @@ func (o Options) withDefaults() Options {
 // Service computes analytics from Tasker's database through the sidecar's
 // read-only pool.
 type Service struct {
-	pool  *pgxpool.Pool
-	opts  Options
-	log   *slog.Logger
-	slots chan struct{}
+	pool   *pgxpool.Pool
+	opts   Options
+	log    *slog.Logger
+	slots  chan struct{}
+	tracer trace.Tracer
 }
 
 // New returns a Service reading through pool, which must be the sidecar's
@@ -88,7 +96,12 @@ func New(pool *pgxpool.Pool, opts Options, logger *slog.Logger) *Service {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = max(int(pool.Config().MaxConns)-1, 1)
 	}
-	return &Service{pool: pool, opts: opts, log: logger, slots: make(chan struct{}, opts.MaxConcurrent)}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	return &Service{pool: pool, opts: opts, log: logger, slots: make(chan struct{}, opts.MaxConcurrent),
+		tracer: tp.Tracer("github.com/tasker-systems/tasker-sidecar/analytics")}
 }
 
 // Options returns the effective options, defaults applied.
@@ -146,16 +159,28 @@ type querier interface {
 
 // read runs fn in a read-only REPEATABLE READ transaction: one snapshot and
 // one NOW() for all of fn's queries, as inside one Tasker function call.
-func (s *Service) read(ctx context.Context, fn func(q querier) error) error {
+// name labels its span (analytics.<name>).
+func (s *Service) read(ctx context.Context, name string, fn func(q querier) error) (err error) {
+	ctx, span := s.tracer.Start(ctx, "analytics."+name, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system", "postgresql")))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	// Cold analytics hold a connection for seconds; bounding how many run at
 	// once keeps a connection of the capped pool for readiness, the refresh
 	// and the stream.
+	waitStart := time.Now()
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	case <-ctx.Done():
 		return fmt.Errorf("wait for an analytics connection: %w", ctx.Err())
 	}
+	span.SetAttributes(attribute.Float64("analytics.slot_wait_ms", float64(time.Since(waitStart).Microseconds())/1000))
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("begin read-only transaction: %w", err)

@@ -11,6 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // TestNonUTCServer runs the service against a database whose default time
@@ -82,7 +86,7 @@ func TestNonUTCServer(t *testing.T) {
 func TestStatementTimeout(t *testing.T) {
 	db := pgtest.NewTasker(t)
 	svc := New(servicePool(t, db.URL), Options{StatementTimeout: 50 * time.Millisecond}, nil)
-	err := svc.read(testCtx(t), func(q querier) error {
+	err := svc.read(testCtx(t), "test", func(q querier) error {
 		_, err := q.Exec(context.Background(), "SELECT pg_sleep(1)")
 		return err
 	})
@@ -90,7 +94,7 @@ func TestStatementTimeout(t *testing.T) {
 		t.Errorf("got %v, want a statement timeout", err)
 	}
 	// The transaction is read-only even where the pool would not be.
-	err = svc.read(testCtx(t), func(q querier) error {
+	err = svc.read(testCtx(t), "test", func(q querier) error {
 		_, err := q.Exec(context.Background(), "CREATE TABLE nope (x int)")
 		return err
 	})
@@ -201,5 +205,33 @@ tasker_sidecar_analytics_groups_dropped 1
 	}
 	if _, err := broken.LastRefresh(); !errors.Is(err, errNoData) {
 		t.Errorf("last refresh: %v", err)
+	}
+}
+
+// Every computation is a span of the sidecar's own, failed ones with their
+// error.
+func TestComputationSpans(t *testing.T) {
+	db := pgtest.NewTasker(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	svc := New(servicePool(t, db.URL), Options{StatementTimeout: 50 * time.Millisecond, TracerProvider: tp}, nil)
+	if _, err := svc.Performance(testCtx(t), nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = svc.read(testCtx(t), "slow", func(q querier) error {
+		_, err := q.Exec(context.Background(), "SELECT pg_sleep(1)")
+		return err
+	})
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for i, want := range []struct {
+		name string
+		code codes.Code
+	}{{"analytics.performance", codes.Unset}, {"analytics.slow", codes.Error}} {
+		if s := spans[i]; s.Name() != want.name || s.Status().Code != want.code {
+			t.Errorf("span %d = %s (%v), want %s (%v)", i, s.Name(), s.Status().Code, want.name, want.code)
+		}
 	}
 }

@@ -68,7 +68,7 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 		}, []string{"to_state", "namespace", "task"}),
 		taskDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tasker_task_duration_seconds",
-			Help:    "Time from a task's creation (or its previous terminal transition, for a retried task) to a terminal transition, by terminal state.",
+			Help:    "Time from a task's creation (for a retried task, from the first transition after its previous terminal one, usually error to pending) to a terminal transition, by terminal state.",
 			Buckets: taskDurationBuckets,
 		}, append(slices.Clone(groupLabels), "state")),
 		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -284,8 +284,8 @@ func (m *streamMetrics) emit(t table, r *row, ns, task string, ex prometheus.Lab
 		m.inc(m.taskTransitions.WithLabelValues(to, ns, task), ex)
 		if isTerminalTaskState(r.toState) {
 			start := r.taskCreated
-			if r.prevTerminalAt != nil {
-				start = r.prevTerminalAt
+			if r.runStartAt != nil {
+				start = r.runStartAt
 			}
 			if start != nil {
 				m.observe(m.taskDuration.WithLabelValues(ns, task, to), r.at.Sub(*start), ex)

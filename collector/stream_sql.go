@@ -69,7 +69,15 @@ SELECT n.id, n.task_id, n.to_state, n.sort_key, n.created_at,
        p.to_state, p.created_at,
        t.named_task_id, t.created_at,
        CASE WHEN n.to_state = ANY($5::text[]) THEN
-           (SELECT q.created_at FROM tasker_task_transitions q
+           -- A retried task's run starts at the first transition after its
+           -- previous terminal one (error -> pending), or at that terminal
+           -- one when nothing came between (error -> resolved_manually).
+           (SELECT COALESCE(
+                (SELECT r.created_at FROM tasker_task_transitions r
+                 WHERE r.task_id = n.task_id AND r.sort_key > q.sort_key AND r.sort_key < n.sort_key
+                 ORDER BY r.sort_key LIMIT 1),
+                q.created_at)
+            FROM tasker_task_transitions q
             WHERE q.task_id = n.task_id AND q.sort_key < n.sort_key AND q.to_state = ANY($5::text[])
             ORDER BY q.sort_key DESC LIMIT 1)
        END
@@ -179,10 +187,10 @@ type row struct {
 	fromState *string
 	fromAt    *time.Time
 
-	taskCreated    *time.Time // task transitions
-	prevTerminalAt *time.Time // task transitions to a terminal state
-	lastErrorAt    *time.Time // step transitions to in_progress
-	class          uint8      // step transitions
+	taskCreated *time.Time // task transitions
+	runStartAt  *time.Time // task transitions to a terminal state after an earlier one: the run's start
+	lastErrorAt *time.Time // step transitions to in_progress
+	class       uint8      // step transitions
 }
 
 func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps Cursor) ([]row, error) {
@@ -212,7 +220,7 @@ func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps
 			err = r.Scan(&x.id, &x.namedTask)
 		case tableTaskTransitions:
 			err = r.Scan(&x.id, &x.taskID, &x.toState, &x.sortKey, &x.at, &x.fromState, &x.fromAt,
-				&x.namedTask, &x.taskCreated, &x.prevTerminalAt)
+				&x.namedTask, &x.taskCreated, &x.runStartAt)
 		case tableStepTransitions:
 			var taskID *int64
 			var retryable, exhausted, backoff bool

@@ -818,3 +818,50 @@ func hasTraceID(e *dto.Exemplar, id string) bool {
 	}
 	return false
 }
+
+// A task's duration runs from pending to terminal: for a retried task, from
+// the error -> pending row, not from the error (time spent waiting for an
+// operator is not part of the run).
+func TestStreamTaskDurationPerRun(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewTasker(t)
+	f := newFixture(t, pg)
+	nt := f.namedTask("default", "welcome", "0.1.0")
+	task := f.task(nt) // created at epoch
+	s := newTestStream(t, pg.URL, testStreamConfig(), nil)
+	s.drain(t)
+
+	ctx := testCtx(t)
+	conn := pg.Conn(t)
+	for _, tr := range []struct {
+		state string
+		at    time.Duration // after the task's creation
+	}{
+		{"pending", 1 * time.Second}, {"in_progress", 2 * time.Second}, {"error", 5 * time.Second},
+		// An operator retries it 95 s later.
+		{"pending", 100 * time.Second}, {"in_progress", 101 * time.Second}, {"complete", 110 * time.Second},
+	} {
+		id := statesman(t, ctx, conn, tableTaskTransitions, task, tr.state)
+		if _, err := conn.Exec(ctx, `UPDATE tasker_task_transitions SET created_at = $2::timestamp + make_interval(secs => $3) WHERE id = $1`,
+			id, epoch, tr.at.Seconds()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.drain(t)
+
+	for _, tc := range []struct {
+		state string
+		want  float64
+	}{
+		{"error", 5},     // creation -> error
+		{"complete", 10}, // the retry's pending -> complete
+	} {
+		m := &dto.Metric{}
+		if err := s.m.taskDuration.WithLabelValues("default", "welcome", tc.state).(prometheus.Metric).Write(m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetHistogram().GetSampleSum(); got != tc.want || m.GetHistogram().GetSampleCount() != 1 {
+			t.Errorf("task duration to %s: sum %v over %d runs, want %v over 1", tc.state, got, m.GetHistogram().GetSampleCount(), tc.want)
+		}
+	}
+}

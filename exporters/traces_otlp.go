@@ -3,6 +3,8 @@ package exporters
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
 	"strings"
 
 	"github.com/prometheus/common/version"
@@ -32,7 +34,7 @@ func NewSpanExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExpor
 			opts = append(opts, otlptracegrpc.WithInsecure())
 		}
 		if len(cfg.Headers) > 0 {
-			opts = append(opts, otlptracegrpc.WithHeaders(cfg.Headers))
+			opts = append(opts, otlptracegrpc.WithHeaders(mergedHeaders(cfg.Headers, os.Getenv)))
 		}
 		if cfg.Timeout > 0 {
 			opts = append(opts, otlptracegrpc.WithTimeout(cfg.Timeout))
@@ -54,7 +56,7 @@ func NewSpanExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExpor
 			opts = append(opts, otlptracehttp.WithInsecure())
 		}
 		if len(cfg.Headers) > 0 {
-			opts = append(opts, otlptracehttp.WithHeaders(cfg.Headers))
+			opts = append(opts, otlptracehttp.WithHeaders(mergedHeaders(cfg.Headers, os.Getenv)))
 		}
 		if cfg.Timeout > 0 {
 			opts = append(opts, otlptracehttp.WithTimeout(cfg.Timeout))
@@ -67,6 +69,37 @@ func NewSpanExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExpor
 	default:
 		return nil, fmt.Errorf("OTLP protocol %q is not supported (use grpc or http/protobuf)", p)
 	}
+}
+
+// mergedHeaders adds the configured headers to those of the environment.
+// The exporters' WithHeaders replaces what they read from
+// OTEL_EXPORTER_OTLP_TRACES_HEADERS (or, unset, OTEL_EXPORTER_OTLP_HEADERS),
+// so a token given to the pod that way would be lost once any header is
+// configured. The format is the specification's: comma-separated
+// key=value pairs with percent-encoded values; malformed pairs are skipped,
+// as the exporters skip them.
+func mergedHeaders(cfg map[string]string, getenv func(string) string) map[string]string {
+	env := getenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+	if env == "" {
+		env = getenv("OTEL_EXPORTER_OTLP_HEADERS")
+	}
+	out := map[string]string{}
+	for _, pair := range strings.Split(env, ",") {
+		k, v, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			continue
+		}
+		val, err := url.PathUnescape(strings.TrimSpace(v))
+		if err != nil {
+			continue
+		}
+		out[k] = val
+	}
+	for k, v := range cfg {
+		out[k] = v
+	}
+	return out
 }
 
 // tracesPath completes a base URL such as http://jaeger:4318 with the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -565,5 +566,51 @@ func TestTracesPath(t *testing.T) {
 		if got := tracesPath(in); got != want {
 			t.Errorf("tracesPath(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Configured headers are added to the environment's, and win on a
+// conflict: a token the pod gets through OTEL_EXPORTER_OTLP_HEADERS is not
+// lost when the config adds a tenant header. Not parallel: Setenv.
+func TestConfiguredHeadersAddToTheEnvironment(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cr3t,x-tenant=from-env")
+	cfg := testTracing()
+	cfg.Headers = map[string]string{"x-tenant": "acme", "x-config": "c"}
+
+	httpRecv, url := startHTTPReceiver(t)
+	cfg.Protocol, cfg.Endpoint = ProtocolHTTP, url
+	exportOne(t, cfg)
+	if h := httpRecv.lastHeaders(); h["Authorization"] != "Bearer s3cr3t" || h["X-Tenant"] != "acme" || h["X-Config"] != "c" {
+		t.Errorf("HTTP headers = %v, want the environment's authorization and the configured x-tenant and x-config", h)
+	}
+
+	grpcRecv, addr := startGRPCReceiver(t)
+	cfg.Protocol, cfg.Endpoint, cfg.Insecure = ProtocolGRPC, addr, true
+	exportOne(t, cfg)
+	if h := grpcRecv.lastHeaders(); h["authorization"] != "Bearer s3cr3t" || h["x-tenant"] != "acme" || h["x-config"] != "c" {
+		t.Errorf("gRPC metadata = %v, want the environment's authorization and the configured x-tenant and x-config", h)
+	}
+}
+
+func TestMergedHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		generic, trace string
+		cfg            map[string]string
+		want           map[string]string
+	}{
+		{"config only", "", "", map[string]string{"a": "1"}, map[string]string{"a": "1"}},
+		{"generic and config", "b=2, a=0", "", map[string]string{"a": "1"}, map[string]string{"a": "1", "b": "2"}},
+		{"the traces variable replaces the generic one", "b=2", "c=3", map[string]string{"a": "1"}, map[string]string{"a": "1", "c": "3"}},
+		{"percent-encoded values", "auth=Basic%20eDp5", "", nil, map[string]string{"auth": "Basic eDp5"}},
+		{"malformed pairs are skipped", "novalue,=x,bad=%zz,ok=1", "", nil, map[string]string{"ok": "1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": tc.generic, "OTEL_EXPORTER_OTLP_TRACES_HEADERS": tc.trace}
+			got := mergedHeaders(tc.cfg, func(k string) string { return env[k] })
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
