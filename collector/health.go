@@ -57,7 +57,11 @@ WITH per_named_task AS (
            count(*) FILTER (WHERE st.to_state = 'error'
                               AND s.attempts < s.retry_limit
                               AND COALESCE(s.retryable, true)
-                              AND s.last_attempted_at IS NOT NULL) AS backoff
+                              AND s.last_attempted_at IS NOT NULL) AS backoff,
+           min(st.created_at) FILTER (WHERE st.to_state = 'in_progress') AS oldest_in_progress,
+           min(st.created_at) FILTER (WHERE st.to_state = 'error'
+                                        AND s.attempts < s.retry_limit
+                                        AND COALESCE(s.retryable, true)) AS oldest_retryable
     FROM tasker_workflow_steps s
     LEFT JOIN tasker_tasks t ON t.task_id = s.task_id
     LEFT JOIN tasker_workflow_step_transitions st
@@ -65,7 +69,8 @@ WITH per_named_task AS (
     GROUP BY t.named_task_id, st.to_state
 )
 SELECT COALESCE(ns.name, ''), COALESCE(nt.name, ''), COALESCE(p.to_state, ''),
-       sum(p.n)::bigint, sum(p.retryable)::bigint, sum(p.exhausted)::bigint, sum(p.backoff)::bigint
+       sum(p.n)::bigint, sum(p.retryable)::bigint, sum(p.exhausted)::bigint, sum(p.backoff)::bigint,
+       min(p.oldest_in_progress), min(p.oldest_retryable)
 FROM per_named_task p
 LEFT JOIN tasker_named_tasks nt ON nt.named_task_id = p.named_task_id
 LEFT JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
@@ -143,7 +148,8 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 	b.Queue(stepGroupsSQL).Query(func(rows pgx.Rows) error {
 		groups, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stepGroup, error) {
 			var g stepGroup
-			return g, r.Scan(&g.Namespace, &g.TaskName, &g.State, &g.Count, &g.retryable, &g.exhausted, &g.backoff)
+			return g, r.Scan(&g.Namespace, &g.TaskName, &g.State, &g.Count, &g.retryable, &g.exhausted, &g.backoff,
+				&g.oldestInProgress, &g.oldestRetryable)
 		})
 		if err != nil {
 			return fmt.Errorf("count steps: %w", err)
@@ -170,7 +176,8 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 // fields for.
 type stepGroup struct {
 	GroupCount
-	retryable, exhausted, backoff int64
+	retryable, exhausted, backoff     int64
+	oldestInProgress, oldestRetryable *time.Time
 }
 
 func (s *Snapshot) tallyTasks() {
@@ -203,6 +210,8 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 		c.RetryableErrorSteps += g.retryable
 		c.ExhaustedRetrySteps += g.exhausted
 		c.InBackoffSteps += g.backoff
+		s.OldestInProgressStep = earliest(s.OldestInProgressStep, g.oldestInProgress)
+		s.OldestRetryableErrorStep = earliest(s.OldestRetryableErrorStep, g.oldestRetryable)
 		switch g.State {
 		case "pending":
 			c.PendingSteps += g.Count
@@ -219,4 +228,12 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 		}
 	}
 	return out
+}
+
+// earliest is the earlier of cur (zero: none yet) and t (nil: none).
+func earliest(cur time.Time, t *time.Time) time.Time {
+	if t != nil && (cur.IsZero() || t.Before(cur)) {
+		return t.UTC()
+	}
+	return cur
 }

@@ -80,6 +80,17 @@ func TestRefreshCounts(t *testing.T) {
 				t.Errorf("extras = %d resolved tasks, %d cancelled steps, %d resolved steps; want 1, 1, 1",
 					snap.ResolvedManuallyTasks, snap.CancelledSteps, snap.ResolvedManuallySteps)
 			}
+			// Transition rows are written at epoch + sort_key seconds: the one
+			// step in progress entered it at sort key 20, the retryable steps
+			// in error entered it at 30 (the exhausted and non-retryable ones
+			// do not count).
+			base, _ := time.Parse(time.DateTime, epoch)
+			if got, want := snap.OldestInProgressStep, base.Add(20*time.Second); !got.Equal(want) {
+				t.Errorf("oldest in progress = %v, want %v", got, want)
+			}
+			if got, want := snap.OldestRetryableErrorStep, base.Add(30*time.Second); !got.Equal(want) {
+				t.Errorf("oldest retryable error = %v, want %v", got, want)
+			}
 			// The breakdown must add up to the totals, "" bucket included.
 			if sum(snap.Tasks) != snap.Counts.TotalTasks || sum(snap.Steps) != snap.Counts.TotalSteps {
 				t.Errorf("group sums %d/%d != totals %d/%d",

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // group is a (namespace, task name) pair, the breakdown of Snapshot.Tasks
@@ -40,16 +41,29 @@ type countState struct {
 	retryable  int64
 	exhausted  int64
 	backoff    int64
+	// inProgress and retrying hold when each step in progress, and each
+	// retryable step in error, entered that state: the oldest of each is
+	// Snapshot.OldestInProgressStep and OldestRetryableErrorStep.
+	inProgress map[int64]time.Time
+	retrying   map[int64]time.Time
 }
 
 func newCountState() *countState {
-	return &countState{tasks: map[stateKey]int64{}, steps: map[stateKey]int64{}, errorSteps: map[int64]uint8{}}
+	return &countState{tasks: map[stateKey]int64{}, steps: map[stateKey]int64{}, errorSteps: map[int64]uint8{},
+		inProgress: map[int64]time.Time{}, retrying: map[int64]time.Time{}}
 }
 
-// countStateFrom builds the state from a full count and the classes of the
-// steps in error taken in the same snapshot.
-func countStateFrom(snap Snapshot, errorSteps map[int64]uint8) *countState {
+// countStateFrom builds the state from a full count, the classes of the
+// steps in error and the waiting steps' entry times (waiting), all taken in
+// the same snapshot.
+func countStateFrom(snap Snapshot, errorSteps map[int64]uint8, waiting stepsWaiting) *countState {
 	s := newCountState()
+	if waiting.inProgress != nil {
+		s.inProgress = waiting.inProgress
+	}
+	if waiting.retrying != nil {
+		s.retrying = waiting.retrying
+	}
 	for _, g := range snap.Tasks {
 		s.tasks[stateKey{group{g.Namespace, g.TaskName}, g.State}] += g.Count
 	}
@@ -78,8 +92,17 @@ func (s *countState) moveTask(g group, from, to string) {
 // from its current columns, used when it enters error. A step's
 // transitions must be applied in sort_key order, so that leaving error
 // removes the class entering it added.
-func (s *countState) moveStep(g group, stepID int64, from, to string, class uint8) {
+func (s *countState) moveStep(g group, stepID int64, from, to string, class uint8, at time.Time) {
 	move(s.steps, g, from, to)
+	// A step waits in one state at a time; whatever it waited in, it left.
+	delete(s.inProgress, stepID)
+	delete(s.retrying, stepID)
+	switch {
+	case to == "in_progress":
+		s.inProgress[stepID] = at
+	case to == "error" && class&classRetryable != 0:
+		s.retrying[stepID] = at
+	}
 	if from == "error" {
 		s.clearErrorStep(stepID)
 	}
@@ -129,7 +152,28 @@ func (s *countState) snapshot() Snapshot {
 	snap.Counts.RetryableErrorSteps = s.retryable
 	snap.Counts.ExhaustedRetrySteps = s.exhausted
 	snap.Counts.InBackoffSteps = s.backoff
+	snap.OldestInProgressStep = oldest(s.inProgress)
+	snap.OldestRetryableErrorStep = oldest(s.retrying)
 	return snap
+}
+
+// stepsWaiting is what a full count reads of the steps the stuck-step
+// gauges watch: entry times by step id.
+type stepsWaiting struct {
+	inProgress, retrying map[int64]time.Time
+}
+
+// oldest is the earliest time in m, zero when m is empty. A linear scan:
+// the steps in progress are bounded by the workers, and even a large
+// backlog of retryable errors costs well under a millisecond per refresh.
+func oldest(m map[int64]time.Time) time.Time {
+	var first time.Time
+	for _, t := range m {
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	return first
 }
 
 // groupCounts lists the non-zero counters sorted by namespace, task and

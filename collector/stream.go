@@ -461,8 +461,12 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	start := time.Now()
 	snap, err := queryCounts(ctx, tx)
 	var errorSteps map[int64]uint8
+	var waiting stepsWaiting
 	if err == nil {
-		errorSteps, err = readErrorSteps(ctx, tx)
+		errorSteps, waiting.retrying, err = readErrorSteps(ctx, tx)
+	}
+	if err == nil {
+		waiting.inProgress, err = readInProgressSteps(ctx, tx)
 	}
 	var named map[int32]namedTask
 	if err == nil {
@@ -474,7 +478,7 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	}
 	s.m.recounts.Inc()
 	s.m.recountDuration.Observe(time.Since(start).Seconds())
-	return countStateFrom(snap, errorSteps), named, nil
+	return countStateFrom(snap, errorSteps, waiting), named, nil
 }
 
 // pollResult is what one poll read; nothing is applied until every read
@@ -708,7 +712,7 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 				if t == tableTaskTransitions {
 					s.state.moveTask(nt.group, from, r.toState)
 				} else {
-					s.state.moveStep(nt.group, r.stepID, from, r.toState, r.class)
+					s.state.moveStep(nt.group, r.stepID, from, r.toState, r.class, r.at)
 				}
 			}
 			ns, task := s.labels.labels(nt.group)

@@ -121,10 +121,19 @@ const errorStepsSQL = `
 SELECT s.workflow_step_id,
        COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true), false),
        COALESCE(s.attempts >= s.retry_limit, false),
-       COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true) AND s.last_attempted_at IS NOT NULL, false)
+       COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true) AND s.last_attempted_at IS NOT NULL, false),
+       st.created_at
 FROM tasker_workflow_step_transitions st
 JOIN tasker_workflow_steps s ON s.workflow_step_id = st.workflow_step_id
 WHERE st.most_recent = true AND st.to_state = 'error'`
+
+// The steps currently in progress and since when. No index covers the
+// state, so this reads every current step row (about as long as the step
+// half of the full count); it runs with the full count only.
+const inProgressStepsSQL = `
+SELECT st.workflow_step_id, st.created_at
+FROM tasker_workflow_step_transitions st
+WHERE st.most_recent = true AND st.to_state = 'in_progress'`
 
 const namedTasksSQL = `
 SELECT nt.named_task_id, COALESCE(ns.name, ''), nt.name, nt.version
@@ -320,20 +329,24 @@ func normalizeGaps(gs []Gap) []Gap {
 	return out
 }
 
-func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]uint8, error) {
+// readErrorSteps returns the retry class of every step in error, and when
+// each retryable one entered error.
+func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]uint8, map[int64]time.Time, error) {
 	rows, err := tx.Query(ctx, errorStepsSQL)
 	if err != nil {
-		return nil, fmt.Errorf("read steps in error: %w", err)
+		return nil, nil, fmt.Errorf("read steps in error: %w", err)
 	}
-	out := map[int64]uint8{}
+	classes, since := map[int64]uint8{}, map[int64]time.Time{}
 	var (
 		id                            int64
 		retryable, exhausted, backoff bool
+		at                            time.Time
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff, &at}, func() error {
 		var c uint8
 		if retryable {
 			c |= classRetryable
+			since[id] = at
 		}
 		if exhausted {
 			c |= classExhausted
@@ -341,11 +354,30 @@ func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]uint8, error) {
 		if backoff {
 			c |= classBackoff
 		}
-		out[id] = c
+		classes[id] = c
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read steps in error: %w", err)
+		return nil, nil, fmt.Errorf("read steps in error: %w", err)
+	}
+	return classes, since, nil
+}
+
+func readInProgressSteps(ctx context.Context, tx pgx.Tx) (map[int64]time.Time, error) {
+	rows, err := tx.Query(ctx, inProgressStepsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read steps in progress: %w", err)
+	}
+	out := map[int64]time.Time{}
+	var (
+		id int64
+		at time.Time
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error {
+		out[id] = at
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read steps in progress: %w", err)
 	}
 	return out, nil
 }

@@ -126,6 +126,10 @@ func (s testStream) assertMatchesRecount(t *testing.T) {
 	if !slices.Equal(got.Steps, want.Steps) {
 		t.Errorf("step groups differ:\n got  %+v\n want %+v", got.Steps, want.Steps)
 	}
+	if !got.OldestInProgressStep.Equal(want.OldestInProgressStep) || !got.OldestRetryableErrorStep.Equal(want.OldestRetryableErrorStep) {
+		t.Errorf("oldest waiting steps differ: got in progress %v, retryable error %v; want %v, %v",
+			got.OldestInProgressStep, got.OldestRetryableErrorStep, want.OldestInProgressStep, want.OldestRetryableErrorStep)
+	}
 	if got.ResolvedManuallyTasks != want.ResolvedManuallyTasks || got.CancelledSteps != want.CancelledSteps ||
 		got.ResolvedManuallySteps != want.ResolvedManuallySteps {
 		t.Errorf("extra states differ: got %d/%d/%d want %d/%d/%d", got.ResolvedManuallyTasks, got.CancelledSteps,

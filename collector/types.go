@@ -52,6 +52,13 @@ type Snapshot struct {
 	CancelledSteps        int64
 	ResolvedManuallySteps int64
 
+	// When the step longest in progress entered in_progress, and when the
+	// retryable step longest in error (a retry left, retryable) entered
+	// error, from their current transition rows; zero when there is none.
+	// These are what the stuck-step alerts watch.
+	OldestInProgressStep     time.Time
+	OldestRetryableErrorStep time.Time
+
 	TakenAt  time.Time     // wall clock when the refresh finished
 	Duration time.Duration // how long the refresh queries took
 }

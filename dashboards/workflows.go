@@ -48,7 +48,7 @@ func workflows() board {
 			}},
 			{"Retries and backoff", []panel{
 				third(retryClasses()), third(exhaustedGrowth()), third(backoffShare()),
-				half(retriesByName()), half(backoffTime()),
+				third(retriesByName()), third(backoffTime()), third(longestWaiting()),
 			}},
 			{"Analytics window", []panel{
 				full(analyticsTable()),
@@ -122,6 +122,16 @@ func retryClasses() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in error by retry class",
 		"All namespaces (the retry classes have no per-task breakdown). in_backoff is a subset of retryable.", unitCount,
 		promQuery(`max by (retry_class) (tasker_error_steps{job="$job"})`, "{{retry_class}}"))
+}
+
+func longestWaiting() cog.Builder[dashboard.Panel] {
+	return timeSeries("Longest-waiting steps",
+		"How long the step longest in progress, and the retryable step longest in error, have waited (all "+
+			"namespaces). A line that only climbs is a stuck step: TaskerStepsStuckInProgress and "+
+			"TaskerStepsStuckInBackoff fire past 30 min; docs/alerts.md has the query that finds it.", unitSeconds,
+		promQuery(`max by (state) (tasker_steps_oldest_age_seconds{job="$job"})`, "{{state}}")).
+		Thresholds(thresholds(step(1800, "red"))).
+		ThresholdsStyle(lineThresholds())
 }
 
 func exhaustedGrowth() cog.Builder[dashboard.Panel] {

@@ -44,6 +44,7 @@ type domainCollector struct {
 	connActive, connMax      *prometheus.Desc
 	tasksByName, stepsByName *prometheus.Desc
 	groupsDropped            *prometheus.Desc
+	oldestStep               *prometheus.Desc
 
 	// The folded breakdown only changes with the snapshot, so it is built
 	// once per snapshot rather than once per scrape.
@@ -84,6 +85,11 @@ func NewDomainCollector(src HealthSource, opts DomainOptions) prometheus.Collect
 		stepsByName: prometheus.NewDesc(name("", "steps_by_name"),
 			"Tasker workflow steps by their task's namespace and name and by current state; pairs beyond the cap are summed into namespace=\"other\",task=\"other\".",
 			[]string{"namespace", "task", "state"}, nil),
+		oldestStep: prometheus.NewDesc(name("", "steps_oldest_age_seconds"),
+			"How long the step waiting longest has been in its state: state=\"in_progress\" for steps in progress, "+
+				"state=\"error\" for steps in error with a retry left (exhausted and non-retryable ones wait for an operator). "+
+				"0 when no step waits.",
+			[]string{"state"}, nil),
 		groupsDropped: prometheus.NewDesc(prometheus.BuildFQName("tasker_sidecar", "", "label_groups_dropped"),
 			"(namespace, task) pairs folded into namespace=\"other\",task=\"other\" by the cardinality cap.",
 			nil, nil),
@@ -93,6 +99,7 @@ func NewDomainCollector(src HealthSource, opts DomainOptions) prometheus.Collect
 func (d *domainCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
 		d.tasks, d.steps, d.errorSteps, d.connActive, d.connMax, d.tasksByName, d.stepsByName, d.groupsDropped,
+		d.oldestStep,
 	} {
 		ch <- desc
 	}
@@ -133,6 +140,15 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(d.errorSteps, c.RetryableErrorSteps, "retryable")
 	gauge(d.errorSteps, c.ExhaustedRetrySteps, "exhausted")
 	gauge(d.errorSteps, c.InBackoffSteps, "in_backoff")
+	now := d.now()
+	age := func(since time.Time) float64 {
+		if since.IsZero() {
+			return 0
+		}
+		return max(now.Sub(since).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestInProgressStep), "in_progress")
+	ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestRetryableErrorStep), "error")
 	gauge(d.connActive, c.ActiveConnections)
 	gauge(d.connMax, c.MaxConnections)
 

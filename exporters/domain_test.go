@@ -26,6 +26,8 @@ func domainSnapshot() *collector.Snapshot {
 			ActiveConnections: 7, MaxConnections: 100,
 		},
 		ResolvedManuallyTasks: 1, CancelledSteps: 1, ResolvedManuallySteps: 0,
+		// A step in progress for 90 s at testNow; no retryable error step.
+		OldestInProgressStep: testNow.Add(-90 * time.Second),
 		Tasks: []collector.GroupCount{
 			g("payments", "charge", "", 3),
 			g("payments", "charge", "complete", 2),
@@ -85,6 +87,10 @@ tasker_steps_by_name{namespace="payments",state="complete",task="charge"} 8
 tasker_steps_by_name{namespace="payments",state="error",task="charge"} 3
 tasker_steps_by_name{namespace="payments",state="in_progress",task="refund"} 3
 tasker_steps_by_name{namespace="payments",state="new",task="charge"} 1
+# HELP tasker_steps_oldest_age_seconds How long the step waiting longest has been in its state: state="in_progress" for steps in progress, state="error" for steps in error with a retry left (exhausted and non-retryable ones wait for an operator). 0 when no step waits.
+# TYPE tasker_steps_oldest_age_seconds gauge
+tasker_steps_oldest_age_seconds{state="error"} 0
+tasker_steps_oldest_age_seconds{state="in_progress"} 90
 # HELP tasker_tasks Tasker tasks by current state; state="new" counts tasks with no transition yet, so the series sum to all tasks.
 # TYPE tasker_tasks gauge
 tasker_tasks{state="cancelled"} 0
