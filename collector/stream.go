@@ -118,9 +118,13 @@ type Stream struct {
 	dirty                bool // pos moved since the last checkpoint save
 	lastSave             time.Time
 	lastRecount          time.Time
-	recountFailures      int       // consecutive failed recounts
-	recountRetry         time.Time // no recount before this, after a failure
-	failures             int
+	// churn is the table statistics of the last poll; churnPending is set
+	// when they showed deleted rows or a truncation, until a recount ran.
+	churn           map[string]tableChurn
+	churnPending    bool
+	recountFailures int       // consecutive failed recounts
+	recountRetry    time.Time // no recount before this, after a failure
+	failures        int
 
 	mu     sync.RWMutex
 	snap   *Snapshot
@@ -399,6 +403,9 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	if err := tx.QueryRow(ctx, identitySQL).Scan(&ident); err != nil {
 		return fmt.Errorf("identify database: %w", err)
 	}
+	// Before the count, so that a deletion committed while it runs is
+	// seen as one at the first poll.
+	churn, _ := readChurn(ctx, tx)
 	full, named, err := s.count(ctx, tx)
 	if err != nil {
 		return err
@@ -411,6 +418,7 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	s.state, s.named, s.ident = full, named, ident
 	s.pos, s.base = pos, pos.clone()
 	s.lastRecount = now
+	s.churn = churn
 	s.labels.seed(full.groupSizes())
 	if haveCP {
 		s.resume(cp)
@@ -496,6 +504,10 @@ type pollResult struct {
 	// recountErr is a recount that failed after every read succeeded: the
 	// rows are applied all the same.
 	recountErr error
+	// churn is the tables' statistics (nil when they could not be read);
+	// churnedTable names a table that lost rows since the last poll.
+	churn        map[string]tableChurn
+	churnedTable string
 }
 
 // poll reads what was committed since the last poll and applies it. more
@@ -548,6 +560,17 @@ func (s *Stream) poll(ctx context.Context) (more bool, err error) {
 // runs the full recount.
 func (s *Stream) recountDue(now time.Time) bool {
 	return s.cfg.RecountInterval > 0 && now.Sub(s.lastRecount) >= s.cfg.RecountInterval && !now.Before(s.recountRetry)
+}
+
+// earlyRecountSpacing is the least time between recounts that deletions
+// ask for: a cleanup job deleting all day must not turn every poll into a
+// full count.
+const earlyRecountSpacing = time.Minute
+
+// earlyRecountAllowed reports whether a recount asked for by deleted rows
+// may run at now.
+func (s *Stream) earlyRecountAllowed(now time.Time) bool {
+	return s.cfg.RecountInterval > 0 && now.Sub(s.lastRecount) >= earlyRecountSpacing && !now.Before(s.recountRetry)
 }
 
 // recountRetryMin is the wait after a failed recount; it doubles with each
@@ -605,7 +628,16 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 			return res, err
 		}
 	}
-	if res.drained && s.recountDue(now) {
+	// Cheap (four catalog rows) and not essential: without it, deletions
+	// wait for the periodic recount.
+	if churn, err := readChurn(ctx, tx); err == nil {
+		res.churn = churn
+		res.churnedTable, _ = churned(s.churn, churn)
+	} else if ctx.Err() == nil {
+		s.logger.Debug("could not read table statistics", "err", err)
+	}
+	early := s.churnPending || res.churnedTable != ""
+	if res.drained && (s.recountDue(now) || early && s.earlyRecountAllowed(now)) {
 		start := time.Now()
 		// Last in the transaction: a failure (a statement or poll timeout on
 		// a large database) leaves every read above intact.
@@ -747,6 +779,14 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 		}
 	}
 	s.pos = res.pos
+	if res.churn != nil {
+		s.churn = res.churn
+	}
+	if res.churnedTable != "" && !s.churnPending {
+		s.logger.Info("rows were deleted from a Tasker table (or it was truncated) outside Statesman; recounting",
+			"table", res.churnedTable, "at_most_in", max(earlyRecountSpacing-now.Sub(s.lastRecount), 0))
+	}
+	s.churnPending = (s.churnPending || res.churnedTable != "") && res.recount == nil
 	if res.recount != nil {
 		d := s.state.drift(res.recount)
 		s.m.setDrift(d)

@@ -2,11 +2,13 @@ package collector
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -430,5 +432,121 @@ func TestStreamKeepsLeaseThroughLongRecount(t *testing.T) {
 	if !a.lease.Held() || testutil.ToFloat64(a.m.recountErrors.WithLabelValues(ReasonTimeout)) != 0 {
 		t.Errorf("a's recount: lease held %v, recount errors %v", a.lease.Held(),
 			testutil.ToFloat64(a.m.recountErrors.WithLabelValues(ReasonTimeout)))
+	}
+}
+
+func TestChurned(t *testing.T) {
+	t.Parallel()
+	base := map[string]tableChurn{"tasker_tasks": {deleted: 5, filenode: 100}, "tasker_workflow_steps": {deleted: 0, filenode: 200}}
+	with := func(name string, c tableChurn) map[string]tableChurn {
+		m := maps.Clone(base)
+		m[name] = c
+		return m
+	}
+	for _, tc := range []struct {
+		name        string
+		before, now map[string]tableChurn
+		want        string
+	}{
+		{"no baseline yet", nil, base, ""},
+		{"nothing changed", base, base, ""},
+		{"rows deleted", base, with("tasker_workflow_steps", tableChurn{deleted: 3, filenode: 200}), "tasker_workflow_steps"},
+		{"truncated", base, with("tasker_tasks", tableChurn{deleted: 5, filenode: 101}), "tasker_tasks"},
+		{"statistics reset", base, with("tasker_tasks", tableChurn{deleted: 0, filenode: 100}), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := churned(tc.before, tc.now)
+			if got != tc.want || ok != (tc.want != "") {
+				t.Errorf("churned = %q, %v; want %q", got, ok, tc.want)
+			}
+		})
+	}
+}
+
+// Rows deleted outside Statesman are invisible to the stream: the
+// deletion shows in PostgreSQL's table statistics, and the stream recounts
+// within a minute instead of waiting for recount_interval.
+func TestStreamRecountsAfterDeletes(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewTasker(t)
+	f := newFixture(t, pg)
+	nt := f.namedTask("default", "welcome", "0.1.0")
+	doomed := f.task(nt, "pending", "in_progress", "complete")
+	f.step(doomed, stepSpec{attempts: n32(1), retryLimit: n32(3)}, "pending", "in_progress", "complete")
+	f.task(nt, "pending")
+	cfg := testStreamConfig()
+	cfg.RecountInterval = time.Hour
+	s := newTestStream(t, pg.URL, cfg, nil)
+	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	s.now = clock.Now
+	s.drain(t)
+	ctx := testCtx(t)
+
+	// The statistics of this session reach the shared counters when its
+	// transaction ends; force that instead of waiting for the idle flush.
+	conn := pg.Conn(t)
+	if _, err := conn.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `
+		WITH s AS (DELETE FROM tasker_workflow_step_transitions WHERE workflow_step_id IN
+		           (SELECT workflow_step_id FROM tasker_workflow_steps WHERE task_id = $1)),
+		     w AS (DELETE FROM tasker_workflow_steps WHERE task_id = $1),
+		     t AS (DELETE FROM tasker_task_transitions WHERE task_id = $1)
+		DELETE FROM tasker_tasks WHERE task_id = $1`, doomed); err != nil {
+		t.Fatal(err)
+	}
+	recounts := testutil.ToFloat64(s.m.recounts)
+
+	// Within the spacing: noted, not yet recounted.
+	clock.Advance(10 * time.Second)
+	waitForStats(t, ctx, conn)
+	s.drain(t)
+	if n := testutil.ToFloat64(s.m.recounts); n != recounts {
+		t.Fatalf("recounts = %v ten seconds after the last one; want none yet", n)
+	}
+	if !s.churnPending {
+		t.Fatal("the deletion was not noticed")
+	}
+	// Past it: recounted, and the counts match the database again.
+	clock.Advance(time.Minute)
+	s.drain(t)
+	if n := testutil.ToFloat64(s.m.recounts); n != recounts+1 {
+		t.Fatalf("recounts = %v, want %v: the deletion did not trigger one", n, recounts+1)
+	}
+	s.assertMatchesRecount(t)
+	if d := testutil.ToFloat64(s.m.drift.WithLabelValues("tasks")); d != 1 {
+		t.Errorf("task drift = %v, want 1 (the deleted task)", d)
+	}
+	// Nothing more deleted: no further early recount. (assertMatchesRecount
+	// counted once more itself.)
+	recounts = testutil.ToFloat64(s.m.recounts)
+	clock.Advance(2 * time.Minute)
+	s.drain(t)
+	if n := testutil.ToFloat64(s.m.recounts); n != recounts {
+		t.Errorf("recounts = %v after a quiet poll, want %v", n, recounts)
+	}
+}
+
+// waitForStats waits until the deletes of conn's last transaction are in
+// pg_stat_user_tables for all four tables.
+func waitForStats(t *testing.T, ctx context.Context, conn *pgx.Conn) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		// Each table's counters are flushed on their own (a busy one
+		// later), so wait for all four.
+		var n int64
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_user_tables WHERE n_tup_del > 0 AND relname IN
+			('tasker_tasks', 'tasker_workflow_steps', 'tasker_task_transitions', 'tasker_workflow_step_transitions')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 4 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deletion never reached pg_stat_user_tables")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

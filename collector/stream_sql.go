@@ -3,6 +3,8 @@ package collector
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -134,6 +136,59 @@ const inProgressStepsSQL = `
 SELECT st.workflow_step_id, st.created_at
 FROM tasker_workflow_step_transitions st
 WHERE st.most_recent = true AND st.to_state = 'in_progress'`
+
+// churnSQL reads PostgreSQL's cumulative statistics of the four tables the
+// stream follows: rows deleted, and the file node, which TRUNCATE
+// replaces. Statesman never deletes; a cleanup job or a data fix does, and
+// the stream cannot see a row that is gone.
+const churnSQL = `
+SELECT c.relname::text, COALESCE(s.n_tup_del, 0), pg_relation_filenode(c.oid)
+FROM pg_class c
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = ANY (ARRAY['tasker_tasks'::regclass, 'tasker_workflow_steps'::regclass,
+                         'tasker_task_transitions'::regclass, 'tasker_workflow_step_transitions'::regclass])`
+
+// tableChurn is what churnSQL read of one table.
+type tableChurn struct {
+	deleted  int64
+	filenode uint32
+}
+
+func readChurn(ctx context.Context, tx pgx.Tx) (map[string]tableChurn, error) {
+	rows, err := tx.Query(ctx, churnSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read table statistics: %w", err)
+	}
+	out := map[string]tableChurn{}
+	var (
+		name string
+		c    tableChurn
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&name, &c.deleted, &c.filenode}, func() error {
+		out[name] = c
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read table statistics: %w", err)
+	}
+	return out, nil
+}
+
+// churned names the first table in now that lost rows since before:
+// deletions counted, or a new file node (TRUNCATE). A counter that went
+// down was reset (pg_stat_reset, a crash) and says nothing.
+func churned(before, now map[string]tableChurn) (string, bool) {
+	if before == nil {
+		return "", false
+	}
+	for _, name := range slices.Sorted(maps.Keys(now)) {
+		b, ok := before[name]
+		c := now[name]
+		if ok && (c.deleted > b.deleted || c.filenode != b.filenode) {
+			return name, true
+		}
+	}
+	return "", false
+}
 
 const namedTasksSQL = `
 SELECT nt.named_task_id, COALESCE(ns.name, ''), nt.name, nt.version
