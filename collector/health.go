@@ -210,6 +210,8 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 		c.RetryableErrorSteps += g.retryable
 		c.ExhaustedRetrySteps += g.exhausted
 		c.InBackoffSteps += g.backoff
+		s.ErrorStepsByName = appendRetryGroups(s.ErrorStepsByName, g.Namespace, g.TaskName,
+			retryCounts{retryable: g.retryable, exhausted: g.exhausted, backoff: g.backoff})
 		s.OldestInProgressStep = earliest(s.OldestInProgressStep, g.oldestInProgress)
 		s.OldestRetryableErrorStep = earliest(s.OldestRetryableErrorStep, g.oldestRetryable)
 		switch g.State {
@@ -227,6 +229,7 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 			s.ResolvedManuallySteps += g.Count
 		}
 	}
+	SortGroups(s.ErrorStepsByName)
 	return out
 }
 

@@ -80,6 +80,25 @@ func TestRefreshCounts(t *testing.T) {
 				t.Errorf("extras = %d resolved tasks, %d cancelled steps, %d resolved steps; want 1, 1, 1",
 					snap.ResolvedManuallyTasks, snap.CancelledSteps, snap.ResolvedManuallySteps)
 			}
+			// The retry classes per named task sum to the columns (see
+			// buildMixed: all steps in error belong to invoice or welcome).
+			var byClass = map[string]int64{}
+			for _, g := range snap.ErrorStepsByName {
+				byClass[g.State] += g.Count
+			}
+			c := snap.Counts
+			if byClass[RetryClassRetryable] != c.RetryableErrorSteps || byClass[RetryClassExhausted] != c.ExhaustedRetrySteps ||
+				byClass[RetryClassInBackoff] != c.InBackoffSteps {
+				t.Errorf("error steps by name %+v do not sum to the columns %+v", snap.ErrorStepsByName, c)
+			}
+			wantByName := []GroupCount{
+				{"billing", "invoice", RetryClassExhausted, 3}, {"billing", "invoice", RetryClassInBackoff, 1},
+				{"billing", "invoice", RetryClassRetryable, 2},
+				{"default", "welcome", RetryClassInBackoff, 1}, {"default", "welcome", RetryClassRetryable, 1},
+			}
+			if !reflect.DeepEqual(snap.ErrorStepsByName, wantByName) {
+				t.Errorf("error steps by name\n got %+v\nwant %+v", snap.ErrorStepsByName, wantByName)
+			}
 			// Transition rows are written at epoch + sort_key seconds: the one
 			// step in progress entered it at sort key 20, the retryable steps
 			// in error entered it at 30 (the exhausted and non-retryable ones

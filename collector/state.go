@@ -41,6 +41,10 @@ type countState struct {
 	retryable  int64
 	exhausted  int64
 	backoff    int64
+	// errorGroup is the group each step in error was counted in, and
+	// retryByGroup the retry classes per group: the by-name breakdown.
+	errorGroup   map[int64]group
+	retryByGroup map[group]*retryCounts
 	// inProgress and retrying hold when each step in progress, and each
 	// retryable step in error, entered that state: the oldest of each is
 	// Snapshot.OldestInProgressStep and OldestRetryableErrorStep.
@@ -50,13 +54,23 @@ type countState struct {
 
 func newCountState() *countState {
 	return &countState{tasks: map[stateKey]int64{}, steps: map[stateKey]int64{}, errorSteps: map[int64]uint8{},
+		errorGroup: map[int64]group{}, retryByGroup: map[group]*retryCounts{},
 		inProgress: map[int64]time.Time{}, retrying: map[int64]time.Time{}}
 }
 
-// countStateFrom builds the state from a full count, the classes of the
-// steps in error and the waiting steps' entry times (waiting), all taken in
-// the same snapshot.
-func countStateFrom(snap Snapshot, errorSteps map[int64]uint8, waiting stepsWaiting) *countState {
+// retryCounts are the retry classes of one group's steps in error.
+type retryCounts struct{ retryable, exhausted, backoff int64 }
+
+// errorStep is what a full count reads of a step in error.
+type errorStep struct {
+	class uint8
+	group group
+}
+
+// countStateFrom builds the state from a full count, the steps in error
+// with their classes and the waiting steps' entry times (waiting), all
+// taken in the same snapshot.
+func countStateFrom(snap Snapshot, errorSteps map[int64]errorStep, waiting stepsWaiting) *countState {
 	s := newCountState()
 	if waiting.inProgress != nil {
 		s.inProgress = waiting.inProgress
@@ -70,8 +84,8 @@ func countStateFrom(snap Snapshot, errorSteps map[int64]uint8, waiting stepsWait
 	for _, g := range snap.Steps {
 		s.steps[stateKey{group{g.Namespace, g.TaskName}, g.State}] += g.Count
 	}
-	for id, c := range errorSteps {
-		s.setErrorStep(id, c)
+	for id, e := range errorSteps {
+		s.setErrorStep(id, e.class, e.group)
 	}
 	return s
 }
@@ -108,7 +122,7 @@ func (s *countState) moveStep(g group, stepID int64, from, to string, class uint
 	}
 	if to == "error" {
 		s.clearErrorStep(stepID) // a missed exit must not count the step twice
-		s.setErrorStep(stepID, class)
+		s.setErrorStep(stepID, class, g)
 	}
 }
 
@@ -120,11 +134,21 @@ func move(m map[stateKey]int64, g group, from, to string) {
 	m[stateKey{g, to}]++
 }
 
-func (s *countState) setErrorStep(id int64, c uint8) {
+func (s *countState) setErrorStep(id int64, c uint8, g group) {
 	s.errorSteps[id] = c
-	s.retryable += int64(c & classRetryable)
-	s.exhausted += int64(c&classExhausted) >> 1
-	s.backoff += int64(c&classBackoff) >> 2
+	s.errorGroup[id] = g
+	d := classCounts(c)
+	s.retryable += d.retryable
+	s.exhausted += d.exhausted
+	s.backoff += d.backoff
+	rc := s.retryByGroup[g]
+	if rc == nil {
+		rc = &retryCounts{}
+		s.retryByGroup[g] = rc
+	}
+	rc.retryable += d.retryable
+	rc.exhausted += d.exhausted
+	rc.backoff += d.backoff
 }
 
 func (s *countState) clearErrorStep(id int64) {
@@ -132,10 +156,29 @@ func (s *countState) clearErrorStep(id int64) {
 	if !ok {
 		return
 	}
+	g := s.errorGroup[id]
 	delete(s.errorSteps, id)
-	s.retryable -= int64(c & classRetryable)
-	s.exhausted -= int64(c&classExhausted) >> 1
-	s.backoff -= int64(c&classBackoff) >> 2
+	delete(s.errorGroup, id)
+	d := classCounts(c)
+	s.retryable -= d.retryable
+	s.exhausted -= d.exhausted
+	s.backoff -= d.backoff
+	if rc := s.retryByGroup[g]; rc != nil {
+		rc.retryable -= d.retryable
+		rc.exhausted -= d.exhausted
+		rc.backoff -= d.backoff
+		if *rc == (retryCounts{}) {
+			delete(s.retryByGroup, g)
+		}
+	}
+}
+
+func classCounts(c uint8) retryCounts {
+	return retryCounts{
+		retryable: int64(c & classRetryable),
+		exhausted: int64(c&classExhausted) >> 1,
+		backoff:   int64(c&classBackoff) >> 2,
+	}
 }
 
 // snapshot renders the state as a Snapshot with the same groups and
@@ -152,6 +195,10 @@ func (s *countState) snapshot() Snapshot {
 	snap.Counts.RetryableErrorSteps = s.retryable
 	snap.Counts.ExhaustedRetrySteps = s.exhausted
 	snap.Counts.InBackoffSteps = s.backoff
+	for g, rc := range s.retryByGroup {
+		snap.ErrorStepsByName = appendRetryGroups(snap.ErrorStepsByName, g.namespace, g.task, *rc)
+	}
+	SortGroups(snap.ErrorStepsByName)
 	snap.OldestInProgressStep = oldest(s.inProgress)
 	snap.OldestRetryableErrorStep = oldest(s.retrying)
 	return snap
@@ -277,5 +324,19 @@ func (s *countState) groupSizes() []group {
 		return cmp.Or(cmp.Compare(sizes[b].tasks, sizes[a].tasks), cmp.Compare(sizes[b].steps, sizes[a].steps),
 			strings.Compare(a.namespace, b.namespace), strings.Compare(a.task, b.task))
 	})
+	return out
+}
+
+// appendRetryGroups adds a group's non-zero retry classes as GroupCounts
+// whose State is the class.
+func appendRetryGroups(out []GroupCount, namespace, task string, rc retryCounts) []GroupCount {
+	for _, c := range []struct {
+		class string
+		n     int64
+	}{{RetryClassRetryable, rc.retryable}, {RetryClassExhausted, rc.exhausted}, {RetryClassInBackoff, rc.backoff}} {
+		if c.n != 0 {
+			out = append(out, GroupCount{Namespace: namespace, TaskName: task, State: c.class, Count: c.n})
+		}
+	}
 	return out
 }

@@ -42,6 +42,9 @@ func TestCountStateMoves(t *testing.T) {
 	if snap.Counts != want {
 		t.Fatalf("counts = %+v, want %+v", snap.Counts, want)
 	}
+	if want := []GroupCount{{"billing", "invoice", RetryClassExhausted, 1}}; !reflect.DeepEqual(snap.ErrorStepsByName, want) {
+		t.Errorf("error steps by name = %+v, want %+v", snap.ErrorStepsByName, want)
+	}
 	wantSteps := []GroupCount{{"billing", "invoice", "complete", 1}, {"billing", "invoice", "error", 1}}
 	if !reflect.DeepEqual(snap.Steps, wantSteps) {
 		t.Errorf("steps = %+v, want %+v", snap.Steps, wantSteps)
@@ -74,7 +77,7 @@ func TestCountStateFromSnapshotRoundTrip(t *testing.T) {
 	var snap Snapshot
 	snap.Tasks = mixedTaskGroups()
 	snap.Steps = mixedStepGroups()
-	s := countStateFrom(snap, map[int64]uint8{1: classRetryable | classBackoff, 2: classExhausted}, stepsWaiting{})
+	s := countStateFrom(snap, map[int64]errorStep{1: {classRetryable | classBackoff, group{"billing", "invoice"}}, 2: {classExhausted, group{"default", "welcome"}}}, stepsWaiting{})
 	got := s.snapshot()
 	SortGroups(snap.Tasks)
 	SortGroups(snap.Steps)
@@ -83,6 +86,13 @@ func TestCountStateFromSnapshotRoundTrip(t *testing.T) {
 	}
 	if got.Counts.RetryableErrorSteps != 1 || got.Counts.InBackoffSteps != 1 || got.Counts.ExhaustedRetrySteps != 1 {
 		t.Errorf("retry classes = %+v", got.Counts)
+	}
+	wantByName := []GroupCount{
+		{"billing", "invoice", RetryClassInBackoff, 1}, {"billing", "invoice", RetryClassRetryable, 1},
+		{"default", "welcome", RetryClassExhausted, 1},
+	}
+	if !reflect.DeepEqual(got.ErrorStepsByName, wantByName) {
+		t.Errorf("error steps by name = %+v, want %+v", got.ErrorStepsByName, wantByName)
 	}
 	if got.Counts.TotalTasks != 8 || got.Counts.TotalSteps != 18 {
 		t.Errorf("totals = %d tasks, %d steps", got.Counts.TotalTasks, got.Counts.TotalSteps)

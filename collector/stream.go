@@ -468,10 +468,10 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	ctx, span := s.tracer.Start(ctx, "stream.recount")
 	start := time.Now()
 	snap, err := queryCounts(ctx, tx)
-	var errorSteps map[int64]uint8
+	var errorRows map[int64]errorStepRow
 	var waiting stepsWaiting
 	if err == nil {
-		errorSteps, waiting.retrying, err = readErrorSteps(ctx, tx)
+		errorRows, waiting.retrying, err = readErrorSteps(ctx, tx)
 	}
 	if err == nil {
 		waiting.inProgress, err = readInProgressSteps(ctx, tx)
@@ -486,6 +486,14 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	}
 	s.m.recounts.Inc()
 	s.m.recountDuration.Observe(time.Since(start).Seconds())
+	errorSteps := make(map[int64]errorStep, len(errorRows))
+	for id, r := range errorRows {
+		g := group{}
+		if r.namedTask != nil {
+			g = named[*r.namedTask].group // a dangling id is the ("", "") group, as in the full count
+		}
+		errorSteps[id] = errorStep{class: r.class, group: g}
+	}
 	return countStateFrom(snap, errorSteps, waiting), named, nil
 }
 

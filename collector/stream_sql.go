@@ -124,7 +124,8 @@ SELECT s.workflow_step_id,
        COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true), false),
        COALESCE(s.attempts >= s.retry_limit, false),
        COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true) AND s.last_attempted_at IS NOT NULL, false),
-       st.created_at
+       st.created_at,
+       (SELECT t.named_task_id FROM tasker_tasks t WHERE t.task_id = s.task_id)
 FROM tasker_workflow_step_transitions st
 JOIN tasker_workflow_steps s ON s.workflow_step_id = st.workflow_step_id
 WHERE st.most_recent = true AND st.to_state = 'error'`
@@ -384,20 +385,27 @@ func normalizeGaps(gs []Gap) []Gap {
 	return out
 }
 
-// readErrorSteps returns the retry class of every step in error, and when
-// each retryable one entered error.
-func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]uint8, map[int64]time.Time, error) {
+// errorStepRow is a step in error as errorStepsSQL reads it.
+type errorStepRow struct {
+	class     uint8
+	namedTask *int32
+}
+
+// readErrorSteps returns the retry class and named task of every step in
+// error, and when each retryable one entered error.
+func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]errorStepRow, map[int64]time.Time, error) {
 	rows, err := tx.Query(ctx, errorStepsSQL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read steps in error: %w", err)
 	}
-	classes, since := map[int64]uint8{}, map[int64]time.Time{}
+	steps, since := map[int64]errorStepRow{}, map[int64]time.Time{}
 	var (
 		id                            int64
 		retryable, exhausted, backoff bool
 		at                            time.Time
+		namedTask                     *int32
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff, &at}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff, &at, &namedTask}, func() error {
 		var c uint8
 		if retryable {
 			c |= classRetryable
@@ -409,13 +417,13 @@ func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]uint8, map[int64]
 		if backoff {
 			c |= classBackoff
 		}
-		classes[id] = c
+		steps[id] = errorStepRow{class: c, namedTask: namedTask}
 		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read steps in error: %w", err)
 	}
-	return classes, since, nil
+	return steps, since, nil
 }
 
 func readInProgressSteps(ctx context.Context, tx pgx.Tx) (map[int64]time.Time, error) {

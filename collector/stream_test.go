@@ -126,6 +126,9 @@ func (s testStream) assertMatchesRecount(t *testing.T) {
 	if !slices.Equal(got.Steps, want.Steps) {
 		t.Errorf("step groups differ:\n got  %+v\n want %+v", got.Steps, want.Steps)
 	}
+	if !slices.Equal(got.ErrorStepsByName, want.ErrorStepsByName) {
+		t.Errorf("error steps by name differ:\n got  %+v\n want %+v", got.ErrorStepsByName, want.ErrorStepsByName)
+	}
 	if !got.OldestInProgressStep.Equal(want.OldestInProgressStep) || !got.OldestRetryableErrorStep.Equal(want.OldestRetryableErrorStep) {
 		t.Errorf("oldest waiting steps differ: got in progress %v, retryable error %v; want %v, %v",
 			got.OldestInProgressStep, got.OldestRetryableErrorStep, want.OldestInProgressStep, want.OldestRetryableErrorStep)

@@ -2,6 +2,14 @@ package collector
 
 import "time"
 
+// Retry classes of steps in error, as get_system_health_counts_v01 defines
+// them (in_backoff is a subset of retryable).
+const (
+	RetryClassRetryable = "retryable"
+	RetryClassExhausted = "exhausted"
+	RetryClassInBackoff = "in_backoff"
+)
+
 // States are the six states Tasker's state machines use for tasks and steps.
 var States = []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"}
 
@@ -47,6 +55,10 @@ type Snapshot struct {
 	// the "" no-transition bucket.
 	Tasks []GroupCount
 	Steps []GroupCount
+	// Steps in error per namespace and named task by retry class: State is
+	// RetryClassRetryable, RetryClassExhausted or RetryClassInBackoff, and
+	// the counts sum to the HealthCounts columns. Zero counts are left out.
+	ErrorStepsByName []GroupCount
 	// Current state counts the health function leaves out of its columns.
 	ResolvedManuallyTasks int64
 	CancelledSteps        int64

@@ -267,8 +267,9 @@ func startSidecar(t *testing.T, bin, dbURL, otlpURL string) string {
 	t.Helper()
 	addr := freeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "sidecar.yaml")
-	// Declaring scripting unsupported on a Redis that runs scripts is a
-	// capability conflict: it makes the conflict series exist, so the panels
+	// Declaring client-side caching unsupported on a Redis that has it is a
+	// capability conflict (one that leaves the strategy alone): it makes the
+	// conflict series exist, so the panels
 	// and the alert on them are checked against the real metric. A recount
 	// every few seconds makes the drift gauge exist, and a short analytics
 	// interval refreshes the analytics gauges while the test runs.
@@ -276,7 +277,7 @@ func startSidecar(t *testing.T, bin, dbURL, otlpURL string) string {
   url: redis://127.0.0.1:6379
   key_prefix: "e2e_%d:"
   capabilities:
-    scripting: false
+    client_side_caching: false
 stream:
   recount_interval: 3s
 analytics:

@@ -120,8 +120,9 @@ func stepsInErrorByName() cog.Builder[dashboard.Panel] {
 
 func retryClasses() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in error by retry class",
-		"All namespaces (the retry classes have no per-task breakdown). in_backoff is a subset of retryable.", unitCount,
-		promQuery(`max by (retry_class) (tasker_error_steps{job="$job"})`, "{{retry_class}}"))
+		"Steps in error of the selected tasks by retry class: retryable (a retry left), exhausted (none left: needs "+
+			"an operator); in_backoff is the subset of retryable already attempted.", unitCount,
+		promQuery(`max by (retry_class) (sum by (instance, retry_class) (tasker_error_steps_by_name{`+byName+`}))`, "{{retry_class}}"))
 }
 
 func longestWaiting() cog.Builder[dashboard.Panel] {
@@ -136,9 +137,10 @@ func longestWaiting() cog.Builder[dashboard.Panel] {
 
 func exhaustedGrowth() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps running out of retries",
-		"Net change per minute of steps in error with no retries left; above zero, steps are newly exhausted "+
-			"and need an operator (all namespaces).", "suffix: steps/min",
-		promQuery(`60 * max(deriv(tasker_error_steps{job="$job",retry_class="exhausted"}[$__rate_interval]))`, "exhausted"))
+		"Net change per minute of steps in error with no retries left, per named task (top 10); above zero, steps "+
+			"are newly exhausted and need an operator.", "suffix: steps/min",
+		promQuery(`topk(10, 60 * max by (namespace, task) (deriv(tasker_error_steps_by_name{`+byName+`,retry_class="exhausted"}[$__rate_interval])))`,
+			"{{namespace}}/{{task}}"))
 }
 
 func backoffShare() cog.Builder[dashboard.Panel] {

@@ -43,6 +43,7 @@ type domainCollector struct {
 	tasks, steps, errorSteps *prometheus.Desc
 	connActive, connMax      *prometheus.Desc
 	tasksByName, stepsByName *prometheus.Desc
+	errorStepsByName         *prometheus.Desc
 	groupsDropped            *prometheus.Desc
 	oldestStep               *prometheus.Desc
 
@@ -90,6 +91,10 @@ func NewDomainCollector(src HealthSource, opts DomainOptions) prometheus.Collect
 				"state=\"error\" for steps in error with a retry left (exhausted and non-retryable ones wait for an operator). "+
 				"0 when no step waits.",
 			[]string{"state"}, nil),
+		errorStepsByName: prometheus.NewDesc(name("", "error_steps_by_name"),
+			"Steps currently in error by their task's namespace and name and by retry class (in_backoff is a subset of retryable); "+
+				"pairs beyond the cap are summed into namespace=\"other\",task=\"other\". Classes with no step are left out.",
+			[]string{"namespace", "task", "retry_class"}, nil),
 		groupsDropped: prometheus.NewDesc(prometheus.BuildFQName("tasker_sidecar", "", "label_groups_dropped"),
 			"(namespace, task) pairs folded into namespace=\"other\",task=\"other\" by the cardinality cap.",
 			nil, nil),
@@ -99,7 +104,7 @@ func NewDomainCollector(src HealthSource, opts DomainOptions) prometheus.Collect
 func (d *domainCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
 		d.tasks, d.steps, d.errorSteps, d.connActive, d.connMax, d.tasksByName, d.stepsByName, d.groupsDropped,
-		d.oldestStep,
+		d.oldestStep, d.errorStepsByName,
 	} {
 		ch <- desc
 	}
@@ -159,6 +164,9 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range b.steps {
 		d.named(ch, d.stepsByName, s)
 	}
+	for _, s := range b.errorSteps {
+		d.named(ch, d.errorStepsByName, s)
+	}
 	gauge(d.groupsDropped, int64(b.dropped))
 }
 
@@ -178,8 +186,9 @@ type series struct {
 }
 
 type breakdown struct {
-	tasks, steps []series
-	dropped      int
+	tasks, steps, errorSteps []series
+	kept                     map[pair]bool // the pairs with their own labels
+	dropped                  int
 }
 
 type pair struct{ namespace, task string }
@@ -189,6 +198,7 @@ func (d *domainCollector) breakdown(snap *collector.Snapshot) breakdown {
 	defer d.mu.Unlock()
 	if d.memoFor != snap {
 		d.memo, d.memoFor = foldGroups(snap.Tasks, snap.Steps, d.opts.MaxGroups), snap
+		d.memo.errorSteps = fold(snap.ErrorStepsByName, d.memo.kept, retryClassLabel)
 	}
 	return d.memo
 }
@@ -236,18 +246,21 @@ func foldGroups(tasks, steps []collector.GroupCount, limit int) breakdown {
 		kept[p] = true
 	}
 	return breakdown{
-		tasks:   fold(tasks, kept),
-		steps:   fold(steps, kept),
+		tasks:   fold(tasks, kept, stateLabel),
+		steps:   fold(steps, kept, stateLabel),
+		kept:    kept,
 		dropped: len(ranked) - len(kept),
 	}
 }
 
-func fold(groups []collector.GroupCount, kept map[pair]bool) []series {
+// fold sums groups into the kept pairs and "other"; label maps a group's
+// State to its label value, false to drop it.
+func fold(groups []collector.GroupCount, kept map[pair]bool, label func(string) (string, bool)) []series {
 	// Summing by label set also merges rows that differ only in what the
 	// labels leave out (task versions) and a real pair named "other".
 	sums := map[series]int64{}
 	for _, g := range groups {
-		state, ok := stateLabel(g.State)
+		state, ok := label(g.State)
 		if !ok || g.Count == 0 {
 			continue
 		}
@@ -275,6 +288,15 @@ func stateLabel(s string) (string, bool) {
 		return StateNew, true
 	}
 	return s, slices.Contains(collector.States, s)
+}
+
+// retryClassLabel keeps the retry_class label to the three classes.
+func retryClassLabel(s string) (string, bool) {
+	switch s {
+	case collector.RetryClassRetryable, collector.RetryClassExhausted, collector.RetryClassInBackoff:
+		return s, true
+	}
+	return "", false
 }
 
 func clean(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }

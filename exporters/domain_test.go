@@ -26,6 +26,11 @@ func domainSnapshot() *collector.Snapshot {
 			ActiveConnections: 7, MaxConnections: 100,
 		},
 		ResolvedManuallyTasks: 1, CancelledSteps: 1, ResolvedManuallySteps: 0,
+		ErrorStepsByName: []collector.GroupCount{
+			g("payments", "charge", "exhausted", 1),
+			g("payments", "charge", "in_backoff", 1),
+			g("payments", "charge", "retryable", 2),
+		},
 		// A step in progress for 90 s at testNow; no retryable error step.
 		OldestInProgressStep: testNow.Add(-90 * time.Second),
 		Tasks: []collector.GroupCount{
@@ -67,6 +72,11 @@ tasker_database_connections_max 100
 tasker_error_steps{retry_class="exhausted"} 1
 tasker_error_steps{retry_class="in_backoff"} 1
 tasker_error_steps{retry_class="retryable"} 2
+# HELP tasker_error_steps_by_name Steps currently in error by their task's namespace and name and by retry class (in_backoff is a subset of retryable); pairs beyond the cap are summed into namespace="other",task="other". Classes with no step are left out.
+# TYPE tasker_error_steps_by_name gauge
+tasker_error_steps_by_name{namespace="payments",retry_class="exhausted",task="charge"} 1
+tasker_error_steps_by_name{namespace="payments",retry_class="in_backoff",task="charge"} 1
+tasker_error_steps_by_name{namespace="payments",retry_class="retryable",task="charge"} 2
 # HELP tasker_sidecar_label_groups_dropped (namespace, task) pairs folded into namespace="other",task="other" by the cardinality cap.
 # TYPE tasker_sidecar_label_groups_dropped gauge
 tasker_sidecar_label_groups_dropped 0
@@ -243,6 +253,8 @@ func TestFoldMergesRealOtherPair(t *testing.T) {
 
 func TestDomainCapThroughCollector(t *testing.T) {
 	snap := domainSnapshot()
+	// A step of a pair beyond the cap is in error: its class goes to other.
+	snap.ErrorStepsByName = append(snap.ErrorStepsByName, g("default", "report", "exhausted", 1))
 	src := &fakeSource{}
 	src.set(collector.RefreshState{Last: snap})
 	c := newDomain(src, DomainOptions{MaxGroups: 1})
@@ -260,6 +272,17 @@ tasker_tasks_by_name{namespace="payments",state="error",task="charge"} 1
 tasker_tasks_by_name{namespace="payments",state="new",task="charge"} 3
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "tasker_tasks_by_name", "tasker_sidecar_label_groups_dropped"); err != nil {
+		t.Error(err)
+	}
+	wantErrors := `
+# HELP tasker_error_steps_by_name Steps currently in error by their task's namespace and name and by retry class (in_backoff is a subset of retryable); pairs beyond the cap are summed into namespace="other",task="other". Classes with no step are left out.
+# TYPE tasker_error_steps_by_name gauge
+tasker_error_steps_by_name{namespace="other",retry_class="exhausted",task="other"} 1
+tasker_error_steps_by_name{namespace="payments",retry_class="exhausted",task="charge"} 1
+tasker_error_steps_by_name{namespace="payments",retry_class="in_backoff",task="charge"} 1
+tasker_error_steps_by_name{namespace="payments",retry_class="retryable",task="charge"} 2
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(wantErrors), "tasker_error_steps_by_name"); err != nil {
 		t.Error(err)
 	}
 	// The by-name series still sum to the total.
