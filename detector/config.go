@@ -32,6 +32,7 @@ type Config struct {
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
 	// SkipProbes names runtime probes not to run, e.g. "scripting" where
 	// an audit log should never see EVAL. A skipped probe answers false.
+	// read_write cannot be skipped.
 	SkipProbes []string `yaml:"skip_probes"`
 }
 
@@ -78,9 +79,9 @@ const (
 	ProbeCleanup           = "cleanup"
 )
 
-// skippableProbes are the probes skip_probes may name; ping, identity and
-// cleanup always run.
-var skippableProbes = []string{ProbeReadWrite, ProbeAtomicIncrement, ProbeLocking, ProbeTTL, ProbeScripting,
+// skippableProbes are the probes skip_probes may name; ping, identity,
+// read_write and cleanup always run.
+var skippableProbes = []string{ProbeAtomicIncrement, ProbeLocking, ProbeTTL, ProbeScripting,
 	ProbeConditionalSet, ProbeConditionalDelete, ProbeClientTracking, ProbeMeta, ProbeLease, ProbeSettings}
 
 // DefaultConfig returns the defaults.
@@ -181,8 +182,14 @@ func (c Config) Validate() []error {
 		add("refresh_interval", "must not be negative")
 	}
 	for i, p := range c.SkipProbes {
-		if !contains(skippableProbes, p) {
-			add(fmt.Sprintf("skip_probes[%d]", i), "unknown or mandatory probe %q (skippable: %s)", p, strings.Join(skippableProbes, ", "))
+		key := fmt.Sprintf("skip_probes[%d]", i)
+		switch {
+		case p == ProbeReadWrite:
+			// A skipped probe answers false, and read_write false is
+			// local_only whatever else the store can do.
+			add(key, "read_write cannot be skipped: every coordination strategy depends on it")
+		case !contains(skippableProbes, p):
+			add(key, "unknown or mandatory probe %q (skippable: %s)", p, strings.Join(skippableProbes, ", "))
 		}
 	}
 	return errs

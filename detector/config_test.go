@@ -51,6 +51,8 @@ func TestValidate(t *testing.T) {
 		{"negative recheck", Config{RecheckInterval: -time.Second}, "recheck_interval: must not be negative"},
 		{"negative refresh", Config{RefreshInterval: -time.Second}, "refresh_interval: must not be negative"},
 		{"mandatory probe skipped", Config{SkipProbes: []string{ProbePing}}, `skip_probes[0]: unknown or mandatory probe "ping"`},
+		{"read_write skipped", Config{SkipProbes: []string{ProbeScripting, ProbeReadWrite}},
+			"skip_probes[1]: read_write cannot be skipped: every coordination strategy depends on it"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

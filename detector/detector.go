@@ -74,6 +74,11 @@ func New(st store.Store, cfg Config, reg prometheus.Registerer, logger *slog.Log
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if r, ok := st.(*store.Redis); ok && cfg.noScripts(nil, nil) != "" {
+		// The store assumes Lua until detection says otherwise; where no
+		// Lua may ever be sent, it must not even before the first run.
+		r.UseConditional(store.CondNone, store.CondNone)
+	}
 	return &Detector{
 		st:      st,
 		cfg:     cfg,
@@ -135,7 +140,10 @@ func (d *Detector) Run(ctx context.Context) (Report, error) {
 	res := d.probe(runCtx)
 	// Custom rules run even for a store that is down: a rule on the
 	// address alone still applies.
-	custom := d.customOpinions(runCtx, res.id)
+	custom := res.custom
+	if !res.customDone {
+		custom = d.customOpinions(runCtx, res.id)
+	}
 	constants := constantOpinions(res.id)
 
 	caps := make(map[string]Capability, len(capabilityTable))
@@ -152,8 +160,16 @@ func (d *Detector) Run(ctx context.Context) (Report, error) {
 		}
 	}
 	strategy, mechanism := chooseStrategy(d.st.Kind(), res.reachable, caps)
-	if r, ok := d.st.(*store.Redis); ok && res.reachable && res.condKnown {
-		r.UseConditional(res.swap, res.del)
+	if r, ok := d.st.(*store.Redis); ok {
+		switch {
+		case res.reachable && res.condKnown:
+			r.UseConditional(res.swap, res.del)
+		case d.cfg.noScripts(custom, constants) != "":
+			// Not probed this time, but no Lua may be sent: keep only
+			// what an earlier run proved natively.
+			swap, del := r.Conditionals()
+			r.UseConditional(withoutScript(swap), withoutScript(del))
+		}
 	}
 
 	rep := Report{
@@ -190,6 +206,13 @@ func (d *Detector) Run(ctx context.Context) (Report, error) {
 	}
 	d.metrics.runs.WithLabelValues("ok").Inc()
 	return rep, nil
+}
+
+func withoutScript(c store.Conditional) store.Conditional {
+	if c == store.CondScript {
+		return store.CondNone
+	}
+	return c
 }
 
 // settle applies the precedence: declared > custom > constants > runtime.

@@ -180,6 +180,7 @@ func TestRedisTopologies(t *testing.T) {
 func TestRedisRefusedProbes(t *testing.T) {
 	renamed := storetest.StartRedis(t, "--rename-command", "EVAL", "", "--rename-command", "EVALSHA", "",
 		"--rename-command", "CONFIG", "")
+	noIdentity := storetest.StartRedis(t, "--rename-command", "HELLO", "", "--rename-command", "INFO", "")
 	primary := storetest.StartRedis(t)
 	replica := storetest.StartRedis(t, "--replicaof", "127.0.0.1", strings.Split(primary.Addr, ":")[1])
 	shared := func(rules ...string) func(t testing.TB) string {
@@ -190,12 +191,47 @@ func TestRedisRefusedProbes(t *testing.T) {
 	tests := []struct {
 		name      string
 		url       func(t testing.TB) string
+		cfg       Config
 		strategy  string
 		mechanism string
 		want      map[string]any
 		evidence  map[string]string // substring of the evidence
 		check     func(t *testing.T, h *harness, rep Report)
 	}{
+		{
+			name: "ACL user without PTTL", url: shared("~*", "&*", "+@all", "-pttl"),
+			strategy: StrategyDistributedAtomic, mechanism: MechanismRedisLua,
+			want:     map[string]any{TTLInspection: false, Locking: true, Scripting: true},
+			evidence: map[string]string{TTLInspection: "PTTL refused (permission): NOPERM"},
+			check: func(t *testing.T, _ *harness, rep Report) {
+				if c := rep.Capabilities[TTLInspection]; c.Source != SourceRuntime {
+					t.Errorf("ttl_inspection %+v, want the refused probe's answer", c)
+				}
+			},
+		},
+		{
+			// Nothing tells the mode: the URL's guess is no observation,
+			// so it cannot contradict a declaration.
+			name: "renamed HELLO and INFO", url: func(testing.TB) string { return noIdentity.RedisURL() },
+			strategy: StrategyDistributedAtomic, mechanism: MechanismRedisLua,
+			want:     map[string]any{ClusterMode: false, Scripting: true},
+			evidence: map[string]string{ClusterMode: "not observed (HELLO refused (unknown command or syntax)"},
+			check: func(t *testing.T, _ *harness, rep Report) {
+				if ev := rep.Capabilities[ClusterMode].Evidence; !strings.Contains(ev, "mode standalone taken from the URL") {
+					t.Errorf("cluster_mode evidence %q does not name the URL", ev)
+				}
+				if rep.Store.Protocol != 2 {
+					t.Errorf("protocol %d, want 2 without HELLO", rep.Store.Protocol)
+				}
+			},
+		},
+		{
+			name: "renamed HELLO and INFO, cluster_mode declared", url: func(testing.TB) string { return noIdentity.RedisURL() },
+			cfg:      Config{Capabilities: map[string]bool{ClusterMode: true}},
+			strategy: StrategyDistributedAtomic, mechanism: MechanismRedisLua,
+			want:     map[string]any{ClusterMode: true},
+			evidence: map[string]string{ClusterMode: "cache.capabilities.cluster_mode"},
+		},
 		{
 			name: "ACL user without EVAL", url: shared(noScripts...),
 			strategy: StrategyDistributedAtomic, mechanism: MechanismRedisSetNX,
@@ -259,7 +295,7 @@ func TestRedisRefusedProbes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, tt.url(t), Config{})
+			h := newHarness(t, tt.url(t), tt.cfg)
 			rep := h.mustRun()
 			checkShape(t, rep)
 			if rep.Strategy != tt.strategy || rep.Mechanism != tt.mechanism {
@@ -273,6 +309,9 @@ func TestRedisRefusedProbes(t *testing.T) {
 					t.Errorf("%s evidence %q does not mention %q", name, ev, sub)
 				}
 			}
+			if len(rep.Conflicts) != 0 {
+				t.Errorf("conflicts %+v, want none", rep.Conflicts)
+			}
 			if tt.check != nil {
 				tt.check(t, h, rep)
 			}
@@ -285,6 +324,7 @@ func TestRedisRefusedProbes(t *testing.T) {
 
 func TestMemcachedRefusedProbes(t *testing.T) {
 	casOff := storetest.StartMemcached(t, "-C")
+	plain := storetest.StartMemcached(t)
 	tests := []struct {
 		name      string
 		url       func(t testing.TB) string
@@ -310,6 +350,15 @@ func TestMemcachedRefusedProbes(t *testing.T) {
 			want:      map[string]any{ConditionalSet: false, ConditionalDelete: false, MetaCommands: true, Locking: true},
 			evidence:  map[string]string{ConditionalSet: "cas_enabled no"},
 			warning:   "CAS disabled",
+		},
+		{
+			// Credentials for a server without -Y are not sent (they
+			// would be stored as an item), and the report says so.
+			name:      "credentials for a server without authentication",
+			url:       func(testing.TB) string { return "memcached://sidecar:s3cret@" + plain.Addr },
+			mechanism: MechanismMemcachedMetaLeases,
+			want:      map[string]any{ReadWrite: true, MetaCommands: true},
+			warning:   "memcached " + plain.Addr + " does not require authentication (not started with -Y): the configured credentials were not sent",
 		},
 	}
 	for _, tt := range tests {
@@ -403,8 +452,10 @@ func TestPrecedence(t *testing.T) {
 	if rep.Mechanism != MechanismRedisSetNX {
 		t.Errorf("mechanism %s", rep.Mechanism)
 	}
-	// The declaration contradicts the probe: reported, declaration kept.
-	if len(rep.Conflicts) != 1 || rep.Conflicts[0].Capability != Scripting || rep.Conflicts[0].Observed != true {
+	// Scripting declared off is not probed (no EVAL is sent), so nothing
+	// observed can contradict the declaration; TestConflicts covers
+	// declarations that probes do contradict.
+	if len(rep.Conflicts) != 0 {
 		t.Errorf("conflicts %+v", rep.Conflicts)
 	}
 	logs := h.logs.String()
@@ -818,6 +869,149 @@ func BenchmarkDetect(b *testing.B) {
 			for b.Loop() {
 				if _, err := d.Run(ctx); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestScriptingOffSendsNoLua: where scripting is skipped or settled false
+// above the probes (declared, a custom rule, an embedder's detector), no
+// EVAL or EVALSHA reaches the server, from the probes or from the store
+// afterwards, and the conditionals come from native commands or nowhere.
+// INFO commandstats on a private server is the audit log.
+func TestScriptingOffSendsNoLua(t *testing.T) {
+	srv := storetest.StartRedis(t)
+	admin := storetest.AdminRedis(t, srv.RedisURL())
+	tests := []struct {
+		name     string
+		cfg      Config
+		embedder CustomDetector
+		why      string // in the evidence
+		before   bool   // the store avoids Lua even before the first run
+	}{
+		{name: "skip_probes", cfg: Config{SkipProbes: []string{ProbeScripting}}, why: `probe "scripting" skipped by skip_probes`, before: true},
+		{name: "declared false", cfg: Config{Capabilities: map[string]bool{Scripting: false}}, why: "cache.capabilities.scripting is false", before: true},
+		{name: "custom rule", cfg: Config{Detectors: []RuleConfig{{Name: "audited", Product: "redis", Set: map[string]bool{Scripting: false}}}},
+			why: `rule "audited"`},
+		{name: "embedder detector", embedder: fixedDetector{name: "audit", ops: map[string]Opinion{Scripting: {false, "EVAL is audited"}}},
+			why: `detector "audit": EVAL is audited`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			h := newHarness(t, srv.RedisURL(), tt.cfg)
+			if tt.embedder != nil {
+				h.d.Register(tt.embedder)
+			}
+			r := h.st.(*store.Redis)
+			if tt.before {
+				if _, err := r.CompareAndDelete(ctx, "k", []byte("x")); !errors.Is(err, store.ErrUnsupported) {
+					t.Errorf("CompareAndDelete before detection = %v, want ErrUnsupported", err)
+				}
+			}
+			rep := h.mustRun()
+			wantCap(t, rep, Scripting, false, "")
+			for _, c := range []string{ConditionalSet, ConditionalDelete} {
+				// Redis 7.0 has no native conditional commands.
+				wantCap(t, rep, c, false, SourceRuntime)
+				if ev := rep.Capabilities[c].Evidence; !strings.Contains(ev, "Lua not tried: ") || !strings.Contains(ev, tt.why) {
+					t.Errorf("%s evidence %q does not say why Lua was not tried (%q)", c, ev, tt.why)
+				}
+			}
+			if rep.Mechanism != MechanismRedisSetNX || len(rep.Conflicts) != 0 {
+				t.Errorf("mechanism %s, conflicts %+v; want %s and none", rep.Mechanism, rep.Conflicts, MechanismRedisSetNX)
+			}
+			if swap, del := r.Conditionals(); swap != store.CondNone || del != store.CondNone {
+				t.Errorf("store conditionals %s/%s, want none/none", swap, del)
+			}
+			// The live store, as the coordinator would use it.
+			if _, err := r.CompareAndSwap(ctx, "k", []byte("x"), []byte("y"), time.Minute); !errors.Is(err, store.ErrUnsupported) {
+				t.Errorf("CompareAndSwap = %v, want ErrUnsupported", err)
+			}
+			if _, err := r.CompareAndDelete(ctx, "k", []byte("x")); !errors.Is(err, store.ErrUnsupported) {
+				t.Errorf("CompareAndDelete = %v, want ErrUnsupported", err)
+			}
+			stats, err := admin.Info(ctx, "commandstats").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(stats, "\n") {
+				for _, cmd := range []string{"cmdstat_eval", "cmdstat_script", "cmdstat_fcall"} {
+					if strings.HasPrefix(line, cmd) {
+						t.Errorf("Lua reached the server: %s", strings.TrimSpace(line))
+					}
+				}
+			}
+			if !strings.Contains(stats, "cmdstat_set:") {
+				t.Error("commandstats shows no SET: the check is broken")
+			}
+			if left := h.keysLeft(); len(left) > 0 {
+				t.Errorf("probe keys left behind: %v", left)
+			}
+		})
+	}
+}
+
+// TestDetectionBoundedOnSlowStores: behind a proxy that delays every reply,
+// each probe ends at probe_timeout and the run at detect_timeout, plus the
+// cleanup's own bound of probe_timeout. memcached's client takes no
+// context, so this holds only because its calls return at the deadline.
+func TestDetectionBoundedOnSlowStores(t *testing.T) {
+	tests := []struct {
+		name    string
+		backend func(t testing.TB) string
+		scheme  string
+		latency time.Duration
+	}{
+		{"redis", func(t testing.TB) string { return strings.TrimPrefix(storetest.RedisURL(t), "redis://") }, "redis", 100 * time.Millisecond},
+		{"memcached", func(t testing.TB) string { return strings.TrimPrefix(storetest.MemcachedURL(t), "memcached://") }, "memcached", 200 * time.Millisecond},
+	}
+	cfg := Config{ProbeTimeout: 250 * time.Millisecond, DetectTimeout: time.Second}
+	const slack = 60 * time.Millisecond
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			slow := storetest.LatencyProxy(t, tt.backend(t), tt.latency)
+			h := newHarness(t, tt.scheme+"://"+slow, cfg)
+			// A pooled connection, so that the ping is one round trip
+			// (go-redis's connection setup alone takes three).
+			warm, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := h.st.Ping(warm); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			rep, err := h.run()
+			took := time.Since(start)
+			if err != nil || !rep.Store.Reachable {
+				t.Fatalf("Run: %v (the ping must fit in probe_timeout)", err)
+			}
+			if limit := cfg.DetectTimeout + cfg.ProbeTimeout + 2*slack; took > limit {
+				t.Errorf("detection took %v, want at most detect_timeout + probe_timeout (%v, with slack)", took, limit)
+			}
+			if !strings.Contains(strings.Join(rep.Store.Warnings, " "), "detection hit detect_timeout") {
+				t.Errorf("warnings %v: the latency should have cut the run short", rep.Store.Warnings)
+			}
+			// Each probe (and the cleanup) within probe_timeout: a probe
+			// that runs once has its duration as the histogram's sum.
+			families, err := h.reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range families {
+				if f.GetName() != "tasker_sidecar_cache_probe_duration_seconds" {
+					continue
+				}
+				for _, m := range f.GetMetric() {
+					hist := m.GetHistogram()
+					limit := time.Duration(hist.GetSampleCount()) * (cfg.ProbeTimeout + slack)
+					if took := time.Duration(hist.GetSampleSum() * float64(time.Second)); took > limit {
+						t.Errorf("probe %s: %d run(s) took %v, want at most %v each", m.GetLabel()[0].GetValue(), hist.GetSampleCount(),
+							took.Round(time.Millisecond), cfg.ProbeTimeout)
+					}
 				}
 			}
 		})

@@ -29,6 +29,10 @@ type runtimeResult struct {
 	// Redis only: which conditional methods work.
 	condKnown bool
 	swap, del store.Conditional
+	// The custom source's opinions, when a probe needed them (they depend
+	// on the identity the probes found); Run reuses them.
+	custom     map[string]Opinion
+	customDone bool
 }
 
 // prober runs the probes of one detection run.
@@ -149,11 +153,8 @@ func mismatch(format string, args ...any) error {
 // The generic probes use the store's own interfaces, the code paths the
 // coordinator will use.
 
+// probeReadWrite always runs: configuration validation refuses to skip it.
 func (p *prober) probeReadWrite() {
-	if p.skipped(ProbeReadWrite) {
-		p.skip(ReadWrite, ProbeReadWrite)
-		return
-	}
 	st := p.d.st
 	k, val := p.key("rw"), p.token("rw")
 	took, err := p.run(ProbeReadWrite, func(ctx context.Context) error {
@@ -394,21 +395,66 @@ func (p *prober) probeCommon() {
 	p.note(CompressionSupport, false, "the store layer stores values as given")
 }
 
-// cleanup deletes every probe key with a fresh deadline, so keys are removed
-// even when the run's own deadline has passed.
-func (p *prober) cleanup(del func(ctx context.Context, key string) error) {
+// cleanup deletes the probe keys under a deadline of its own, probe_timeout
+// from now, so keys are removed even when the run's deadline has passed,
+// and a run lasts at most detect_timeout + probe_timeout. A key it does not
+// reach expires with its probeTTL.
+func (p *prober) cleanup(del func(ctx context.Context, keys []string) error) {
 	if len(p.keys) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.d.cfg.ProbeTimeout)
 	defer cancel()
 	start := time.Now()
-	for _, k := range p.keys {
-		if err := del(ctx, k); err != nil && p.res.reachable {
-			p.d.logger.Debug("probe key cleanup failed; it expires on its own", "key", k, "expires_in", probeTTL, "err", err)
-		}
+	if err := del(ctx, p.keys); err != nil && p.res.reachable {
+		p.d.logger.Debug("probe key cleanup failed; the keys expire on their own", "keys", len(p.keys), "expires_in", probeTTL, "err", err)
 	}
 	p.d.metrics.probeDuration.WithLabelValues(ProbeCleanup).Observe(time.Since(start).Seconds())
+}
+
+// eachKey deletes keys one by one with del, stopping at the first error.
+func eachKey(del func(ctx context.Context, key string) error) func(ctx context.Context, keys []string) error {
+	return func(ctx context.Context, keys []string) error {
+		for _, k := range keys {
+			if err := del(ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// customOpinions is the custom source for the identity found so far,
+// computed once per run.
+func (p *prober) customOpinions() map[string]Opinion {
+	if !p.res.customDone {
+		p.res.custom, p.res.customDone = p.d.customOpinions(p.ctx, p.res.id), true
+	}
+	return p.res.custom
+}
+
+// noScripts says why no Lua may be sent to the server, or "" when it may:
+// the scripting probe is skipped, or a source above the runtime probes
+// settles scripting as false (an audit log that must never see EVAL).
+func (c Config) noScripts(custom, constants map[string]Opinion) string {
+	if contains(c.SkipProbes, ProbeScripting) {
+		return fmt.Sprintf("probe %q skipped by skip_probes", ProbeScripting)
+	}
+	if v, ok := c.Capabilities[Scripting]; ok {
+		if v {
+			return ""
+		}
+		return "cache.capabilities.scripting is false"
+	}
+	for _, src := range []map[string]Opinion{custom, constants} {
+		if op, ok := src[Scripting]; ok {
+			if b, _ := op.Value.(bool); b {
+				return ""
+			}
+			return "scripting is false (" + op.Evidence + ")"
+		}
+	}
+	return ""
 }
 
 // unreachable fills every capability with "unknown: the store did not

@@ -10,7 +10,7 @@ import (
 )
 
 func (p *prober) probeMemcached(m *store.Memcached) {
-	defer p.cleanup(m.Delete)
+	defer p.cleanup(eachKey(m.Delete))
 	if !p.probePing() {
 		return
 	}
@@ -93,6 +93,10 @@ func (p *prober) probeMemcached(m *store.Memcached) {
 	p.note(ClusterMode, false, "memcached servers do not cluster; keys are spread over %d server(s) by the client", len(m.Servers()))
 	p.note(Replica, false, "memcached has no replication")
 	p.probeCommon()
+	for _, w := range m.Warnings() {
+		p.res.warnings = append(p.res.warnings, w)
+		p.d.warnOnce("store-warning:"+w, w, "store", m.Address())
+	}
 }
 
 func (p *prober) memcachedIdentity(m *store.Memcached) {
@@ -159,7 +163,7 @@ func (p *prober) memcachedSettings(m *store.Memcached) map[string]string {
 
 // probeLocal covers memory:// and none://, through the store interfaces.
 func (p *prober) probeLocal() {
-	defer p.cleanup(p.d.st.Delete)
+	defer p.cleanup(eachKey(p.d.st.Delete))
 	if !p.probePing() {
 		return
 	}

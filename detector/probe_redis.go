@@ -13,7 +13,16 @@ import (
 )
 
 func (p *prober) probeRedis(r *store.Redis) {
-	defer p.cleanup(func(ctx context.Context, k string) error { return r.Client().Del(ctx, r.Key(k)).Err() })
+	// One round trip for every key (per node in a cluster).
+	defer p.cleanup(func(ctx context.Context, keys []string) error {
+		_, err := r.Client().Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for _, k := range keys {
+				pl.Del(ctx, r.Key(k))
+			}
+			return nil
+		})
+		return err
+	})
 	if !p.probePing() {
 		return
 	}
@@ -31,10 +40,16 @@ func (p *prober) probeRedis(r *store.Redis) {
 	p.probeTTLReadback("PTTL")
 
 	// Scripting: EVAL "return 1" 0 is answered with 1, NOPERM (ACL) or
-	// "unknown command" (renamed or disabled), which tells them apart.
-	if p.skipped(ProbeScripting) {
+	// "unknown command" (renamed or disabled), which tells them apart. When
+	// scripting is skipped or settled false above the probes, no Lua is
+	// sent at all, by this probe or the conditional ones.
+	noScripts := p.d.cfg.noScripts(p.customOpinions(), constantOpinions(p.res.id))
+	switch {
+	case p.skipped(ProbeScripting):
 		p.skip(Scripting, ProbeScripting)
-	} else {
+	case noScripts != "":
+		p.note(Scripting, false, "not probed, EVAL never sent: %s", noScripts)
+	default:
 		took, err := p.run(ProbeScripting, func(ctx context.Context) error {
 			n, err := c.Eval(ctx, "return 1", nil).Int64()
 			if err == nil && n != 1 {
@@ -49,7 +64,7 @@ func (p *prober) probeRedis(r *store.Redis) {
 		}
 	}
 
-	p.redisConditionals(r)
+	p.redisConditionals(r, noScripts)
 	p.redisTracking(r)
 	p.redisSettings(r, info)
 
@@ -115,11 +130,18 @@ func (p *prober) redisIdentity(r *store.Redis) map[string]string {
 		p.res.warnings = append(p.res.warnings, "INFO "+refusal(infoErr)+": eviction policy, persistence and replication come from HELLO or stay unknown")
 	}
 
-	clusterEvidence := "INFO cluster_enabled:" + info["cluster_enabled"]
-	if info["cluster_enabled"] == "" {
-		clusterEvidence = "HELLO mode " + id.Mode
+	helloMode, _ := hello["mode"].(string)
+	switch {
+	case info["cluster_enabled"] != "":
+		p.observe(ClusterMode, id.Mode == store.TopologyCluster, nil, "INFO cluster_enabled:%s", info["cluster_enabled"])
+	case helloMode != "":
+		p.observe(ClusterMode, id.Mode == store.TopologyCluster, nil, "HELLO mode %s", helloMode)
+	default:
+		// Nothing observed: the URL's topology is a guess, which must not
+		// contradict a declaration.
+		p.note(ClusterMode, id.Mode == store.TopologyCluster, "not observed (HELLO %s; INFO %s): mode %s taken from the URL",
+			orAnswered(helloErr, "has no mode"), orAnswered(infoErr, "has no cluster_enabled"), id.Mode)
 	}
-	p.observe(ClusterMode, id.Mode == store.TopologyCluster, nil, "%s", clusterEvidence)
 	if id.Role != "" {
 		p.observe(Replica, id.Role == "replica", nil, "server role %s", id.Role)
 	} else {
@@ -130,8 +152,9 @@ func (p *prober) redisIdentity(r *store.Redis) map[string]string {
 
 // redisConditionals finds which compare-and-set and compare-and-delete the
 // server allows, preferring native commands (one command, no script cache,
-// no EVAL permission needed) over Lua.
-func (p *prober) redisConditionals(r *store.Redis) {
+// no EVAL permission needed) over Lua. Lua is not tried when noScripts says
+// why it must not be sent.
+func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
 	swap, del := store.CondNone, store.CondNone
 	defer func() { p.res.condKnown, p.res.swap, p.res.del = true, swap, del }()
 	hint := func(cmd string) string {
@@ -152,7 +175,11 @@ func (p *prober) redisConditionals(r *store.Redis) {
 	} else {
 		var tried []string
 		var lastErr error
-		for _, m := range []store.Conditional{store.CondNative, store.CondScript} {
+		methods := []store.Conditional{store.CondNative, store.CondScript}
+		if noScripts != "" {
+			methods = methods[:1]
+		}
+		for _, m := range methods {
 			k := p.key("cas-" + string(m))
 			took, err := p.run(ProbeConditionalSet, func(ctx context.Context) error {
 				return p.checkSwap(ctx, k, func(ctx context.Context, old, new []byte) (bool, error) {
@@ -175,6 +202,9 @@ func (p *prober) redisConditionals(r *store.Redis) {
 				break
 			}
 		}
+		if noScripts != "" && swap == store.CondNone && store.Classify(lastErr) != store.ClassUnavailable {
+			tried = append(tried, "Lua not tried: "+noScripts)
+		}
 		if swap != store.CondNone {
 			p.observe(ConditionalSet, true, nil, "%s", strings.Join(tried, "; "))
 		} else {
@@ -188,7 +218,11 @@ func (p *prober) redisConditionals(r *store.Redis) {
 	}
 	var tried []string
 	var lastErr error
-	for _, m := range []store.Conditional{store.CondNative, store.CondDelIfEq, store.CondScript} {
+	methods := []store.Conditional{store.CondNative, store.CondDelIfEq, store.CondScript}
+	if noScripts != "" {
+		methods = methods[:2]
+	}
+	for _, m := range methods {
 		k := p.key("cad-" + string(m))
 		took, err := p.run(ProbeConditionalDelete, func(ctx context.Context) error {
 			return p.checkDelete(ctx, k, func(ctx context.Context, old []byte) (bool, error) {
@@ -206,6 +240,9 @@ func (p *prober) redisConditionals(r *store.Redis) {
 		if store.Classify(err) == store.ClassUnavailable {
 			break
 		}
+	}
+	if noScripts != "" && del == store.CondNone && store.Classify(lastErr) != store.ClassUnavailable {
+		tried = append(tried, "Lua not tried: "+noScripts)
 	}
 	if del != store.CondNone {
 		p.observe(ConditionalDelete, true, nil, "%s", strings.Join(tried, "; "))
@@ -296,6 +333,15 @@ func (p *prober) redisSettings(r *store.Redis, info map[string]string) {
 	default:
 		p.note(Persistence, false, "AOF off; RDB save points unknown (CONFIG GET save %s)", refusal(errors.Join(saveErr, errors.New("no answer"))))
 	}
+}
+
+// orAnswered is refusal(err), or what the answer lacked when there was no
+// error.
+func orAnswered(err error, lacked string) string {
+	if err != nil {
+		return refusal(err)
+	}
+	return lacked
 }
 
 func configGet(ctx context.Context, c redis.UniversalClient, name string) (string, error) {

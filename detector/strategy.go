@@ -20,9 +20,9 @@ const (
 	// R-script: a miss is one Lua round trip (GET or SET-NX-placeholder);
 	// locks are released by a token-checked script.
 	MechanismRedisLua = "redis_lua_scripts"
-	// R-plain+: SET NX PX locks released by a token-checked
-	// compare-and-delete (DELEX IFEQ, DELIFEQ, or a script where scripting
-	// is allowed but declared off); the miss path uses no Lua.
+	// R-plain+: SET NX PX locks released by a token-checked native
+	// compare-and-delete (DELEX IFEQ, DELIFEQ); no Lua anywhere. Where
+	// scripting is skipped or declared off, no Lua is even probed.
 	MechanismRedisCheckedRelease = "redis_set_nx_checked_release"
 	// R-plain: SET NX PX locks that are released by expiry only, because a
 	// plain DEL could remove another holder's lock.

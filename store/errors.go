@@ -55,6 +55,8 @@ func Classify(err error) ErrorClass {
 		return ClassNone
 	case errors.Is(err, ErrUnsupported):
 		return ClassUnsupported
+	case errors.Is(err, errBacklog):
+		return ClassUnavailable
 	case errors.Is(err, errPermission):
 		return ClassPermission
 	case errors.Is(err, ErrProtocol):

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -26,6 +29,16 @@ type Memcached struct {
 	url    string
 	prefix string
 	watch  *dialWatch
+
+	// Calls to gomemcache run in their own goroutine so that the caller
+	// can leave at its context's deadline (see call).
+	callMu    sync.Mutex
+	closed    bool
+	running   sync.WaitGroup
+	abandoned atomic.Int64
+
+	authMu     sync.Mutex
+	authUnused map[string]bool // server address → credentials configured but not needed
 }
 
 // A memcached key must fit in 250 bytes with the prefix and the probe keys
@@ -51,9 +64,12 @@ func openMemcached(p *parsedURL, opts Options) (*Memcached, error) {
 		d := net.Dialer{Timeout: opts.DialTimeout}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil && user != "" {
-			if err = asciiAuth(c, user, pass, opts.ReadTimeout+opts.WriteTimeout); err != nil {
+			var sent bool
+			if sent, err = asciiAuth(ctx, c, addr, user, pass, opts.ReadTimeout+opts.WriteTimeout); err != nil {
 				_ = c.Close()
 				c = nil
+			} else {
+				m.recordAuth(addr, sent)
 			}
 		}
 		m.watch.observe(err)
@@ -70,22 +86,82 @@ func openMemcached(p *parsedURL, opts Options) (*Memcached, error) {
 }
 
 // asciiAuth logs in on a memcached started with -Y (ASCII authentication,
-// memcached ≥1.5.15): the credentials travel as the value of a set.
-func asciiAuth(c net.Conn, user, pass string, timeout time.Duration) error {
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	defer func() { _ = c.SetDeadline(time.Time{}) }()
+// memcached ≥1.5.15), where the credentials travel as the value of
+// "set auth". To a server without -Y that set is an ordinary write: the
+// credentials would be stored as an item named "auth" that every client can
+// read. So asciiAuth first sends "version", which a -Y server refuses with
+// "CLIENT_ERROR unauthenticated" until the connection has logged in, and
+// sends the credentials only after that refusal. It reports whether it sent
+// them. The exchange ends at the earlier of timeout and ctx's deadline.
+func asciiAuth(ctx context.Context, c net.Conn, addr, user, pass string, timeout time.Duration) (sent bool, err error) {
+	deadline := time.Now().Add(timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	_ = c.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() && err == nil {
+			// Cancelled just after the exchange: the connection's
+			// deadline is poisoned, so it cannot be used.
+			err = fmt.Errorf("memcached auth %s: %w", addr, context.Cause(ctx))
+		}
+		_ = c.SetDeadline(time.Time{})
+	}()
+	r := bufio.NewReader(c)
+	if _, err := io.WriteString(c, "version\r\n"); err != nil {
+		return false, fmt.Errorf("memcached auth %s: %w", addr, err)
+	}
+	line, err := readLine(r)
+	if err != nil {
+		return false, fmt.Errorf("memcached auth %s: %w", addr, err)
+	}
+	switch {
+	case strings.HasPrefix(line, "VERSION "):
+		// Commands work without logging in: keep the credentials.
+		return false, nil
+	case line != "CLIENT_ERROR unauthenticated":
+		return false, fmt.Errorf("memcached auth %s: %w: unexpected reply %q to version; credentials not sent", addr, ErrProtocol, line)
+	}
 	cred := user + " " + pass
 	if _, err := fmt.Fprintf(c, "set auth 0 0 %d\r\n%s\r\n", len(cred), cred); err != nil {
-		return fmt.Errorf("memcached auth: %w", err)
+		return true, fmt.Errorf("memcached auth %s: %w", addr, err)
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("memcached auth: %w", err)
+	if line, err = readLine(r); err != nil {
+		return true, fmt.Errorf("memcached auth %s: %w", addr, err)
 	}
-	if strings.TrimSpace(line) != "STORED" {
-		return fmt.Errorf("memcached auth refused: %w", errPermission)
+	if line != "STORED" {
+		// The server's words ("CLIENT_ERROR authentication failure")
+		// never contain the credentials.
+		return true, fmt.Errorf("memcached auth %s refused (%s): %w", addr, line, errPermission)
 	}
-	return nil
+	return true, nil
+}
+
+// recordAuth remembers whether a server needed the configured credentials.
+func (m *Memcached) recordAuth(addr string, sent bool) {
+	m.authMu.Lock()
+	defer m.authMu.Unlock()
+	if m.authUnused == nil {
+		m.authUnused = map[string]bool{}
+	}
+	m.authUnused[addr] = !sent
+}
+
+// Warnings lists what an operator should know about the connections made
+// so far: servers that were given credentials but do not require
+// authentication (not started with -Y), to which the credentials were
+// therefore never sent.
+func (m *Memcached) Warnings() []string {
+	m.authMu.Lock()
+	defer m.authMu.Unlock()
+	var out []string
+	for _, a := range m.addrs {
+		if m.authUnused[a] {
+			out = append(out, "memcached "+a+" does not require authentication (not started with -Y): the configured credentials were not sent")
+		}
+	}
+	return out
 }
 
 // errPermission marks refusals that are not Redis errors (memcached auth).
@@ -152,11 +228,67 @@ func expiration(ttl time.Duration) int32 {
 	return int32(secs)
 }
 
-func (m *Memcached) Get(ctx context.Context, key string) ([]byte, bool, error) {
+// maxAbandoned bounds the gomemcache calls per store that are still running
+// after their callers left at a deadline. Each ends by itself within the
+// client's timeouts; beyond the bound, calls with a deadline fail at once
+// instead of piling up goroutines and connections on a server that does
+// not answer.
+const maxAbandoned = 64
+
+// errBacklog is returned instead of starting a call when maxAbandoned calls
+// are still waiting for the server. It counts as unavailable.
+var errBacklog = errors.New("memcached: too many earlier calls still waiting for the server")
+
+// call runs fn, a gomemcache call, which takes no context, so that the
+// caller gets fn's result or, at ctx's deadline or cancellation, ctx's
+// error, whichever comes first. An abandoned call keeps running in its
+// goroutine until gomemcache's own deadlines end it (dial_timeout, then the
+// I/O timeout); its connection is then pooled or closed as usual, and Close
+// waits for it.
+func (m *Memcached) call(ctx context.Context, fn func() error) error {
 	if err := ctx.Err(); err != nil {
-		return nil, false, err
+		return err
 	}
-	it, err := m.mc.Get(m.Key(key))
+	if ctx.Done() == nil {
+		return fn()
+	}
+	if n := m.abandoned.Load(); n >= maxAbandoned {
+		return fmt.Errorf("%w (%d abandoned at their deadline)", errBacklog, n)
+	}
+	m.callMu.Lock()
+	if m.closed {
+		// After Close nothing waits for a goroutine any more.
+		m.callMu.Unlock()
+		return fn()
+	}
+	m.running.Add(1)
+	m.callMu.Unlock()
+	const running, finished, abandoned = 0, 1, 2
+	var state atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		defer m.running.Done()
+		err := fn()
+		done <- err
+		if !state.CompareAndSwap(running, finished) {
+			m.abandoned.Add(-1)
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		if !state.CompareAndSwap(running, abandoned) {
+			return <-done // finished at the same moment: keep its result
+		}
+		m.abandoned.Add(1)
+		return ctx.Err()
+	}
+}
+
+func (m *Memcached) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	var it *memcache.Item
+	err := m.call(ctx, func() (err error) { it, err = m.mc.Get(m.Key(key)); return err })
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return nil, false, nil
 	}
@@ -167,20 +299,15 @@ func (m *Memcached) Get(ctx context.Context, key string) ([]byte, bool, error) {
 }
 
 func (m *Memcached) Set(ctx context.Context, key string, val []byte, ttl time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := m.mc.Set(&memcache.Item{Key: m.Key(key), Value: val, Expiration: expiration(ttl)}); err != nil {
+	it := &memcache.Item{Key: m.Key(key), Value: val, Expiration: expiration(ttl)}
+	if err := m.call(ctx, func() error { return m.mc.Set(it) }); err != nil {
 		return m.fail("set", err)
 	}
 	return nil
 }
 
 func (m *Memcached) Delete(ctx context.Context, key string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	err := m.mc.Delete(m.Key(key))
+	err := m.call(ctx, func() error { return m.mc.Delete(m.Key(key)) })
 	if err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
 		return m.fail("delete", err)
 	}
@@ -197,8 +324,14 @@ func (m *Memcached) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Close closes the connections. It waits for calls abandoned at their
+// deadline, which gomemcache's own timeouts end.
 func (m *Memcached) Close() error {
 	m.meta.close()
+	m.callMu.Lock()
+	m.closed = true
+	m.callMu.Unlock()
+	m.running.Wait()
 	if err := m.mc.Close(); err != nil {
 		return fmt.Errorf("memcached close: %w", err)
 	}
@@ -207,10 +340,8 @@ func (m *Memcached) Close() error {
 
 // SetNX is memcached add.
 func (m *Memcached) SetNX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	err := m.mc.Add(&memcache.Item{Key: m.Key(key), Value: val, Expiration: expiration(ttl)})
+	it := &memcache.Item{Key: m.Key(key), Value: val, Expiration: expiration(ttl)}
+	err := m.call(ctx, func() error { return m.mc.Add(it) })
 	if errors.Is(err, memcache.ErrNotStored) {
 		return false, nil
 	}
@@ -226,16 +357,15 @@ func (m *Memcached) SetNX(ctx context.Context, key string, val []byte, ttl time.
 func (m *Memcached) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
 	k := m.Key(key)
 	for range 3 {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
 		var n uint64
-		var err error
-		if delta >= 0 {
-			n, err = m.mc.Increment(k, uint64(delta))
-		} else {
-			n, err = m.mc.Decrement(k, uint64(-delta))
-		}
+		err := m.call(ctx, func() (err error) {
+			if delta >= 0 {
+				n, err = m.mc.Increment(k, uint64(delta))
+			} else {
+				n, err = m.mc.Decrement(k, uint64(-delta))
+			}
+			return err
+		})
 		if err == nil {
 			return int64(n), nil
 		}
@@ -243,7 +373,8 @@ func (m *Memcached) Incr(ctx context.Context, key string, delta int64, ttl time.
 			return 0, m.fail("incr", err)
 		}
 		initial := max(delta, 0)
-		err = m.mc.Add(&memcache.Item{Key: k, Value: []byte(strconv.FormatInt(initial, 10)), Expiration: expiration(ttl)})
+		it := &memcache.Item{Key: k, Value: []byte(strconv.FormatInt(initial, 10)), Expiration: expiration(ttl)}
+		err = m.call(ctx, func() error { return m.mc.Add(it) })
 		if err == nil {
 			return initial, nil
 		}
@@ -268,10 +399,8 @@ func (m *Memcached) CompareAndDelete(ctx context.Context, key string, old []byte
 }
 
 func (m *Memcached) compareAnd(ctx context.Context, key string, old, new []byte, exp int32) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	it, err := m.mc.Get(m.Key(key))
+	var it *memcache.Item
+	err := m.call(ctx, func() (err error) { it, err = m.mc.Get(m.Key(key)); return err })
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return false, nil
 	}
@@ -283,7 +412,7 @@ func (m *Memcached) compareAnd(ctx context.Context, key string, old, new []byte,
 	}
 	it.Value = new
 	it.Expiration = exp
-	err = m.mc.CompareAndSwap(it)
+	err = m.call(ctx, func() error { return m.mc.CompareAndSwap(it) })
 	if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrCacheMiss) {
 		return false, nil
 	}

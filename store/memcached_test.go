@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -137,6 +138,9 @@ func TestMemcachedSeveralServers(t *testing.T) {
 	}
 }
 
+// TestMemcachedASCIIAuth: credentials are sent only to a server that
+// demands them (memcached -Y). To a server without -Y, "set auth" would be
+// an ordinary write leaving the password in an item anyone can read.
 func TestMemcachedASCIIAuth(t *testing.T) {
 	// memcached drops privileges before reading the file, so it must not
 	// live in the test's private temp dir.
@@ -152,28 +156,117 @@ func TestMemcachedASCIIAuth(t *testing.T) {
 	if err := os.Chmod(f.Name(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	authfile := f.Name()
-	srv := storetest.StartMemcached(t, "-Y", authfile)
+	withAuth := storetest.StartMemcached(t, "-Y", f.Name())
+	plain := storetest.StartMemcached(t)
+
+	tests := []struct {
+		name     string
+		srv      *storetest.Server
+		opts     store.Options
+		url      func(addr string) string
+		class    store.ErrorClass // of Ping; ClassNone: everything works
+		errWords string           // in the error, when it fails
+		warning  string           // in Warnings()
+	}{
+		{name: "-Y server, right password", srv: withAuth, url: func(a string) string { return "memcached://sidecar:s3cret@" + a }},
+		{name: "-Y server, password from options", srv: withAuth, opts: store.Options{Username: "sidecar", Password: "s3cret"},
+			url: func(a string) string { return "memcached://" + a }},
+		{name: "-Y server, wrong password", srv: withAuth, opts: store.Options{Username: "sidecar", Password: "wrong"},
+			url: func(a string) string { return "memcached://" + a }, class: store.ClassPermission, errWords: "authentication failure"},
+		{name: "plain server, credentials", srv: plain, url: func(a string) string { return "memcached://sidecar:s3cret@" + a },
+			warning: "does not require authentication (not started with -Y): the configured credentials were not sent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			m := mustOpen(t, tt.url(tt.srv.Addr), tt.opts).(*store.Memcached)
+			pingErr := m.Ping(ctx) // raw client
+			setErr := m.Set(ctx, "k", []byte("v"), time.Minute)
+			if tt.class != store.ClassNone {
+				for _, err := range []error{pingErr, setErr} {
+					if store.Classify(err) != tt.class || !strings.Contains(fmt.Sprint(err), tt.errWords) {
+						t.Errorf("error %v (%v), want %v mentioning %q", err, store.Classify(err), tt.class, tt.errWords)
+					}
+					if strings.Contains(fmt.Sprint(err), "wrong") {
+						t.Errorf("password leaked: %v", err)
+					}
+				}
+				return
+			}
+			if pingErr != nil || setErr != nil {
+				t.Fatalf("Ping: %v, Set: %v", pingErr, setErr)
+			}
+			if v, ok, err := m.Get(ctx, "k"); err != nil || !ok || string(v) != "v" {
+				t.Fatalf("Get = %q %v %v", v, ok, err)
+			}
+			warnings := strings.Join(m.Warnings(), "\n")
+			if tt.warning == "" && warnings != "" || !strings.Contains(warnings, tt.warning) {
+				t.Errorf("warnings %q, want %q", warnings, tt.warning)
+			}
+			if strings.Contains(warnings, "s3cret") {
+				t.Errorf("password leaked: %s", warnings)
+			}
+			if tt.srv == plain {
+				// The key that "set auth" would have written.
+				if out, _ := storetest.MemcachedCommand(plain.Addr, "get auth"); strings.HasPrefix(out, "VALUE ") {
+					t.Errorf("the credentials were stored as an item: %q", out)
+				}
+			}
+		})
+	}
+}
+
+// TestMemcachedRespectsDeadlines: gomemcache takes no context, yet every
+// operation returns at its caller's deadline, even when the server answers
+// much later (a proxy that delays every reply by 500ms).
+func TestMemcachedRespectsDeadlines(t *testing.T) {
+	srv := storetest.StartMemcached(t)
+	slow := storetest.LatencyProxy(t, srv.Addr, 500*time.Millisecond)
+	// The client's own I/O timeout is far longer than the deadlines.
+	m := mustOpen(t, "memcached://"+slow, store.Options{ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second}).(*store.Memcached)
+	ops := map[string]func(ctx context.Context) error{
+		"Get":    func(ctx context.Context) error { _, _, err := m.Get(ctx, "k"); return err },
+		"Set":    func(ctx context.Context) error { return m.Set(ctx, "k", []byte("v"), time.Minute) },
+		"Delete": func(ctx context.Context) error { return m.Delete(ctx, "k") },
+		"SetNX":  func(ctx context.Context) error { _, err := m.SetNX(ctx, "k", []byte("v"), time.Minute); return err },
+		"Incr":   func(ctx context.Context) error { _, err := m.Incr(ctx, "n", 1, time.Minute); return err },
+		"CompareAndSwap": func(ctx context.Context) error {
+			_, err := m.CompareAndSwap(ctx, "k", []byte("v"), []byte("w"), 0)
+			return err
+		},
+		"CompareAndDelete": func(ctx context.Context) error { _, err := m.CompareAndDelete(ctx, "k", []byte("v")); return err },
+		"Ping":             m.Ping,
+		"TTL":              func(ctx context.Context) error { _, _, err := m.TTL(ctx, "k"); return err },
+	}
+	const deadline = 100 * time.Millisecond
+	for name, op := range ops {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			start := time.Now()
+			err := op(ctx)
+			took := time.Since(start)
+			if !errors.Is(err, context.DeadlineExceeded) || store.Classify(err) != store.ClassUnavailable {
+				t.Errorf("error %v (%v), want the deadline", err, store.Classify(err))
+			}
+			if took > deadline+150*time.Millisecond {
+				t.Errorf("returned after %v with a %v deadline", took, deadline)
+			}
+		})
+	}
+	// The store still works for a caller who can wait, and Close ends once
+	// the abandoned calls are over.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-
-	good := mustOpen(t, "memcached://sidecar:s3cret@"+srv.Addr, store.Options{})
-	if err := good.Set(ctx, "k", []byte("v"), time.Minute); err != nil {
-		t.Fatalf("Set with credentials: %v", err)
+	if err := m.Set(ctx, "k", []byte("v"), time.Minute); err != nil {
+		t.Fatalf("Set with time to wait: %v", err)
 	}
-	if v, ok, err := good.Get(ctx, "k"); err != nil || !ok || string(v) != "v" {
-		t.Fatalf("Get = %q %v %v", v, ok, err)
+	start := time.Now()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
 	}
-	if err := good.Ping(ctx); err != nil {
-		t.Fatalf("Ping: %v", err)
-	}
-
-	bad := mustOpen(t, "memcached://"+srv.Addr, store.Options{Username: "sidecar", Password: "wrong"})
-	err = bad.Ping(ctx)
-	if store.Classify(err) != store.ClassPermission {
-		t.Fatalf("Ping with a wrong password = %v (%v), want a permission error", err, store.Classify(err))
-	}
-	if strings.Contains(err.Error(), "wrong") || strings.Contains(bad.URL(), "wrong") {
-		t.Errorf("password leaked: %v %s", err, bad.URL())
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Close took %v", took)
 	}
 }

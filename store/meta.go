@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,18 +139,24 @@ func (m *metaClient) do(ctx context.Context, addr string, req []byte, read func(
 	defer stop()
 	_ = c.SetWriteDeadline(deadline(m.writeTimeout))
 	_ = c.SetReadDeadline(deadline(m.readTimeout))
-	if _, err := c.Write(req); err != nil {
+	fail := func(err error) error {
 		_ = c.Close()
+		// The socket deadline is the context's, and may fire a moment
+		// before the context's own timer: either way the caller's
+		// deadline ended the call, not the server.
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = fmt.Errorf("%w: %w", ctxErr, err)
+		} else if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		}
 		m.lost(err)
 		return err
 	}
+	if _, err := c.Write(req); err != nil {
+		return fail(err)
+	}
 	if err := read(c.r); err != nil {
-		_ = c.Close()
-		m.lost(err)
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return fmt.Errorf("%w: %w", ctxErr, err)
-		}
-		return err
+		return fail(err)
 	}
 	if !stop() {
 		// The reply arrived complete, but the cancellation has already

@@ -54,10 +54,12 @@ func (w *dialWatch) add(fn func()) func() {
 }
 
 // lost marks the connection as failing when a command failed because the
-// server went away (not because the caller's context ran out), so the next
-// successful dial counts as a reconnect even though no dial failed.
+// server went away (not because the caller's context ran out, nor because a
+// memcached call was not started behind a backlog of abandoned ones), so the
+// next successful dial counts as a reconnect even though no dial failed.
 func (w *dialWatch) lost(err error) {
-	if Classify(err) == ClassUnavailable && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	if Classify(err) == ClassUnavailable && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+		!errors.Is(err, errBacklog) {
 		w.observe(err)
 	}
 }

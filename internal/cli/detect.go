@@ -15,7 +15,7 @@ import (
 
 func detectCmd(ctx context.Context, env *environment, args []string) int {
 	fs := newFlagSet(env, "detect", "detect --cache-url URL [--config FILE] [--format json|text]",
-		"Connects to the cache store, settles every capability from the four sources (declared in config >\ncustom detectors > built-in constants > runtime probes), and prints the report with the chosen\ncoordination strategy and mechanism. Exits 1 with one line when the store is unreachable, 2 when\nthe URL or configuration is invalid. Probe keys are always removed.")
+		"Connects to the cache store, settles every capability from the four sources (declared in config >\ncustom detectors > built-in constants > runtime probes), and prints the report with the chosen\ncoordination strategy and mechanism. When the store is unreachable it still prints the report\n(local_only, every capability with its provenance), writes one error line to stderr and exits 1;\nit exits 2 with one line when the URL or configuration is invalid. Probe keys are always removed.")
 	var f config.Flags
 	f.Register(fs)
 	format := fs.String("format", "json", "json or text")
@@ -56,23 +56,25 @@ func detectCmd(ctx context.Context, env *environment, args []string) int {
 		fmt.Fprintf(env.stderr, "detect: %v\n", err)
 		return exitUsage
 	}
+	// An unreachable store still has a complete report (local_only, every
+	// capability with its provenance): print it, then the error.
 	rep, runErr := det.Run(ctx)
+	if err := writeReport(env, rep, *format); err != nil {
+		fmt.Fprintf(env.stderr, "detect: %v\n", err)
+		return exitFailure
+	}
 	if runErr != nil {
 		fmt.Fprintf(env.stderr, "detect: %s: %v\n", st.URL(), runErr)
 		return exitFailure
 	}
-	if *format == "text" {
-		if err := rep.WriteText(env.stdout); err != nil {
-			fmt.Fprintf(env.stderr, "detect: %v\n", err)
-			return exitFailure
-		}
-		return exitOK
+	return exitOK
+}
+
+func writeReport(env *environment, rep detector.Report, format string) error {
+	if format == "text" {
+		return rep.WriteText(env.stdout)
 	}
 	enc := json.NewEncoder(env.stdout)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(rep); err != nil {
-		fmt.Fprintf(env.stderr, "detect: %v\n", err)
-		return exitFailure
-	}
-	return exitOK
+	return enc.Encode(rep)
 }

@@ -3,8 +3,11 @@ package cli
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tasker-systems/tasker-sidecar/detector"
 )
 
 func redisURL() string {
@@ -26,14 +29,17 @@ func TestDetectCommand(t *testing.T) {
 		name      string
 		args      []string
 		code      int
-		strategy  string
+		strategy  string // "": no report on stdout
 		mechanism string
-		errLine   string
+		errLine   string // the one line on stderr, "" for none
 	}{
 		{"redis", []string{"--cache-url", redisURL()}, exitOK, "distributed_atomic", "redis_lua_scripts", ""},
 		{"memcached", []string{"--cache-url", memcachedURL()}, exitOK, "distributed_atomic", "memcached_meta_leases", ""},
 		{"memory", []string{"--cache-url", "memory://"}, exitOK, "local_only", "in_process", ""},
-		{"unreachable", []string{"--cache-url", "redis://:hush@127.0.0.1:1/0"}, exitFailure, "", "", "cache store unreachable"},
+		// Unreachable: the report anyway (local_only, provenance for every
+		// capability), the error on stderr, and a failing exit code.
+		{"unreachable redis", []string{"--cache-url", "redis://:hush@127.0.0.1:1/0"}, exitFailure, "local_only", "in_process", "cache store unreachable"},
+		{"unreachable memcached", []string{"--cache-url", "memcached://app:hush@127.0.0.1:1"}, exitFailure, "local_only", "in_process", "cache store unreachable"},
 		{"invalid url", []string{"--cache-url", "mongodb://db"}, exitUsage, "", "", `cache.url: unsupported scheme "mongodb"`},
 		{"bad format", []string{"--cache-url", "memory://", "--format", "xml"}, exitUsage, "", "", "--format must be json or text"},
 	}
@@ -43,13 +49,20 @@ func TestDetectCommand(t *testing.T) {
 			if code != c.code {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, stdout, stderr)
 			}
+			if strings.Contains(stdout+stderr, "hush") {
+				t.Errorf("password leaked:\n%s\n%s", stdout, stderr)
+			}
 			if c.errLine != "" {
 				lines := strings.Split(strings.TrimSpace(stderr), "\n")
 				if len(lines) != 1 || !strings.Contains(lines[0], c.errLine) {
 					t.Errorf("want one line containing %q, got:\n%s", c.errLine, stderr)
 				}
-				if strings.Contains(stderr, "hush") {
-					t.Errorf("password leaked: %s", stderr)
+			} else if stderr != "" {
+				t.Errorf("stderr: %s", stderr)
+			}
+			if c.strategy == "" {
+				if stdout != "" {
+					t.Errorf("want no report, got:\n%s", stdout)
 				}
 				return
 			}
@@ -58,7 +71,7 @@ func TestDetectCommand(t *testing.T) {
 				Capabilities map[string]struct {
 					Value    any    `json:"value"`
 					Source   string `json:"source"`
-					Evidence any    `json:"evidence"`
+					Evidence string `json:"evidence"`
 				} `json:"capabilities"`
 				Strategy  string `json:"strategy"`
 				Mechanism string `json:"mechanism"`
@@ -70,14 +83,23 @@ func TestDetectCommand(t *testing.T) {
 			if rep.Strategy != c.strategy || rep.Mechanism != c.mechanism {
 				t.Errorf("strategy %s/%s, want %s/%s", rep.Strategy, rep.Mechanism, c.strategy, c.mechanism)
 			}
-			for _, name := range []string{"distributed", "atomic_increment", "locking", "ttl_inspection", "namespace_support", "compression_support", "key_transformation"} {
+			for _, name := range detector.Capabilities() {
 				capab, ok := rep.Capabilities[name]
-				if !ok || capab.Source == "" || capab.Evidence == nil {
+				if !ok || capab.Value == nil || !slices.Contains(detector.Sources(), capab.Source) || capab.Evidence == "" {
 					t.Errorf("capability %s lacks value, source or evidence: %+v", name, capab)
 				}
 			}
+			if len(rep.Capabilities) != len(detector.Capabilities()) {
+				t.Errorf("%d capabilities, want %d", len(rep.Capabilities), len(detector.Capabilities()))
+			}
 			if rep.Conflicts == nil {
 				t.Error("conflicts must be an array, not null")
+			}
+			if reachable := c.code == exitOK; rep.Store["reachable"] != reachable {
+				t.Errorf("store.reachable = %v, want %v", rep.Store["reachable"], reachable)
+			}
+			if c.code != exitOK && rep.Store["error"] == nil {
+				t.Errorf("store.error missing: %v", rep.Store)
 			}
 		})
 	}
@@ -119,5 +141,11 @@ func TestDetectText(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "local_only") {
 		t.Errorf("text report lacks the strategy:\n%s", stdout)
+	}
+	// Unreachable: the text report too, then the error line.
+	code, stdout, stderr = runCLI(t, nil, "detect", "--cache-url", "redis://127.0.0.1:1", "--format", "text")
+	if code != exitFailure || !strings.Contains(stdout, "local_only") || !strings.Contains(stdout, "read_write") ||
+		!strings.Contains(stderr, "cache store unreachable") {
+		t.Errorf("unreachable: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
 }

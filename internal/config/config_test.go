@@ -45,6 +45,7 @@ func TestInvalidFiles(t *testing.T) {
 		"cache_capability":     {"cache.capabilities.teleportation: unknown capability"},
 		"cache_rule":           {`cache.detectors[0].version: bad version "seven"`},
 		"cache_rule_key":       {"cache.detectors[0].colour: unknown key (line 7)", "cache.detectors[0].set: required"},
+		"cache_skip_readwrite": {"cache.skip_probes[1]: read_write cannot be skipped: every coordination strategy depends on it"},
 		"token_file":           {"server.auth.bearer_token_file: open /nonexistent/token: no such file or directory"},
 	}
 	files, err := filepath.Glob("testdata/invalid/*.yaml")

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -213,6 +214,91 @@ func metadump(addr, prefix string) (keys []string, busy bool, err error) {
 			keys = append(keys, k)
 		}
 	}
+}
+
+// LatencyProxy listens on a loopback port and forwards every connection to
+// backend, delivering each reply delay after the backend sent it, as a
+// server across a slow network would. Requests go through at once; the
+// order of bytes is kept. It stops, closing every connection, at cleanup.
+func LatencyProxy(t testing.TB, backend string, delay time.Duration) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("latency proxy: %v", err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.DialTimeout("tcp", backend, time.Second)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			track(c)
+			track(b)
+			wg.Add(3)
+			go func() { // client → backend, at once
+				defer wg.Done()
+				_, _ = io.Copy(b, c)
+				_ = b.Close()
+			}()
+			type chunk struct {
+				at   time.Time
+				data []byte
+			}
+			replies := make(chan chunk, 1024)
+			go func() { // backend → queue, stamped
+				defer wg.Done()
+				defer close(replies)
+				for {
+					buf := make([]byte, 32<<10)
+					n, err := b.Read(buf)
+					if n > 0 {
+						replies <- chunk{time.Now().Add(delay), buf[:n]}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() { // queue → client, delayed
+				defer wg.Done()
+				defer c.Close()
+				for r := range replies {
+					time.Sleep(time.Until(r.at))
+					if _, err := c.Write(r.data); err != nil {
+						_ = b.Close()
+						for range replies {
+						}
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
