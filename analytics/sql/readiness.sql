@@ -3,7 +3,7 @@
 --
 -- Steps come through index_workflow_steps_by_task; current states and the
 -- parents' states through the unique partial most_recent index; incoming
--- edges through index_step_edges_to_from.
+-- edges through idx_step_edges_to_from.
 SELECT ws.workflow_step_id,
        ws.task_id,
        ws.named_step_id,

@@ -1,5 +1,5 @@
 -- The tasks of $1 (bigint[]) with their current state, and the edges that
--- end at their steps (index_step_edges_to_from), for the context and the
+-- end at their steps (idx_step_edges_to_from), for the context and the
 -- graph analysis. Two result sets would need two round trips; the edges are
 -- returned as one array per task.
 SELECT t.task_id,
