@@ -7,13 +7,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
 func TestInvalidFiles(t *testing.T) {
-	// One file per rule; each must fail with the key path and a hint of why.
+	// One file per rule; each must fail with the key path and a hint of why,
+	// and for nothing else: every problem reported must match one of its
+	// expectations, so a file cannot pass on another rule's behalf.
 	cases := map[string][]string{
 		"unknown_key":          {"database.max_connections: unknown key (line 3)"},
 		"unknown_section":      {"colector: unknown key (line 3)"},
@@ -37,7 +40,7 @@ func TestInvalidFiles(t *testing.T) {
 		"staleness":            {"metrics.max_staleness: must be 0 or at least twice collector.refresh_interval"},
 		"cache_scheme":         {`cache.url: unsupported scheme "mongodb"`},
 		"cache_memory_address": {"cache.url: memory:// takes no address"},
-		"yaml_syntax":          {"config file: yaml:"},
+		"yaml_syntax":          {"config file: yaml:", "database.url: required"},
 		"ttl":                  {"ttl.policies.status.base_tll: unknown key (line 7)", `ttl.mode: must be cost-aware or tasker (got: "fast")`},
 		"write_timeout":        {"server.write_timeout: must exceed analytics.statement_timeout (30s <= 1m0s)"},
 		"readiness_timeout":    {"server.readiness_timeout: must be shorter than server.write_timeout (5s >= 5s)"},
@@ -47,6 +50,112 @@ func TestInvalidFiles(t *testing.T) {
 		"cache_rule_key":       {"cache.detectors[0].colour: unknown key (line 7)", "cache.detectors[0].set: required"},
 		"cache_skip_readwrite": {"cache.skip_probes[1]: read_write cannot be skipped: every coordination strategy depends on it"},
 		"token_file":           {"server.auth.bearer_token_file: open /nonexistent/token: no such file or directory"},
+		// config.Validate: every key of the positive-duration check
+		"server_read_header_timeout": {"server.read_header_timeout: must be a positive duration such as 5s (got 0s)"},
+		"server_read_timeout":        {"server.read_timeout: must be a positive duration such as 5s (got -1s)"},
+		"server_idle_timeout":        {"server.idle_timeout: must be a positive duration such as 5s (got 0s)"},
+		"server_shutdown_timeout":    {"server.shutdown_timeout: must be a positive duration such as 5s (got -5s)"},
+		"server_readiness_timeout":   {"server.readiness_timeout: must be a positive duration such as 5s (got -1s)"},
+		"cache_dial_timeout":         {"cache.dial_timeout: must be a positive duration such as 5s (got 0s)"},
+		"cache_read_timeout":         {"cache.read_timeout: must be a positive duration such as 5s (got -1s)"},
+		"cache_write_timeout":        {"cache.write_timeout: must be a positive duration such as 5s (got 0s)"},
+		"database_connect_timeout":   {"database.connect_timeout: must be a positive duration such as 5s (got 0s)"},
+		"database_statement_timeout": {"database.statement_timeout: must be a positive duration such as 5s (got -1s)"},
+		"collector_refresh_interval": {"collector.refresh_interval: must be a positive duration such as 5s (got 0s)"},
+		// config.Validate: auth, database.url, collector, metrics, cache.url
+		"basic_twice":               {"server.auth.basic_password: set basic_password or basic_password_file, not both"},
+		"basic_password_only":       {"server.auth.basic_username: basic_username and basic_password must be set together"},
+		"basic_password_file":       {"server.auth.basic_password_file: open /nonexistent/password: no such file or directory"},
+		"basic_password_file_empty": {"server.auth.basic_password_file: testdata/secrets/empty is empty"},
+		"token_file_empty":          {"server.auth.bearer_token_file: testdata/secrets/empty is empty"},
+		"db_url_malformed":          {`database.url: not a valid URL: invalid port ":nope" after host`},
+		"db_url_not_url":            {"database.url: must be a postgres:// URL or a key=value connection string"},
+		"refresh_timeout_negative":  {"collector.refresh_timeout: must not be negative (got -1s)"},
+		"staleness_negative":        {"metrics.max_staleness: must not be negative (got -1m0s)"},
+		"cache_url_empty":           {"cache.url: required (use memory:// for an in-process cache)"},
+		// detector.Config.Validate, reported under cache.
+		"cache_capability_observed": {"cache.capabilities.eviction_policy: observed only, cannot be declared"},
+		"cache_rule_name":           {"cache.detectors[0].name: required"},
+		"cache_rule_duplicate":      {"cache.detectors[1].name: duplicate of detectors[0]"},
+		"cache_rule_product":        {`cache.detectors[0].product: unknown product "mongodb"`},
+		"cache_rule_address_regex":  {"cache.detectors[0].address: bad regular expression"},
+		"cache_rule_address_glob":   {`cache.detectors[0].address: bad glob "["`},
+		"cache_rule_set_unknown":    {"cache.detectors[0].set.teleportation: unknown capability"},
+		"cache_rule_set_observed":   {"cache.detectors[0].set.eviction_policy: observed only, cannot be declared"},
+		"cache_probe_timeout":       {"cache.probe_timeout: must not be negative"},
+		"cache_detect_timeout":      {"cache.detect_timeout: must not be negative"},
+		"cache_detect_shorter":      {"cache.detect_timeout: shorter than probe_timeout (100ms < 500ms)"},
+		"cache_probe_prefix":        {"cache.probe_prefix: at most 64 bytes, no spaces or control characters"},
+		"cache_recheck_interval":    {"cache.recheck_interval: must not be negative"},
+		"cache_refresh_interval":    {"cache.refresh_interval: must not be negative"},
+		"cache_skip_unknown":        {`cache.skip_probes[0]: unknown or mandatory probe "teleport"`},
+		// collector.StreamConfig.Validate, reported under stream.
+		"stream_batch_size":           {"stream.batch_size: must be between 1 and 1000000 (got 0)"},
+		"stream_max_batches_per_poll": {"stream.max_batches_per_poll: must be at least 1 (got 0)"},
+		"stream_poll_interval":        {"stream.poll_interval: must be a positive duration such as 5s (got 0s)"},
+		"stream_poll_timeout":         {"stream.poll_timeout: must be a positive duration such as 5s (got -1s)"},
+		"stream_gap_horizon":          {"stream.gap_horizon: must be a positive duration such as 5s (got 0s)"},
+		"stream_stale_after":          {"stream.stale_after: must be a positive duration such as 5s (got -1s)"},
+		"stream_lease_ttl":            {"stream.lease.ttl: must be a positive duration such as 5s (got 0s)"},
+		"stream_gap_horizon_short":    {"stream.gap_horizon: must be at least twice poll_interval, or late rows are given up before they are re-checked (got 3s)"},
+		"stream_stale_after_short":    {"stream.stale_after: must be at least twice poll_interval (got 3s)"},
+		"stream_start_gap_window":     {"stream.start_gap_window: must not be negative (got -1)"},
+		"stream_recount_interval":     {"stream.recount_interval: must not be negative (got -1s)"},
+		"stream_max_label_groups":     {"stream.max_label_groups: must be at least 1 (got 0)"},
+		"stream_checkpoint_key":       {"stream.checkpoint.key: required"},
+		"stream_checkpoint_interval":  {"stream.checkpoint.interval: must not be negative (got -1s)"},
+		"stream_lease_key":            {"stream.lease.key: required"},
+		"stream_lease_ttl_short":      {"stream.lease.ttl: must be at least three poll intervals, or the lease lapses between renewals (got 2s)"},
+		// config.Validate: analytics (enabled by default)
+		"analytics_statement_timeout": {"analytics.statement_timeout: must be a positive duration (got -1s)"},
+		"analytics_metrics_interval":  {"analytics.metrics_interval: must be a positive duration (got 0s)"},
+		"analytics_metrics_window":    {"analytics.metrics_window: must be a positive duration (got -1h0m0s)"},
+		"analytics_max_batch":         {"analytics.max_batch: must be between 1 and 1000 (got 1001)"},
+		// ttl.Config.Validate, reported under ttl.
+		"ttl_l1_max_entries":                       {"ttl.l1_max_entries: must be positive (got: 0)"},
+		"ttl_refresh_ahead_factor":                 {"ttl.refresh_ahead_factor: must not be negative (got: -1)"},
+		"ttl_refresh_ahead_min":                    {"ttl.refresh_ahead_min: must not be negative (got: -1s)"},
+		"ttl_stale_while_revalidate":               {"ttl.stale_while_revalidate: must be between 0 and 1 (got: 1.5)"},
+		"ttl_retry_backoff_min":                    {"ttl.retry_backoff_min: must be positive (got: 0s)"},
+		"ttl_retry_backoff_max":                    {"ttl.retry_backoff_max: must not be less than retry_backoff_min 1s (got: 500ms)"},
+		"ttl_recheck_interval":                     {"ttl.recheck_interval: must be positive (got: 0s)"},
+		"ttl_store_timeout":                        {"ttl.store_timeout: must be positive (got: -1s)"},
+		"ttl_stale_read_cost":                      {"ttl.cost_aware.stale_read_cost: must be positive (got: 0s)"},
+		"ttl_jitter":                               {"ttl.cost_aware.jitter: must be between 0 and 0.5 (got: 0.6)"},
+		"ttl_policy_name":                          {"ttl.policies.bad name: resource names must be non-empty without spaces or control characters"},
+		"ttl_policy_base_ttl_negative":             {"ttl.policies.status.base_ttl: must not be negative (got: -1s)"},
+		"ttl_policy_min_ttl_negative":              {"ttl.policies.status.min_ttl: must not be negative (got: -1s)"},
+		"ttl_policy_max_ttl_negative":              {"ttl.policies.status.max_ttl: must not be negative (got: -1s)"},
+		"ttl_policy_max_staleness_negative":        {"ttl.policies.status.max_staleness: must not be negative (got: -1s)"},
+		"ttl_policy_query_timeout_negative":        {"ttl.policies.status.query_timeout: must not be negative (got: -1s)"},
+		"ttl_policy_min_ttl":                       {"ttl.policies.status.min_ttl: 1m30s is above base_ttl 1m0s"},
+		"ttl_policy_max_ttl":                       {"ttl.policies.status.max_ttl: 30s is below base_ttl 1m0s"},
+		"ttl_policy_max_staleness":                 {"ttl.policies.status.max_staleness: 30s must cover min_ttl 15s plus two query timeouts of 10s"},
+		"ttl_tasker_default_ttl":                   {"ttl.tasker.default_ttl: default_ttl must be positive (got: 0)"},
+		"ttl_tasker_min_adaptive_ttl":              {"ttl.tasker.min_adaptive_ttl: min_adaptive_ttl must be positive (got: 0)"},
+		"ttl_tasker_dashboard_cache_ttl":           {"ttl.tasker.dashboard_cache_ttl: dashboard_cache_ttl must be positive (got: 0)"},
+		"ttl_tasker_adaptive_calculation_interval": {"ttl.tasker.adaptive_calculation_interval: adaptive_calculation_interval must be positive (got: -1)"},
+		"ttl_tasker_max_adaptive_ttl":              {"ttl.tasker.max_adaptive_ttl: max_adaptive_ttl must be positive (got: 0)", "ttl.tasker.min_adaptive_ttl: min_adaptive_ttl (30) must be less than max_adaptive_ttl (0)"},
+		"ttl_tasker_adaptive_order":                {"ttl.tasker.min_adaptive_ttl: min_adaptive_ttl (600) must be less than max_adaptive_ttl (600)"},
+		"ttl_tasker_hit_rate_smoothing_factor":     {"ttl.tasker.hit_rate_smoothing_factor: hit_rate_smoothing_factor must be between 0.0 and 1.0 (got: 1.5)"},
+		"ttl_tasker_access_frequency_decay_rate":   {"ttl.tasker.access_frequency_decay_rate: access_frequency_decay_rate must be between 0.0 and 1.0 (got: -0.1)"},
+		"ttl_tasker_cache_pressure_threshold":      {"ttl.tasker.cache_pressure_threshold: cache_pressure_threshold must be between 0.0 and 1.0 (got: 2.0)"},
+		// exporters.TracingConfig.Validate, reported under tracing.
+		"tracing_protocol":               {`tracing.protocol: must be grpc or http/protobuf (got "thrift")`},
+		"tracing_endpoint_url":           {`tracing.endpoint: must be an http(s) URL or host:port (got "ftp://collector:4318")`},
+		"tracing_endpoint_port":          {`tracing.endpoint: host:port needs a port (got "collector")`},
+		"tracing_timeout":                {"tracing.timeout: must be a positive duration such as 10s (got 0s)"},
+		"tracing_service_name":           {"tracing.service_name: required"},
+		"tracing_sidecar_service_name":   {"tracing.sidecar_service_name: required"},
+		"tracing_sampling_ratio":         {"tracing.sampling_ratio: must be between 0 and 1 (got 1.5)"},
+		"tracing_sidecar_sampling_ratio": {"tracing.sidecar_sampling_ratio: must be between 0 and 1 (got -0.1)"},
+		"tracing_max_spans_per_second":   {"tracing.max_spans_per_second: must not be negative (got -1)"},
+		"tracing_max_spans_per_trace":    {"tracing.max_spans_per_trace: must be at least 1 (got 0)"},
+		"tracing_max_pending_tasks":      {"tracing.max_pending_tasks: must not be negative (got -1)"},
+		// decoding
+		"top_level_list":       {"(top level): expected a mapping (line 1)", "database.url: required"},
+		"detectors_not_list":   {"cache.detectors: expected a list (line 4)"},
+		"policies_not_mapping": {"ttl.policies: expected a mapping (line 4)"},
 	}
 	files, err := filepath.Glob("testdata/invalid/*.yaml")
 	if err != nil {
@@ -71,6 +180,11 @@ func TestInvalidFiles(t *testing.T) {
 			for _, w := range want {
 				if !strings.Contains(msg, w) {
 					t.Errorf("error does not mention %q:\n%s", w, msg)
+				}
+			}
+			for _, p := range cerr.Problems {
+				if !slices.ContainsFunc(want, func(w string) bool { return strings.Contains(p.Error(), w) }) {
+					t.Errorf("unexpected problem %q", p)
 				}
 			}
 		})
