@@ -202,9 +202,16 @@ func (s *keyStats) changeRateWith(interval time.Duration, differs bool) (float64
 
 // costAwareTTL is T* = √(2C / (w·R·λ)): the TTL minimising database time
 // per second (C/T) plus the cost of stale reads (w·R·λT/2), clamped to the
-// policy's bounds and its staleness budget, then shortened by a random
-// jitter. Before the change rate is known it is the base TTL; with no reads
-// or no changes it is the longest allowed.
+// policy's bounds and its staleness budget, then spread by a random jitter.
+// Before the change rate is known it is the base TTL; with no reads or no
+// changes it is the longest allowed.
+//
+// The jitter draws the TTL uniformly from a band of width jitter·T: [T(1 −
+// jitter), T], below T so the staleness budget holds, except where that
+// would reach below min_ttl: there the band starts at min_ttl and extends
+// above T, [min_ttl, min_ttl + jitter·T], capped by the upper bound. So keys
+// held at min_ttl (volatile, busy results) expire spread out too; only a
+// pinned policy (min_ttl = max_ttl) has no room for jitter.
 func costAwareTTL(p Policy, cw CostAwareConfig, cost, rate, lambda float64, known bool, u float64) time.Duration {
 	upper := min(p.MaxTTL, p.ttlCap())
 	lower := min(p.MinTTL, upper)
@@ -220,6 +227,9 @@ func costAwareTTL(p Policy, cw CostAwareConfig, cost, rate, lambda float64, know
 	// Clamped in float first: the square root of a tiny denominator does
 	// not fit a Duration.
 	secs = min(max(secs, lower.Seconds()), upper.Seconds())
-	t := time.Duration(secs * (1 - cw.Jitter*u) * float64(time.Second))
-	return max(t, lower).Truncate(time.Millisecond)
+	width := cw.Jitter * secs
+	lo := max(secs-width, lower.Seconds())
+	hi := min(lo+width, upper.Seconds())
+	t := time.Duration((hi - (hi-lo)*u) * float64(time.Second))
+	return min(max(t, lower), upper).Truncate(time.Millisecond)
 }

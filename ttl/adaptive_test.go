@@ -150,7 +150,8 @@ func TestCostAwareTTL(t *testing.T) {
 		{name: "busier: shorter", cost: 2, rate: 4, lambda: 1.0 / 60, known: true, want: 77459 * time.Millisecond},
 		{name: "volatile: min", cost: 0.05, rate: 20, lambda: 1, known: true, want: 30 * time.Second},
 		{name: "jitter shortens", cost: 2, rate: 0, known: true, u: 0.5, jitter: 0.1, want: 285 * time.Second},
-		{name: "jitter never below min", cost: 0.05, rate: 20, lambda: 1, known: true, u: 0.9, jitter: 0.5, want: 30 * time.Second},
+		// At min_ttl the band [30 s, 45 s] starts at the bound: 45 − 0.9·15.
+		{name: "jitter at min stays above it", cost: 0.05, rate: 20, lambda: 1, known: true, u: 0.9, jitter: 0.5, want: 31500 * time.Millisecond},
 		{name: "staleness budget caps max", cost: 2, rate: 0, known: true,
 			pol:  &Policy{BaseTTL: 90 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 300 * time.Second, MaxStaleness: 200 * time.Second, QueryTimeout: 30 * time.Second},
 			want: 140 * time.Second},
@@ -166,6 +167,60 @@ func TestCostAwareTTL(t *testing.T) {
 			c.Jitter = tc.jitter
 			if got := costAwareTTL(pol, c, tc.cost, tc.rate, tc.lambda, tc.known, tc.u); got != tc.want {
 				t.Fatalf("costAwareTTL = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// Jitter spreads expiries wherever the TTL lands: in the middle of the
+// bounds it shortens T by up to jitter·T; at min_ttl, where shortening is not
+// allowed, it lengthens it by up to jitter·T instead (it used to be clamped
+// back to min_ttl, so every key held there expired in step); at the staleness
+// cap it shortens; a pinned policy (min = max) keeps its exact TTL.
+func TestCostAwareJitterBands(t *testing.T) {
+	p := Policy{BaseTTL: 90 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 300 * time.Second,
+		MaxStaleness: 10 * time.Minute, QueryTimeout: 30 * time.Second}
+	pinned := Policy{BaseTTL: 30 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 30 * time.Second,
+		MaxStaleness: 10 * time.Minute, QueryTimeout: 30 * time.Second}
+	cw := CostAwareConfig{StaleReadCost: 10 * time.Millisecond, Jitter: 0.1}
+	us := []float64{0, 0.25, 0.5, 0.75, 0.999}
+	cases := []struct {
+		name               string
+		pol                Policy
+		cost, rate, lambda float64
+		lo, hi             time.Duration // band the TTLs must fill
+	}{
+		// T* = √(2·0.05/(0.01·20·1)) = 0.71 s, clamped to 30 s.
+		{"at min_ttl", p, 0.05, 20, 1, 30 * time.Second, 33 * time.Second},
+		// T* = 154.9 s.
+		{"between the bounds", p, 2, 1, 1.0 / 60, 139427 * time.Millisecond, 154919 * time.Millisecond},
+		// No reads: max_ttl.
+		{"at max_ttl", p, 2, 0, 0.1, 270 * time.Second, 300 * time.Second},
+		// T* = √(2·0.5/(0.01·1·0.09765625)) = 32 s, just above min_ttl:
+		// T(1 − j) = 28.8 s would be below it, so the band starts at
+		// min_ttl and is jitter·T = 3.2 s wide.
+		{"just above min_ttl", p, 0.5, 1, 0.09765625, 30 * time.Second, 33200 * time.Millisecond},
+		{"pinned", pinned, 0.05, 20, 1, 30 * time.Second, 30 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := map[time.Duration]bool{}
+			for _, u := range us {
+				got := costAwareTTL(tc.pol, cw, tc.cost, tc.rate, tc.lambda, true, u)
+				if got < tc.lo || got > tc.hi {
+					t.Errorf("U = %v: TTL %s outside [%s, %s]", u, got, tc.lo, tc.hi)
+				}
+				if got < tc.pol.MinTTL || got > min(tc.pol.MaxTTL, tc.pol.ttlCap()) {
+					t.Errorf("U = %v: TTL %s outside the policy's bounds", u, got)
+				}
+				seen[got] = true
+			}
+			want := len(us)
+			if tc.lo == tc.hi {
+				want = 1
+			}
+			if len(seen) != want {
+				t.Fatalf("%d distinct TTLs for %d values of U, want %d: %v", len(seen), len(us), want, seen)
 			}
 		})
 	}

@@ -169,8 +169,11 @@ func (c *Cache) Degraded() (bool, string) {
 // Get serves the value of (resource, params): from the in-process level
 // while it is usable, else from the shared store, else computed once for
 // the whole cluster. A value past its refresh point is served while one
-// replica refreshes it in the background; a refresh that fails leaves the
-// old value in service, flagged stale, up to the policy's max staleness.
+// replica refreshes it in the background; past its TTL and grace, only the
+// request that wins the refresh gate waits for the recomputation, and every
+// other one gets the old value at once; a refresh that fails leaves the old
+// value in service, flagged stale, up to the policy's max staleness. Only a
+// true cold miss (nothing within max staleness) waits on another replica.
 // Errors are compute's errors (or ctx's); cache failures never surface.
 // The returned bytes are shared with other callers: do not modify them.
 func (c *Cache) Get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error)) ([]byte, Info, error) {
@@ -185,7 +188,12 @@ func (c *Cache) Get(ctx context.Context, resource, params string, compute func(c
 	e := c.entry(resource, params)
 	e.stats.request(start)
 	if env := e.env.Load(); env != nil {
-		if f := c.freshness(env, e.pol, start); f <= stale || (f == expired && e.fails.Load() > 0) {
+		// An expired value is served at once while recomputations of it
+		// fail (stale-if-error), and while one is under way for this
+		// replica (a request of this replica recomputes it, or this
+		// replica watches another one do it): only the request that
+		// recomputes waits for the database.
+		if f := c.freshness(env, e.pol, start); f <= stale || (f == expired && (e.fails.Load() > 0 || e.refreshing.Load())) {
 			if f != fresh {
 				c.kick(ctx, e, compute)
 			}
@@ -483,21 +491,27 @@ const (
 )
 
 // fill finds or computes a value no level can serve: a cold miss, or a
-// value too old to serve while the database is healthy. It reads the shared
-// store and takes the cold-miss lease in one step where the mechanism can; a
-// replica that loses the lease waits for the winner's value rather than
-// recompute. A lease whose holder died expires after its TTL and the next
-// waiter takes it, so a crash costs one extra computation at most. If the
-// computation fails, an old value still within max staleness is served
-// (stale-if-error); so is it when the winner takes longer than a lease
-// period. Max staleness is checked when the old value is handed out, not
-// only when the flight starts: one that died meanwhile is never served (the
-// computation's error is returned, or the waiter waits on as one without an
-// old value). With no old value, a waiter that outlasts two lease periods
-// (holders keep failing) computes without a lease: a client never gets an
-// error because coordination did not work out.
+// value past its TTL and grace. It reads the shared store and takes the
+// cold-miss lease in one step where the mechanism can.
+//
+// When an old value within max staleness exists (in-process or in the shared
+// store), this is a refresh, not a cold miss: the request that wins the
+// refresh gate recomputes (renewExpired), and every other request, on this
+// replica or another, is answered at once with the old value, flagged stale
+// with its age, while this replica watches the shared store for the new one
+// (watch). A gate whose holder died expires after a lease period and the next
+// request anywhere takes it, so a crash costs one extra computation at most.
+//
+// Only a true cold miss (nothing, or nothing within max staleness) waits: a
+// replica that loses the lease polls the shared store for the winner's value
+// rather than recompute. With no old value, a waiter that outlasts two lease
+// periods (holders keep failing) computes without a lease: a client never
+// gets an error because coordination did not work out. Max staleness is
+// checked whenever an old value would be handed out, so one that died
+// meanwhile is never served.
 func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error)) (result, error) {
 	fallback := e.env.Load()
+	fromL2 := false
 	if fallback != nil {
 		switch f := c.freshness(fallback, e.pol, c.now()); {
 		case f <= stale:
@@ -510,6 +524,8 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 	co := c.coordinator()
 	leaseTTL := e.pol.leaseTTL()
 	giveUp := time.Now().Add(2 * leaseTTL)
+	// missed: counted as a miss (once per flight, when it starts to wait
+	// or to compute for a cold miss).
 	waited, missed := false, false
 	for poll := pollMin; ; {
 		octx, cancel := c.op(ctx)
@@ -535,10 +551,10 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 				return result{env: env, cached: true}, nil
 			}
 			if f != dead && (fallback == nil || env.at.After(fallback.at)) {
-				fallback = env
+				fallback, fromL2 = env, true
 			}
-			// Present but too old to serve: recompute through the
-			// refresh gate (the value key is not free to lease).
+			// Present but past its grace: recompute through the refresh
+			// gate (the value key is not free to lease).
 			octx, cancel := c.op(ctx)
 			l, err = co.gate(octx, e.key, leaseTTL)
 			cancel()
@@ -547,40 +563,42 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 				co, l = localCoord{}, lease{won: true}
 			}
 		}
-		if !missed {
-			missed = true
-			e.m.miss.Inc()
+		if !c.alive(e, fallback) {
+			fallback = nil
+		}
+		if fallback != nil {
+			if l.won {
+				return c.renewExpired(ctx, co, e, l, fallback, fromL2, compute)
+			}
+			// Another replica holds the gate: it recomputes, or backs off
+			// after a failure. The old value is served now.
+			c.adopt(e, fallback, false)
+			c.staleHit(e, fromL2)
+			c.watch(ctx, co, e, fallback, leaseTTL)
+			return result{env: fallback, cached: true}, nil
 		}
 		if l.won {
 			if l.recheck {
-				if env, err := c.newer(ctx, co, e, fallback); err == nil && env != nil && c.freshness(env, e.pol, c.now()) <= stale {
-					c.releaseLease(ctx, co, e, l)
-					c.adopt(e, env, false)
-					e.m.l2Fresh.Inc()
-					return result{env: env, cached: true}, nil
+				// The lease and the read were two steps: a replica that
+				// released in between has written first.
+				if env, err := c.newer(ctx, co, e, nil); err == nil && env != nil && c.alive(e, env) {
+					if c.freshness(env, e.pol, c.now()) <= stale {
+						c.releaseLease(ctx, co, e, l)
+						c.adopt(e, env, false)
+						c.hit(e, env, true)
+						return result{env: env, cached: true}, nil
+					}
+					l.recheck = false
+					return c.renewExpired(ctx, co, e, l, env, true, compute)
 				}
 			}
-			env, err := c.recompute(ctx, e, compute, "cold")
+			if !missed {
+				e.m.miss.Inc()
+			}
+			env, err := c.recompute(ctx, e, compute, "cold", nil)
 			if err != nil {
-				// The computation may have taken up to query_timeout: the
-				// old value is served only if it is still within max
-				// staleness.
-				if c.alive(e, fallback) {
-					// Adopted before the backoff starts: adopting a value
-					// from another replica resets the backoff, and this
-					// one says nothing about the database now.
-					c.adopt(e, fallback, false)
-					c.refreshFailed(ctx, co, e, l, fallback, err)
-					// Checked again after holding the lease (a store
-					// round trip).
-					if c.alive(e, fallback) {
-						e.m.staleError.Inc()
-						return result{env: fallback, cached: true}, nil
-					}
-				}
-				// Nothing old to serve: as on a cold miss, the error goes
-				// to the client and the next request anywhere tries at
-				// once.
+				// Nothing old to serve: the error goes to the client and
+				// the next request anywhere tries at once.
 				c.releaseLease(ctx, co, e, l)
 				return result{}, err
 			}
@@ -590,21 +608,9 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 			return result{env: env}, nil
 		}
 		if !waited {
-			waited = true
+			waited, missed = true, true
+			e.m.miss.Inc()
 			e.m.leaseWait.Inc()
-		}
-		if fallback != nil && time.Now().After(giveUp.Add(-leaseTTL)) {
-			if c.alive(e, fallback) {
-				// The winner should have been done by now: serve the
-				// old value rather than keep the client waiting.
-				c.adopt(e, fallback, false)
-				c.staleServed(e)
-				return result{env: fallback, cached: true}, nil
-			}
-			// It went past max staleness while we waited: wait on as a
-			// request without an old value does, and compute here after
-			// two lease periods.
-			fallback = nil
 		}
 		if time.Now().After(giveUp) {
 			c.logger.Warn("waited two lease periods for another replica's value; computing here", "resource", e.resource)
@@ -616,6 +622,148 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 		}
 		poll = min(2*poll, pollMax)
 	}
+}
+
+// renewExpired recomputes old, a value past its TTL and grace but within max
+// staleness, under the refresh gate l this request won. While recomputations
+// of the key are failing (here, or anywhere in the cluster according to the
+// shared failure count), the old value is served at once and the retry runs
+// in the background, so no request waits on a failing database. Otherwise
+// the request waits for the recomputation (a rarely read key is not served
+// minutes old while the database answers), and the requests that arrive
+// meanwhile are served the old value from the in-process level. If the
+// recomputation fails, the old value is served if it is still within max
+// staleness (the computation may have taken up to query_timeout), and the
+// gate is held for the backoff.
+func (c *Cache) renewExpired(ctx context.Context, co coordinator, e *entry, l lease, old *envelope, fromL2 bool, compute func(context.Context) ([]byte, error)) (result, error) {
+	if l.recheck {
+		// The gate and the read were two steps: a replica that released
+		// in between has written first.
+		if env, err := c.newer(ctx, co, e, old); err == nil && env != nil && c.freshness(env, e.pol, c.now()) <= stale {
+			c.releaseLease(ctx, co, e, l)
+			c.adopt(e, env, false)
+			c.hit(e, env, true)
+			return result{env: env, cached: true}, nil
+		}
+		l.recheck = false
+	}
+	// In the in-process level before anything else: requests arriving
+	// from now on are served it at once. Adopting a value from another
+	// replica resets this replica's backoff, so it comes first.
+	c.adopt(e, old, false)
+	if c.failing(ctx, co, e) && c.renewInBackground(ctx, co, e, l, old, compute) {
+		c.staleHit(e, fromL2)
+		return result{env: old, cached: true}, nil
+	}
+	e.m.miss.Inc()
+	own := e.refreshing.CompareAndSwap(false, true)
+	env, err := c.recompute(ctx, e, compute, "cold", old)
+	if err == nil {
+		e.fails.Store(0)
+		e.retryAt.Store(0)
+		c.write(ctx, co, e, env, l)
+	} else if c.alive(e, old) {
+		c.refreshFailed(ctx, co, e, l, old, err)
+	}
+	if own {
+		e.refreshing.Store(false)
+	}
+	switch {
+	case err == nil:
+		return result{env: env}, nil
+	case c.alive(e, old): // checked again after holding the lease (a round trip)
+		e.m.staleError.Inc()
+		return result{env: old, cached: true}, nil
+	}
+	// It went past max staleness: as on a cold miss, the error goes to the
+	// client and the next request anywhere tries at once.
+	c.releaseLease(ctx, co, e, l)
+	return result{}, err
+}
+
+// failing says whether recomputations of e are failing: this replica's
+// own, or the cluster's count in the shared store, which this replica then
+// adopts, so that it serves the old value at once like the replica that
+// failed.
+func (c *Cache) failing(ctx context.Context, co coordinator, e *entry) bool {
+	if e.fails.Load() > 0 {
+		return true
+	}
+	octx, cancel := c.op(ctx)
+	defer cancel()
+	n, ok, err := co.failures(octx, e.key)
+	if err != nil {
+		c.storeFailed(e, "backoff", err)
+		return false
+	}
+	if !ok || n <= 0 {
+		return false
+	}
+	e.fails.Store(int32(min(n, math.MaxInt32)))
+	return true
+}
+
+// renewInBackground runs renew under the lease l in the background, unless a
+// refresh of e already runs here or the cache is stopping.
+func (c *Cache) renewInBackground(ctx context.Context, co coordinator, e *entry, l lease, cur *envelope, compute func(context.Context) ([]byte, error)) bool {
+	if !e.refreshing.CompareAndSwap(false, true) {
+		return false
+	}
+	dctx, cancel := c.detach(ctx)
+	if !c.goBackground(func() {
+		defer cancel()
+		defer e.refreshing.Store(false)
+		c.renew(dctx, co, e, l, cur, compute)
+	}) {
+		cancel()
+		e.refreshing.Store(false)
+		return false
+	}
+	return true
+}
+
+// watch follows another replica's refresh of e after this one lost the gate
+// with an old value in hand: for one lease period it polls the shared store
+// for the new value in the background, and meanwhile the requests of this
+// replica are served the old value from the in-process level, without a
+// round trip. When the period ends without a new value (the holder died, or
+// holds the gate for its backoff), the next request tries the gate again.
+func (c *Cache) watch(ctx context.Context, co coordinator, e *entry, cur *envelope, leaseTTL time.Duration) {
+	if !co.shared() || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	dctx, cancel := c.detach(ctx)
+	if !c.goBackground(func() {
+		defer cancel()
+		defer e.refreshing.Store(false)
+		c.awaitRefresh(dctx, co, e, cur, leaseTTL)
+	}) {
+		cancel()
+		e.refreshing.Store(false)
+	}
+}
+
+// hit counts a value served from a cache level.
+func (c *Cache) hit(e *entry, env *envelope, fromL2 bool) {
+	if c.freshness(env, e.pol, c.now()) >= stale {
+		c.staleHit(e, fromL2)
+		return
+	}
+	if fromL2 {
+		e.m.l2Fresh.Inc()
+	} else {
+		e.m.l1Fresh.Inc()
+	}
+}
+
+// staleHit counts a value served past its TTL.
+func (c *Cache) staleHit(e *entry, fromL2 bool) {
+	if fromL2 {
+		e.m.l2Stale.Inc()
+	} else {
+		e.m.l1Stale.Inc()
+	}
+	c.staleServed(e)
 }
 
 // alive says whether env may still be served as an old value: it is not
@@ -662,15 +810,17 @@ func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelo
 }
 
 // recompute calls compute once, bounded by the policy's query timeout, and
-// wraps the value with its adaptive TTL.
-func (c *Cache) recompute(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error), reason string) (*envelope, error) {
+// wraps the value with its adaptive TTL. prev is the value it replaces, if
+// any: a value computed ahead of prev's expiry takes over prev's remaining
+// freshness (anchored).
+func (c *Cache) recompute(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error), reason string, prev *envelope) (*envelope, error) {
 	qctx, cancel := context.WithTimeout(ctx, e.pol.QueryTimeout)
 	defer cancel()
 	at := c.now()
 	t0 := time.Now()
 	v, err := c.call(qctx, e, compute)
 	cost := time.Since(t0)
-	e.m.computeTime.Observe(cost.Seconds())
+	e.m.computeTime[reason].Observe(cost.Seconds())
 	if err != nil {
 		c.m.recomputes.WithLabelValues(e.resource, reason, "error").Inc()
 		return nil, fmt.Errorf("%s: %w", e.resource, err)
@@ -678,8 +828,28 @@ func (c *Cache) recompute(ctx context.Context, e *entry, compute func(context.Co
 	c.m.recomputes.WithLabelValues(e.resource, reason, "ok").Inc()
 	e.stats.observeCost(cost)
 	env := &envelope{at: at, cost: cost, digest: digestOf(v), value: v}
-	env.ttl = c.ttlFor(e, env)
+	env.ttl = c.anchored(e, prev, env, c.ttlFor(e, env))
 	return env, nil
+}
+
+// anchored is the TTL of env, computed with ttl as its freshness window,
+// when it replaces prev. A refresh-ahead computation starts up to one window
+// W before prev expires; if env's freshness counted from its own start, each
+// refresh would come W earlier than the last, and the database would see one
+// recomputation per TTL − W instead of one per TTL (up to 11 % more, since
+// W may reach TTL/10). So env expires ttl after prev did: what was left of
+// prev's freshness when env's computation started is added to ttl. The lead
+// is bounded by prev's window (a writer's clock ahead of ours cannot stretch
+// it) and the total by the staleness budget, as the TTL is.
+func (c *Cache) anchored(e *entry, prev, env *envelope, ttl time.Duration) time.Duration {
+	if prev == nil {
+		return ttl
+	}
+	lead := min(prev.at.Add(prev.ttl).Sub(env.at), c.window(prev))
+	if lead <= 0 {
+		return ttl
+	}
+	return max(ttl, min(ttl+lead, e.pol.ttlCap())).Truncate(time.Millisecond)
 }
 
 // call runs compute, turning a panic into an error: it may run in a
@@ -780,6 +950,14 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 		c.awaitRefresh(ctx, co, e, cur, leaseTTL)
 		return
 	}
+	c.renew(ctx, co, e, l, cur, compute)
+}
+
+// renew recomputes e under the refresh lease l, cur being the value in
+// service: the new value is written (the lease released with it), or cur
+// stays in service and the lease is held for the backoff. The recomputation
+// is a retry while this replica knows that recomputations of e are failing.
+func (c *Cache) renew(ctx context.Context, co coordinator, e *entry, l lease, cur *envelope, compute func(context.Context) ([]byte, error)) {
 	if l.recheck && co.shared() {
 		if env, err := c.newer(ctx, co, e, cur); err == nil && env != nil {
 			c.releaseLease(ctx, co, e, l)
@@ -788,7 +966,11 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 			return
 		}
 	}
-	env, err := c.recompute(ctx, e, compute, "refresh")
+	reason := "refresh"
+	if e.fails.Load() > 0 {
+		reason = "retry"
+	}
+	env, err := c.recompute(ctx, e, compute, reason, cur)
 	if err != nil {
 		c.refreshFailed(ctx, co, e, l, cur, err)
 		return
@@ -799,13 +981,25 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 	c.m.refreshes.WithLabelValues(e.resource, "ok").Inc()
 }
 
-// refreshFailed keeps cur in service and backs off: locally, and for the
-// whole cluster by holding the lease for the backoff.
+// refreshFailed keeps cur in service and backs off. With a shared gate the
+// backoff is the cluster's: the failure is counted in the shared store, the
+// backoff grows with the cluster's count (not with this replica's, which
+// would restart at the minimum on every replica), and this replica holds the
+// gate for it, so the whole cluster retries once per backoff. Without one
+// (in_process, shared_values_local_coalescing) it is this replica's.
 func (c *Cache) refreshFailed(ctx context.Context, co coordinator, e *entry, l lease, cur *envelope, err error) {
-	n := e.fails.Add(1)
+	n := int64(e.fails.Add(1))
+	octx, cancel := c.op(ctx)
+	if cluster, ok, ferr := co.failed(octx, e.key, e.pol.MaxStaleness); ferr != nil {
+		c.storeFailed(e, "backoff", ferr)
+	} else if ok && cluster > 0 {
+		n = cluster
+		e.fails.Store(int32(min(n, math.MaxInt32)))
+	}
+	cancel()
 	backoff := min(c.cfg.RetryBackoffMin<<min(n-1, 20), c.cfg.RetryBackoffMax)
 	e.retryAt.Store(c.now().Add(backoff).UnixNano())
-	octx, cancel := c.op(ctx)
+	octx, cancel = c.op(ctx)
 	if herr := co.hold(octx, e.key, l, backoff); herr != nil {
 		c.storeFailed(e, "lease", herr)
 	}

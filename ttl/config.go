@@ -36,9 +36,12 @@ type Config struct {
 	Enabled bool `yaml:"enabled"`
 	// Mode picks the adaptive TTL: cost-aware (default) or tasker.
 	Mode string `yaml:"mode"`
-	// KeyVersion goes into every key, so that a different configuration or
-	// schema never reads another one's entries. The sidecar sets it to a
-	// hash of its configuration and schema version.
+	// KeyVersion goes into every key, so that a different build,
+	// database or configuration never reads another one's entries. sidecar
+	// run sets it to a hash of the build (version, revisions, or the
+	// executable's digest), the database URL and the configuration the
+	// computations read; not of the live database's schema (docs/ttl.md,
+	// Keys).
 	KeyVersion string `yaml:"key_version"`
 	// Policies override the built-in per-resource policies field by field;
 	// the "default" entry applies to resources without their own.
@@ -53,11 +56,15 @@ type Config struct {
 	RefreshAheadMin    time.Duration `yaml:"refresh_ahead_min"`
 	// StaleWhileRevalidate is the grace after expiry, as a fraction of the
 	// TTL, during which a value is still served while one replica refreshes
-	// it. Past it a request waits for the refresh, unless refreshes are
-	// failing: then the value is served until MaxStaleness.
+	// it in the background. Past it, the request that wins the refresh gate
+	// waits for the recomputation (unless recomputations are failing), and
+	// every other request is served the value, flagged stale, until
+	// MaxStaleness.
 	StaleWhileRevalidate float64 `yaml:"stale_while_revalidate"`
 	// RetryBackoffMin and RetryBackoffMax bound the exponential backoff
-	// between failed refreshes of one key, cluster-wide.
+	// between failed refreshes of one key, cluster-wide: it doubles with
+	// the cluster's count of failures, and the replica that failed holds
+	// the refresh gate for it.
 	RetryBackoffMin time.Duration `yaml:"retry_backoff_min"`
 	RetryBackoffMax time.Duration `yaml:"retry_backoff_max"`
 	// RecheckInterval is how often a shared store that failed is pinged to
@@ -91,8 +98,9 @@ type CostAwareConfig struct {
 	// StaleReadCost is w: how much database time one read of outdated data
 	// is worth. Larger means shorter TTLs.
 	StaleReadCost time.Duration `yaml:"stale_read_cost"`
-	// Jitter shortens each TTL by a random fraction up to this, so keys
-	// written together do not expire together.
+	// Jitter spreads TTLs at random over a band this fraction of the TTL
+	// wide (below it, or above min_ttl where the TTL is clamped there), so
+	// keys written together do not expire together.
 	Jitter float64 `yaml:"jitter"`
 }
 

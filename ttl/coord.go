@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,9 +53,24 @@ type coordinator interface {
 	// hold keeps the lease for d more, so that after a failed refresh the
 	// whole cluster waits the backoff, not only this replica.
 	hold(ctx context.Context, key string, l lease, d time.Duration) error
+	// failed counts a failed recomputation of key for the whole cluster
+	// and returns how many the cluster has had since the last value was
+	// written, this one included, so that the backoff grows cluster-wide.
+	// ok is false for the mechanisms without a shared gate: their backoff
+	// is per replica. ttl bounds how long the count is remembered.
+	failed(ctx context.Context, key string, ttl time.Duration) (n int64, ok bool, err error)
+	// failures reads that count (0 when nothing failed since the last
+	// write); ok as for failed.
+	failures(ctx context.Context, key string) (n int64, ok bool, err error)
 }
 
-const lockSuffix = ":lease"
+// The lock of key k is k+lockSuffix; the cluster's count of failed
+// recomputations since the last write is k+failSuffix. Both share k's hash
+// tag, and are at most 69 bytes long.
+const (
+	lockSuffix = ":lease"
+	failSuffix = ":fail"
+)
 
 func newToken() []byte {
 	b := make([]byte, 12)
@@ -68,18 +85,18 @@ func coordinatorFor(st store.Store, mechanism string) coordinator {
 	switch mechanism {
 	case detector.MechanismRedisLua:
 		if r, ok := st.(*store.Redis); ok {
-			return luaCoord{r: r}
+			return luaCoord{failCount: failCount{r}, r: r}
 		}
 	case detector.MechanismRedisCheckedRelease, detector.MechanismMemcachedAddLeases:
 		if a, ok := st.(store.Adder); ok {
 			s, _ := st.(store.Swapper)
-			return nxCoord{mech: mechanism, st: st, add: a, swap: s}
+			return nxCoord{failCount: failCount{st}, mech: mechanism, st: st, add: a, swap: s}
 		}
 	case detector.MechanismRedisSetNX:
 		if a, ok := st.(store.Adder); ok {
 			// No checked release: a plain DEL could remove another
 			// holder's lock, so the lock only expires.
-			return nxCoord{mech: mechanism, st: st, add: a}
+			return nxCoord{failCount: failCount{st}, mech: mechanism, st: st, add: a}
 		}
 	case detector.MechanismMemcachedMetaLeases:
 		if m, ok := st.(*store.Memcached); ok {
@@ -110,6 +127,10 @@ func (localCoord) gate(context.Context, string, time.Duration) (lease, error) {
 func (localCoord) put(context.Context, string, []byte, time.Duration, lease) error { return nil }
 func (localCoord) release(context.Context, string, lease) error                    { return nil }
 func (localCoord) hold(context.Context, string, lease, time.Duration) error        { return nil }
+func (localCoord) failed(context.Context, string, time.Duration) (int64, bool, error) {
+	return 0, false, nil
+}
+func (localCoord) failures(context.Context, string) (int64, bool, error) { return 0, false, nil }
 
 // ---- shared_values_local_coalescing -------------------------------------------
 
@@ -138,11 +159,62 @@ func (s sharedCoord) put(ctx context.Context, key string, val []byte, ttl time.D
 func (sharedCoord) release(context.Context, string, lease) error             { return nil }
 func (sharedCoord) hold(context.Context, string, lease, time.Duration) error { return nil }
 
+// Without a shared gate every replica retries on its own: the backoff stays
+// per replica.
+func (sharedCoord) failed(context.Context, string, time.Duration) (int64, bool, error) {
+	return 0, false, nil
+}
+func (sharedCoord) failures(context.Context, string) (int64, bool, error) { return 0, false, nil }
+
+// ---- the cluster's failure count, for the mechanisms with a shared gate -------
+
+// failCount keeps the number of failed recomputations of a key since its
+// last write in the shared store, with atomic increments: the replica that
+// fails next backs off from the cluster's count, not from its own, so the
+// whole cluster retries with one growing backoff. Every write clears it.
+type failCount struct{ st store.Store }
+
+func (f failCount) failed(ctx context.Context, key string, ttl time.Duration) (int64, bool, error) {
+	inc, ok := f.st.(store.Incrementer)
+	if !ok {
+		return 0, false, nil
+	}
+	n, err := inc.Incr(ctx, key+failSuffix, 1, ttl)
+	if err != nil {
+		return 0, false, err
+	}
+	return n, true, nil
+}
+
+func (f failCount) failures(ctx context.Context, key string) (int64, bool, error) {
+	if _, ok := f.st.(store.Incrementer); !ok {
+		return 0, false, nil
+	}
+	raw, found, err := f.st.Get(ctx, key+failSuffix)
+	if err != nil || !found {
+		return 0, err == nil, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("failure count of %s: %w: %q", key, store.ErrProtocol, raw)
+	}
+	return n, true, nil
+}
+
+// clear forgets the count once a value is written.
+func (f failCount) clear(ctx context.Context, key string) error {
+	if _, ok := f.st.(store.Incrementer); !ok {
+		return nil
+	}
+	return f.st.Delete(ctx, key+failSuffix)
+}
+
 // ---- redis_set_nx, redis_set_nx_checked_release, memcached_add_leases ----------
 
 // nxCoord takes leases with create-if-absent (SET NX PX, add) on the lock key
 // and, where the store can, releases them with a token-checked delete.
 type nxCoord struct {
+	failCount
 	mech string
 	st   store.Store
 	add  store.Adder
@@ -178,7 +250,8 @@ func (n nxCoord) put(ctx context.Context, key string, val []byte, ttl time.Durat
 	if err := n.st.Set(ctx, key, val, ttl); err != nil {
 		return err
 	}
-	return n.release(ctx, key, l)
+	// The lease is given back even if the count could not be cleared.
+	return errors.Join(n.clear(ctx, key), n.release(ctx, key, l))
 }
 
 func (n nxCoord) release(ctx context.Context, key string, l lease) error {
@@ -214,11 +287,15 @@ if ARGV[2] ~= '0' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) t
 return {0}`)
 	putAndReleaseScript = redis.NewScript(`
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[3])
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return 1`)
 )
 
-type luaCoord struct{ r *store.Redis }
+type luaCoord struct {
+	failCount
+	r *store.Redis
+}
 
 func (luaCoord) mechanism() string { return detector.MechanismRedisLua }
 func (luaCoord) shared() bool      { return true }
@@ -261,7 +338,8 @@ func (c luaCoord) put(ctx context.Context, key string, val []byte, ttl time.Dura
 	if l.won {
 		tok = string(l.tok)
 	}
-	err := putAndReleaseScript.Run(ctx, c.r.Client(), []string{c.r.Key(key), c.r.Key(key + lockSuffix)},
+	// The write also clears the failure count, in the same round trip.
+	err := putAndReleaseScript.Run(ctx, c.r.Client(), []string{c.r.Key(key), c.r.Key(key + lockSuffix), c.r.Key(key + failSuffix)},
 		val, max(ttl.Milliseconds(), 1), tok).Err()
 	if err != nil {
 		return fmt.Errorf("redis put-and-release script: %w", err)
@@ -345,11 +423,12 @@ func (c metaCoord) put(ctx context.Context, key string, val []byte, ttl time.Dur
 	if rep.Status != store.MetaHD {
 		return fmt.Errorf("memcached ms: %w: answered %s", store.ErrProtocol, rep.Status)
 	}
+	cerr := c.clear(ctx, key)
 	if l.onValue {
 		// The value replaced the stub: that was the release.
-		return nil
+		return cerr
 	}
-	return c.release(ctx, key, l)
+	return errors.Join(cerr, c.release(ctx, key, l))
 }
 
 func (c metaCoord) release(ctx context.Context, key string, l lease) error {
@@ -363,6 +442,43 @@ func (c metaCoord) release(ctx context.Context, key string, l lease) error {
 	// EX or NF: the lease expired and is someone else's now, or gone.
 	_, err := c.m.MetaDelete(ctx, k, "C"+l.cas)
 	return err
+}
+
+// failed is "ma k:fail N<ttl> J1 v": the count is created at 1 with its
+// expiry, or incremented, atomically and in one round trip, on the meta
+// client the other operations of this mechanism use.
+func (c metaCoord) failed(ctx context.Context, key string, ttl time.Duration) (int64, bool, error) {
+	rep, err := c.m.MetaArithmetic(ctx, key+failSuffix, "N"+secs(ttl), "J1", "v")
+	if err != nil {
+		return 0, false, err
+	}
+	n, err := metaCount(key, rep)
+	return n, err == nil, err
+}
+
+func (c metaCoord) failures(ctx context.Context, key string) (int64, bool, error) {
+	rep, err := c.m.MetaGet(ctx, key+failSuffix, "v")
+	if err != nil {
+		return 0, false, err
+	}
+	if rep.Status != store.MetaVA {
+		return 0, true, nil
+	}
+	n, err := metaCount(key, rep)
+	return n, err == nil, err
+}
+
+func (c metaCoord) clear(ctx context.Context, key string) error {
+	_, err := c.m.MetaDelete(ctx, key+failSuffix)
+	return err
+}
+
+func metaCount(key string, rep store.MetaReply) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(string(rep.Value)), 10, 64)
+	if rep.Status != store.MetaVA || err != nil {
+		return 0, fmt.Errorf("failure count of %s: %w: %s %q", key, store.ErrProtocol, rep.Status, rep.Value)
+	}
+	return n, nil
 }
 
 func (c metaCoord) hold(ctx context.Context, key string, l lease, d time.Duration) error {

@@ -50,11 +50,11 @@ func TestColdFailureNeverServesPastMaxStaleness(t *testing.T) {
 	}
 }
 
-// A request waiting for another replica's refresh serves its old value after
-// one lease period only if that value is still within max staleness then;
-// one that died during the wait is not served: the request waits on as one
-// without an old value does and, the holder still not done after two lease
-// periods, computes itself.
+// While another replica holds the refresh gate, a request is answered at
+// once with the old value only if that value is within max staleness when it
+// is handed out; one that has died since is not served: the request waits on
+// the lease as one without an old value does and, the holder still not done
+// after two lease periods, computes itself.
 func TestLeaseWaitNeverServesPastMaxStaleness(t *testing.T) {
 	for _, b := range sharedBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -78,6 +78,16 @@ func TestLeaseWaitNeverServesPastMaxStaleness(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = co.release(context.Background(), e.key, l) })
 
+			// Within max staleness: served at once, flagged stale, with
+			// its age.
+			v, info := mustGet(t, c.Cache, ResourceStatus, "", src)
+			if age := (e.pol.MaxStaleness - 100*time.Millisecond).Seconds(); v != gen(1, ResourceStatus) || !info.Stale || info.AgeSeconds != age {
+				t.Fatalf("Get = %s %+v, want stale generation 1 aged %v s", v, info, age)
+			}
+
+			// The old value dies: the next request does not get it, even
+			// though this replica is still watching the holder's refresh.
+			clk.Advance(200 * time.Millisecond)
 			type got struct {
 				v    string
 				info Info
@@ -88,12 +98,6 @@ func TestLeaseWaitNeverServesPastMaxStaleness(t *testing.T) {
 				v, info, err := c.Get(context.Background(), ResourceStatus, "", src.compute(ResourceStatus))
 				done <- got{string(v), info, err}
 			}()
-			eventually(t, "the request to wait for the lease", func() bool {
-				return counterValue(t, c.reg, "tasker_sidecar_cache_lease_waits_total", nil) == 1
-			})
-			// The old value dies while the request waits (before the end of
-			// the first lease period, 800 ms).
-			clk.Advance(200 * time.Millisecond)
 			var r got
 			select {
 			case r = <-done:
@@ -103,6 +107,9 @@ func TestLeaseWaitNeverServesPastMaxStaleness(t *testing.T) {
 			if r.err != nil || r.v != gen(2, ResourceStatus) || r.info.Cached || r.info.AgeSeconds > e.pol.MaxStaleness.Seconds() {
 				t.Fatalf("Get = %s %+v, %v; want generation 2 computed here, not a value past max staleness %s",
 					r.v, r.info, r.err, e.pol.MaxStaleness)
+			}
+			if got := counterValue(t, c.reg, "tasker_sidecar_cache_lease_waits_total", nil); got != 1 {
+				t.Fatalf("lease_waits = %v, want 1 (the request after the value died)", got)
 			}
 		})
 	}

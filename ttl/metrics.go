@@ -38,8 +38,17 @@ type resourceMetrics struct {
 	miss, coalesced, leaseWait         prometheus.Counter
 	staleRefreshing, staleError        prometheus.Counter
 	ttl, age                           prometheus.Gauge
-	computeTime                        prometheus.Observer
+	computeTime                        map[string]prometheus.Observer // by reason
 }
+
+// computeReasons label the recomputations done by the cache (the reason
+// label of recomputations_total and recompute_duration_seconds): cold, a
+// request waits for it (nothing servable: a cold miss, or a value past its
+// grace recomputed synchronously); refresh, a renewal of a value in service,
+// in the background; retry, a renewal while recomputations of the key are
+// failing (after a failure here, or one the cluster's shared count reports).
+// Calls with caching disabled are counted as uncached, and not timed.
+var computeReasons = []string{"cold", "refresh", "retry"}
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
@@ -62,10 +71,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		refreshes: counter("refreshes_total",
 			"Refreshes of values that were due or stale: computed here (ok, error) or found done by another replica (elsewhere).", "resource", "result"),
 		recomputes: counter("recomputations_total",
-			"Calls of the compute function, i.e. database recomputations, by reason (cold, refresh, uncached) and result.", "resource", "reason", "result"),
+			"Calls of the compute function, i.e. database recomputations, by reason (cold, refresh, retry, uncached) and result.", "resource", "reason", "result"),
 		computeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "recompute_duration_seconds",
-			Help:    "Duration of each recomputation.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}, []string{"resource"}),
+			Help: "Duration of each recomputation, by reason: cold (a request waited for it), refresh (background renewal " +
+				"of a value in service) or retry (renewal while recomputations of the key fail).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}, []string{"resource", "reason"}),
 		ttl: gauge("ttl_seconds",
 			"TTL of the value this replica currently holds.", "resource"),
 		age: gauge("value_age_seconds",
@@ -115,7 +125,10 @@ func (m *metrics) resource(r string) *resourceMetrics {
 		staleError:      m.staleServes.WithLabelValues(r, "error"),
 		ttl:             m.ttl.WithLabelValues(r),
 		age:             m.age.WithLabelValues(r),
-		computeTime:     m.computeTime.WithLabelValues(r),
+		computeTime:     map[string]prometheus.Observer{},
+	}
+	for _, reason := range computeReasons {
+		rm.computeTime[reason] = m.computeTime.WithLabelValues(r, reason)
 	}
 	for _, res := range []string{"ok", "error", "elsewhere"} {
 		m.refreshes.WithLabelValues(r, res)

@@ -45,6 +45,7 @@ type options struct {
 	resources int
 	redisURL  string
 	mcURL     string
+	keyPrefix string
 }
 
 func main() { os.Exit(run()) }
@@ -64,6 +65,7 @@ func run() int {
 	flag.IntVar(&o.resources, "resources", 4, "distinct resources (keys) requested")
 	flag.StringVar(&o.redisURL, "redis-url", envOr("SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379"), "shared Redis")
 	flag.StringVar(&o.mcURL, "memcached-url", envOr("SIDECAR_TEST_MEMCACHED_URL", "memcached://127.0.0.1:11211"), "shared Memcached")
+	flag.StringVar(&o.keyPrefix, "key-prefix", envOr("SIDECAR_BENCH_KEY_PREFIX", "sidecar-bench:"), "prefix of every key the benchmark writes in the shared stores")
 	flag.Parse()
 	o.stores = strings.Split(stores, ",")
 	var err error
@@ -232,7 +234,7 @@ func openReplica(o options, spec, keyVersion string, logger *slog.Logger) (repli
 	default:
 		return replica{}, fmt.Errorf("unknown store %q", spec)
 	}
-	st, err := store.Open(url, store.Options{KeyPrefix: "sidecar-bench:", PoolSize: 8})
+	st, err := store.Open(url, store.Options{KeyPrefix: o.keyPrefix, PoolSize: 8})
 	if err != nil {
 		return replica{}, err
 	}
@@ -253,8 +255,14 @@ func openReplica(o options, spec, keyVersion string, logger *slog.Logger) (repli
 	cfg.CostAware.Jitter = 0 // a fixed TTL makes "a window" well defined
 	// Above 3 × the computation time, so the window is this (or TTL/10).
 	cfg.RefreshAheadMin = 5 * o.compute
+	// max_staleness as sidecar run sets it for pinned TTLs (coverStaleness):
+	// the TTL, two query timeouts (one refresh, one crashed lease) and a
+	// second, which leaves the staleness budget room for the refresh-ahead
+	// lead (a value refreshed ahead of its predecessor's expiry expires one
+	// TTL after it; at exactly TTL + two query timeouts the budget would cap
+	// that, and the refresh period would be TTL − window).
 	cfg.Policies = map[string]ttl.Policy{ttl.ResourceDefault: {BaseTTL: o.ttl, MinTTL: o.ttl, MaxTTL: o.ttl,
-		QueryTimeout: time.Second, MaxStaleness: o.ttl + 2*time.Second}}
+		QueryTimeout: time.Second, MaxStaleness: staleness(o.ttl)}}
 	reg := prometheus.NewRegistry()
 	c, err := ttl.New(st, det.Report, func(err error) { det.NotifyError(err) }, cfg, reg, logger)
 	if err != nil {
@@ -262,6 +270,9 @@ func openReplica(o options, spec, keyVersion string, logger *slog.Logger) (repli
 	}
 	return replica{cache: c, reg: reg, st: st}, nil
 }
+
+// staleness is the policy's max_staleness for a TTL: see openReplica.
+func staleness(ttl time.Duration) time.Duration { return ttl + 2*time.Second + time.Second }
 
 func runOne(o options, spec string, n, r int, logger *slog.Logger) (result, error) {
 	keyVersion := fmt.Sprintf("bench-%d", time.Now().UnixNano())
@@ -351,7 +362,7 @@ func runOne(o options, spec string, n, r int, logger *slog.Logger) (result, erro
 
 	res := result{store: spec, mechanism: mechanismOf(reps[0]), n: n, r: r, requests: int(requests.Load()),
 		elapsed: end.Sub(warmEnd), waits: after - before, stale: stale, maxAge: maxAge,
-		bound: o.ttl + 2*time.Second}
+		bound: staleness(o.ttl)}
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		res.p50 = lat[len(lat)/2]

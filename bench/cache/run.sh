@@ -2,6 +2,7 @@
 # Coordinated-cache cluster benchmark (docs/benchmarks.md, "Coordinated cache").
 # Needs Redis on 127.0.0.1:6379 and Memcached on 127.0.0.1:11211 (make services),
 # or SIDECAR_TEST_REDIS_URL / SIDECAR_TEST_MEMCACHED_URL. About 4 minutes.
+# Keys are written under SIDECAR_BENCH_KEY_PREFIX (default sidecar-bench:).
 #
 #   bench/cache/run.sh            # the full matrix
 #   bench/cache/run.sh -stores redis -replicas 16 -clients 64   # one row

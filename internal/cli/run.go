@@ -6,9 +6,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
+	"os"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -300,10 +304,44 @@ func newResults(cfg config.Config, cache *cacheRuntime, reg prometheus.Registere
 // keyVersion covers what changes a cached answer: the build, the database and
 // the settings the computations read. Per-pod settings (listen address,
 // checkpoint file) stay out, or replicas would never share an entry.
+//
+// The build is its version and revision as stamped with -ldflags (Makefile,
+// Dockerfile) and the VCS revision Go stamps itself (debug.ReadBuildInfo,
+// vcs.revision and vcs.modified). When none of them names the source
+// exactly, a SHA-256 of the executable does: a build without a revision (a
+// plain go build outside a checkout, the Dockerfile's defaults dev/unknown,
+// where .git is not in the build context) or from a modified tree (vcs.modified,
+// or a -dirty version). So two different builds never share an entry, and
+// replicas running one binary always do. The build also fixes the SQL the
+// computations run and the Tasker tables they read; the schema of the live
+// database is not part of the key (it is not known before connecting, and a
+// migration under a running sidecar only keeps old entries until they expire).
 func keyVersion(cfg config.Config) string {
 	tc := cfg.TTL
 	tc.KeyVersion = ""
-	parts, _ := json.Marshal([]any{version.Version, cfg.Database.URL.String(), cfg.Metrics, cfg.Analytics, tc})
+	build := map[string]string{"version": version.Version, "revision": version.Revision}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" || s.Key == "vcs.modified" {
+				build[s.Key] = s.Value
+			}
+		}
+	}
+	named := (version.Revision != "" && version.Revision != "unknown") || build["vcs.revision"] != ""
+	modified := build["vcs.modified"] == "true" || strings.Contains(version.Version, "dirty")
+	if !named || modified {
+		build["executable"] = "unreadable"
+		if path, err := os.Executable(); err == nil {
+			if f, err := os.Open(path); err == nil {
+				h := sha256.New()
+				if _, err := io.Copy(h, f); err == nil {
+					build["executable"] = hex.EncodeToString(h.Sum(nil))
+				}
+				_ = f.Close()
+			}
+		}
+	}
+	parts, _ := json.Marshal([]any{build, cfg.Database.URL.String(), cfg.Metrics, cfg.Analytics, tc})
 	sum := sha256.Sum256(parts)
 	return hex.EncodeToString(sum[:6])
 }
