@@ -33,12 +33,10 @@ const (
 	PathHandlerDetail = "/tasker/handlers/:namespace/:name"
 )
 
-// Cache resources of the analytics routes. Those the coordinated cache has
-// a policy for come from package ttl; the per-task context and steps use
-// its default policy unless configured.
+// Cache resources of the per-task routes; their policies are package ttl's.
 const (
-	ResourceTaskContext = "task_context"
-	ResourceTaskSteps   = "task_steps"
+	ResourceTaskContext = ttl.ResourceTaskContext
+	ResourceTaskSteps   = ttl.ResourceTaskSteps
 )
 
 // Error titles of the 503 bodies; the first two are Tasker's.
@@ -136,7 +134,14 @@ func withCacheInfo(body []byte, info ttl.Info) ([]byte, error) {
 	if end < 2 || body[0] != '{' || body[end-1] != '}' {
 		return nil, fmt.Errorf("cached analytics value is not a JSON object")
 	}
-	ci, err := json.Marshal(info)
+	// Ages and TTLs are floats with a decimal point, as every duration the
+	// API sends (docs/endpoints.md).
+	ci, err := json.Marshal(struct {
+		Cached     bool      `json:"cached"`
+		AgeSeconds jsonFloat `json:"age_seconds"`
+		TTLSeconds jsonFloat `json:"ttl_seconds"`
+		Stale      bool      `json:"stale"`
+	}{info.Cached, jsonFloat(info.AgeSeconds), jsonFloat(info.TTLSeconds), info.Stale})
 	if err != nil {
 		return nil, err
 	}

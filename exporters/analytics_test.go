@@ -19,6 +19,7 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
 
@@ -295,8 +296,8 @@ func TestAnalyticsDatabaseDown(t *testing.T) {
 
 func TestWithCacheInfo(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{`{"a":1}`, `{"a":1,"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90,"stale":false}}`},
-		{"{}\n", `{"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90,"stale":false}}`},
+		{`{"a":1}`, `{"a":1,"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90.0,"stale":false}}`},
+		{"{}\n", `{"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90.0,"stale":false}}`},
 	} {
 		in := []byte(tc.in)
 		got, err := withCacheInfo(in, fixedInfo)
@@ -425,5 +426,36 @@ func BenchmarkAnalyticsEndpoints(b *testing.B) {
 				serve(b, r.path)
 			}
 		})
+	}
+}
+
+// A task's readiness changes with the clock alone, so the per-task routes
+// must not be served from a cache entry minutes old (they once fell to the
+// default policy's 300 s). Through the real coordinated cache.
+func TestPerTaskRoutesStaySecondsBehind(t *testing.T) {
+	db, task := analyticsDB(t)
+	pool, err := collector.Open(collector.Options{URL: db.URL, ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	cache, err := ttl.New(store.NewMemory(""), nil, nil, ttl.DefaultConfig(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, baseOptions(&fakeSource{}))
+	MountAnalytics(s.Router(), analytics.New(pool.Pool(), analytics.Options{}, nil), cache, nil)
+	for _, path := range []string{
+		fmt.Sprintf("/tasker/tasks/%d/context", task), fmt.Sprintf("/tasker/tasks/%d/steps", task),
+		fmt.Sprintf("/tasker/tasks/context?ids=%d", task), fmt.Sprintf("/tasker/tasks/steps?ids=%d", task),
+	} {
+		r := do(t, s, http.MethodGet, path)
+		if r.code != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, r.code, r.body)
+		}
+		info, _ := r.json(t)["cache_info"].(map[string]any)
+		if ttlSeconds, _ := info["ttl_seconds"].(float64); ttlSeconds <= 0 || ttlSeconds > 15 {
+			t.Errorf("%s: cached for %v s, want at most 15", path, info["ttl_seconds"])
+		}
 	}
 }

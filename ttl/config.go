@@ -13,12 +13,14 @@ import (
 // with the base TTLs its endpoints use (tasker-facts §11 item 9). Any other
 // resource name gets the "default" policy.
 const (
-	ResourceStatus      = "status"      // GET /health/status body
-	ResourcePerformance = "performance" // GET /analytics/performance
-	ResourceBottlenecks = "bottlenecks" // GET /analytics/bottlenecks
-	ResourceHandlers    = "handlers"    // the handler catalog
-	ResourceTaskGraph   = "task_graph"  // per-task runtime graph analysis
-	ResourceDefault     = "default"     // policy of every other resource
+	ResourceStatus      = "status"       // GET /health/status body
+	ResourcePerformance = "performance"  // GET /analytics/performance
+	ResourceBottlenecks = "bottlenecks"  // GET /analytics/bottlenecks
+	ResourceHandlers    = "handlers"     // the handler catalog
+	ResourceTaskGraph   = "task_graph"   // per-task runtime graph analysis
+	ResourceTaskContext = "task_context" // per-task execution context
+	ResourceTaskSteps   = "task_steps"   // per-task step readiness
+	ResourceDefault     = "default"      // policy of every other resource
 )
 
 // Modes of adaptive TTL.
@@ -132,6 +134,11 @@ func builtinPolicies() map[string]Policy {
 		ResourceBottlenecks: {BaseTTL: 120 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 5 * time.Minute, MaxStaleness: 10 * time.Minute, QueryTimeout: 30 * time.Second},
 		ResourceHandlers:    {BaseTTL: 120 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 10 * time.Minute, MaxStaleness: 20 * time.Minute, QueryTimeout: 10 * time.Second},
 		ResourceTaskGraph:   {BaseTTL: 90 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 5 * time.Minute, MaxStaleness: 10 * time.Minute, QueryTimeout: 10 * time.Second},
+		// Readiness depends on the clock (a backoff runs out with nothing
+		// written), so these stay seconds behind at most; one task's query
+		// takes milliseconds.
+		ResourceTaskContext: {BaseTTL: 5 * time.Second, MinTTL: time.Second, MaxTTL: 15 * time.Second, MaxStaleness: time.Minute, QueryTimeout: 10 * time.Second},
+		ResourceTaskSteps:   {BaseTTL: 5 * time.Second, MinTTL: time.Second, MaxTTL: 15 * time.Second, MaxStaleness: time.Minute, QueryTimeout: 10 * time.Second},
 		ResourceDefault:     {BaseTTL: 300 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 10 * time.Minute, MaxStaleness: 20 * time.Minute, QueryTimeout: 30 * time.Second},
 	}
 }

@@ -292,7 +292,7 @@ func newResults(cfg config.Config, cache *cacheRuntime, reg prometheus.Registere
 	// The cache bounds each computation by its policy's query timeout; an
 	// analytics computation may take as long as its statement timeout.
 	for _, r := range []string{ttl.ResourcePerformance, ttl.ResourceBottlenecks, ttl.ResourceHandlers,
-		ttl.ResourceTaskGraph, ttl.ResourceDefault, analytics.ResourceMetrics} {
+		ttl.ResourceTaskGraph, ttl.ResourceTaskContext, ttl.ResourceTaskSteps, ttl.ResourceDefault, analytics.ResourceMetrics} {
 		p := tc.Policy(r)
 		p.QueryTimeout = max(p.QueryTimeout, cfg.Analytics.StatementTimeout)
 		tc.Policies[r] = coverStaleness(p)
