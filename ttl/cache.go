@@ -16,6 +16,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tasker-systems/tasker-sidecar/detector"
@@ -44,6 +48,8 @@ type Cache struct {
 
 	health health
 	mech   atomic.Value // string: mechanism last used, for the gauge
+
+	tracer trace.Tracer
 
 	lifeMu  sync.Mutex
 	stopped bool
@@ -126,8 +132,17 @@ func New(st store.Store, report func() detector.Report, notify func(error), cfg 
 		c.policies[name] = cfg.Policy(name)
 	}
 	c.mech.Store("")
+	c.tracer = noop.NewTracerProvider().Tracer("")
 	c.bgCtx, c.bgStop = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// SetTracerProvider makes the cache record spans of its own work: each
+// request (cache.get), each recomputation (cache.recompute) and each read
+// and write of the shared store (cache.store.get, cache.store.put). Call it
+// before the first Get.
+func (c *Cache) SetTracerProvider(tp trace.TracerProvider) {
+	c.tracer = tp.Tracer("github.com/tasker-systems/tasker-sidecar/ttl")
 }
 
 var _ Getter = (*Cache)(nil)
@@ -177,6 +192,15 @@ func (c *Cache) Degraded() (bool, string) {
 // Errors are compute's errors (or ctx's); cache failures never surface.
 // The returned bytes are shared with other callers: do not modify them.
 func (c *Cache) Get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error)) ([]byte, Info, error) {
+	ctx, span := c.tracer.Start(ctx, "cache.get", trace.WithAttributes(attribute.String("cache.resource", resource)))
+	v, info, err := c.get(ctx, resource, params, compute)
+	span.SetAttributes(attribute.Bool("cache.cached", info.Cached), attribute.Bool("cache.stale", info.Stale),
+		attribute.Float64("cache.age_seconds", info.AgeSeconds))
+	endSpan(span, err)
+	return v, info, err
+}
+
+func (c *Cache) get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error)) ([]byte, Info, error) {
 	if !c.cfg.Enabled {
 		return c.uncached(ctx, resource, compute)
 	}
@@ -443,7 +467,10 @@ func (c *Cache) adopt(e *entry, env *envelope, own bool) {
 func (c *Cache) newer(ctx context.Context, co coordinator, e *entry, cur *envelope) (*envelope, error) {
 	octx, cancel := c.op(ctx)
 	defer cancel()
+	octx, span := c.tracer.Start(octx, "cache.store.get", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("cache.resource", e.resource)))
 	raw, _, err := co.get(octx, e.key, 0)
+	endSpan(span, err)
 	if err != nil {
 		return nil, err
 	}
@@ -804,7 +831,11 @@ func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelo
 	}
 	octx, cancel := c.op(ctx)
 	defer cancel()
-	if err := co.put(octx, e.key, env.encode(), phys, l); err != nil {
+	octx, span := c.tracer.Start(octx, "cache.store.put", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("cache.resource", e.resource)))
+	err := co.put(octx, e.key, env.encode(), phys, l)
+	endSpan(span, err)
+	if err != nil {
 		c.storeFailed(e, "put", err)
 	}
 }
@@ -816,9 +847,12 @@ func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelo
 func (c *Cache) recompute(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error), reason string, prev *envelope) (*envelope, error) {
 	qctx, cancel := context.WithTimeout(ctx, e.pol.QueryTimeout)
 	defer cancel()
+	qctx, span := c.tracer.Start(qctx, "cache.recompute", trace.WithAttributes(
+		attribute.String("cache.resource", e.resource), attribute.String("cache.reason", reason)))
 	at := c.now()
 	t0 := time.Now()
 	v, err := c.call(qctx, e, compute)
+	endSpan(span, err)
 	cost := time.Since(t0)
 	e.m.computeTime[reason].Observe(cost.Seconds())
 	if err != nil {
@@ -1033,4 +1067,12 @@ func (c *Cache) awaitRefresh(ctx context.Context, co coordinator, e *entry, cur 
 			return
 		}
 	}
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

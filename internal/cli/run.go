@@ -110,6 +110,9 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready fu
 	}
 	defer results.Stop()
 	cache.results = results
+	if selfTP != nil {
+		results.SetTracerProvider(selfTP)
+	}
 
 	// With the stream, each replica's counts cost in proportion to new rows
 	// and are fresher than any shared copy; without it, the full recount is
@@ -163,7 +166,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready fu
 	cache.routes(srv)
 
 	if cfg.Analytics.Enabled {
-		stopAnalytics := startAnalytics(ctx, cfg, db, results, srv, reg, logger)
+		stopAnalytics := startAnalytics(ctx, cfg, db, results, srv, reg, selfTP, logger)
 		defer stopAnalytics()
 	}
 
@@ -246,10 +249,11 @@ func shutdownTracing(workflows *exporters.WorkflowTraces, self *sdktrace.TracerP
 
 // startAnalytics mounts the analytics endpoints and starts the gauges'
 // background refresh; the returned function stops it and waits.
-func startAnalytics(ctx context.Context, cfg config.Config, db *collector.DB, results *ttl.Cache, srv *exporters.Server, reg prometheus.Registerer, logger *slog.Logger) func() {
+func startAnalytics(ctx context.Context, cfg config.Config, db *collector.DB, results *ttl.Cache, srv *exporters.Server, reg prometheus.Registerer, tp trace.TracerProvider, logger *slog.Logger) func() {
 	svc := analytics.New(db.Pool(), analytics.Options{
 		StatementTimeout: cfg.Analytics.StatementTimeout,
 		MaxBatch:         cfg.Analytics.MaxBatch,
+		TracerProvider:   tp,
 	}, logger.With("component", "analytics"))
 	exporters.MountAnalytics(srv.Router(), svc, results, logger)
 	gauges := analytics.NewMetrics(svc, analytics.MetricsOptions{

@@ -97,10 +97,16 @@ func TestRunExportsWorkflowTraces(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An analytics request is a span of the sidecar's own, with the cache's
+	// lookup and recomputation around the query.
+	sc.get(t, "/tasker/analytics/performance")
 	eventually(t, 60*time.Second, "workflow and sidecar spans at the OTLP receiver", func() bool {
 		return recv.count("tasker", "tasker.task.execution") > 0 &&
 			recv.count("tasker", "tasker.step.execution") > 0 &&
-			recv.services("tasker-sidecar") > 0
+			recv.count("tasker-sidecar", "refresh") > 0 &&
+			recv.count("tasker-sidecar", "cache.get") > 0 &&
+			recv.count("tasker-sidecar", "cache.recompute") > 0 &&
+			recv.count("tasker-sidecar", "analytics.performance") > 0
 	})
 	var text string
 	eventually(t, 30*time.Second, "transition counters on /metrics", func() bool {
