@@ -34,6 +34,7 @@ func cache() board {
 			}},
 			{"Results cache: coordination", []panel{
 				third(resultDegraded()), third(resultMechanism()), third(resultWaits()),
+				full(coordinationErrors()),
 			}},
 		},
 	}
@@ -158,17 +159,18 @@ func recomputationsPerTTL() cog.Builder[dashboard.Panel] {
 
 func recomputations() cog.Builder[dashboard.Panel] {
 	return timeSeries("Recomputations",
-		"Calls of the computation per second across all replicas, by resource, reason (cold miss, refresh, uncached) "+
-			"and result: the database load the cache lets through.", unitPerSecond,
+		"Calls of the computation per second across all replicas, by resource, reason (cold miss, refresh, retry "+
+			"while failures are known, uncached) and result: the database load the cache lets through.", unitPerSecond,
 		promQuery(`sum by (resource, reason, result) (rate(tasker_sidecar_cache_recomputations_total{`+resultsJob+`}[$__rate_interval]))`,
 			"{{resource}} {{reason}} {{result}}"))
 }
 
 func recomputeDuration() cog.Builder[dashboard.Panel] {
 	return timeSeries("Recomputation duration p95",
-		"95th percentile duration of a recomputation, by resource: what a cold miss costs the caller, and the "+
-			"cost the adaptive TTL weighs.", unitSeconds,
-		promQuery(quantile("0.95", "tasker_sidecar_cache_recompute_duration_seconds", resultsJob, "resource"), "{{resource}}"))
+		"95th percentile duration of a recomputation, by resource and reason: a cold one is what a cold miss costs "+
+			"its caller; refresh and retry run while the old value is served. The adaptive TTL weighs them all.", unitSeconds,
+		promQuery(quantile("0.95", "tasker_sidecar_cache_recompute_duration_seconds", resultsJob, "resource", "reason"),
+			"{{resource}} {{reason}}"))
 }
 
 func resultTTLs() cog.Builder[dashboard.Panel] {
@@ -213,6 +215,15 @@ func resultWaits() cog.Builder[dashboard.Panel] {
 			"already running in the same replica (coalesced): each is a recomputation saved.", unitPerSecond,
 		promQuery(`sum by (resource) (rate(tasker_sidecar_cache_lease_waits_total{`+resultsJob+`}[$__rate_interval]))`, "{{resource}} lease"),
 		promQuery(`sum by (resource) (rate(tasker_sidecar_cache_coalesced_waits_total{`+resultsJob+`}[$__rate_interval]))`, "{{resource}} coalesced"))
+}
+
+func coordinationErrors() cog.Builder[dashboard.Panel] {
+	return timeSeries("Shared-store errors",
+		"Failed shared-store operations of the results cache per second, by replica and operation (get, lease, put, "+
+			"release, backoff): each one sends that request to in-process caching, and a run of them marks the store "+
+			"degraded (TaskerSidecarResultsCacheDegraded).", unitPerSecond,
+		promQuery(`sum by (instance, op) (rate(tasker_sidecar_cache_coordination_errors_total{`+resultsJob+`}[$__rate_interval]))`,
+			"{{instance}} {{op}}"))
 }
 
 // hideValue drops the Value column of tables whose rows are label sets.

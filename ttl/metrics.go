@@ -107,6 +107,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// coordinationOps are the op label values of coordination_errors_total:
+// the shared-store operations the cache makes.
+var coordinationOps = []string{"get", "lease", "put", "release", "backoff"}
+
 func (m *metrics) resource(r string) *resourceMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -132,6 +136,11 @@ func (m *metrics) resource(r string) *resourceMetrics {
 	}
 	for _, res := range []string{"ok", "error", "elsewhere"} {
 		m.refreshes.WithLabelValues(r, res)
+	}
+	// At zero from the start, so that dashboards and alerts can tell "no
+	// errors" from "no data".
+	for _, op := range coordinationOps {
+		m.coordErrors.WithLabelValues(r, op)
 	}
 	m.per[r] = rm
 	return rm
