@@ -58,12 +58,6 @@ func (r *otlpReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	_, _ = w.Write(out)
 }
 
-func (r *otlpReceiver) services(service string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.spans[service])
-}
-
 func (r *otlpReceiver) count(service, name string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
