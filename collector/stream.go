@@ -118,9 +118,11 @@ type Stream struct {
 	dirty                bool // pos moved since the last checkpoint save
 	lastSave             time.Time
 	lastRecount          time.Time
-	// churn is the table statistics of the last poll; churnPending is set
-	// when they showed deleted rows or a truncation, until a recount ran.
+	// churn is the table statistics last read (at churnRead); churnPending
+	// is set when they showed deleted rows or a truncation, until a
+	// recount ran.
 	churn           map[string]tableChurn
+	churnRead       time.Time
 	churnPending    bool
 	recountFailures int       // consecutive failed recounts
 	recountRetry    time.Time // no recount before this, after a failure
@@ -418,7 +420,7 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	s.state, s.named, s.ident = full, named, ident
 	s.pos, s.base = pos, pos.clone()
 	s.lastRecount = now
-	s.churn = churn
+	s.churn, s.churnRead = churn, now
 	s.labels.seed(full.groupSizes())
 	if haveCP {
 		s.resume(cp)
@@ -570,6 +572,9 @@ func (s *Stream) recountDue(now time.Time) bool {
 	return s.cfg.RecountInterval > 0 && now.Sub(s.lastRecount) >= s.cfg.RecountInterval && !now.Before(s.recountRetry)
 }
 
+// churnCheckInterval is how often a poll reads the table statistics.
+const churnCheckInterval = 10 * time.Second
+
 // earlyRecountSpacing is the least time between recounts that deletions
 // ask for: a cleanup job deleting all day must not turn every poll into a
 // full count.
@@ -636,13 +641,16 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 			return res, err
 		}
 	}
-	// Cheap (four catalog rows) and not essential: without it, deletions
-	// wait for the periodic recount.
-	if churn, err := readChurn(ctx, tx); err == nil {
-		res.churn = churn
-		res.churnedTable, _ = churned(s.churn, churn)
-	} else if ctx.Err() == nil {
-		s.logger.Debug("could not read table statistics", "err", err)
+	// Four catalog rows (under a millisecond), not on every poll: PostgreSQL
+	// publishes a session's statistics seconds late anyway. Not essential:
+	// without it, deletions wait for the periodic recount.
+	if now.Sub(s.churnRead) >= churnCheckInterval {
+		if churn, err := readChurn(ctx, tx); err == nil {
+			res.churn = churn
+			res.churnedTable, _ = churned(s.churn, churn)
+		} else if ctx.Err() == nil {
+			s.logger.Debug("could not read table statistics", "err", err)
+		}
 	}
 	early := s.churnPending || res.churnedTable != ""
 	if res.drained && (s.recountDue(now) || early && s.earlyRecountAllowed(now)) {
@@ -788,7 +796,7 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 	}
 	s.pos = res.pos
 	if res.churn != nil {
-		s.churn = res.churn
+		s.churn, s.churnRead = res.churn, now
 	}
 	if res.churnedTable != "" && !s.churnPending {
 		s.logger.Info("rows were deleted from a Tasker table (or it was truncated) outside Statesman; recounting",

@@ -22,7 +22,9 @@ import (
 //
 // Sub-benchmarks: rows=N polls N new step transitions and N/4 task
 // transitions; idle is a poll with nothing new; refresh is serving the
-// health counts from the incremental state (what a Refresher tick costs).
+// health counts from the incremental state (what a Refresher tick costs);
+// recount is the periodic full count; churn is the table-statistics read
+// each poll makes to notice deleted rows.
 func BenchmarkStreamPoll(b *testing.B) {
 	url := os.Getenv("SIDECAR_BENCH_DATABASE_URL")
 	if url == "" {
@@ -86,6 +88,33 @@ func BenchmarkStreamPoll(b *testing.B) {
 			if _, err := s.Refresh(ctx); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	// The full count a recount runs (the counts, the steps in error and in
+	// progress, the named tasks), in its own snapshot.
+	b.Run("recount", func(b *testing.B) {
+		for b.Loop() {
+			tx, err := s.beginRead(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := s.count(ctx, tx); err != nil {
+				b.Fatal(err)
+			}
+			_ = tx.Rollback(ctx)
+		}
+	})
+	// What every poll adds to notice deletions: four rows of table statistics.
+	b.Run("churn", func(b *testing.B) {
+		for b.Loop() {
+			tx, err := s.beginRead(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := readChurn(ctx, tx); err != nil {
+				b.Fatal(err)
+			}
+			_ = tx.Rollback(ctx)
 		}
 	})
 }
