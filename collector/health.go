@@ -58,10 +58,7 @@ WITH per_named_task AS (
                               AND s.attempts < s.retry_limit
                               AND COALESCE(s.retryable, true)
                               AND s.last_attempted_at IS NOT NULL) AS backoff,
-           min(st.created_at) FILTER (WHERE st.to_state = 'in_progress') AS oldest_in_progress,
-           min(st.created_at) FILTER (WHERE st.to_state = 'error'
-                                        AND s.attempts < s.retry_limit
-                                        AND COALESCE(s.retryable, true)) AS oldest_retryable
+           min(st.created_at) FILTER (WHERE st.to_state = 'in_progress') AS oldest_in_progress
     FROM tasker_workflow_steps s
     LEFT JOIN tasker_tasks t ON t.task_id = s.task_id
     LEFT JOIN tasker_workflow_step_transitions st
@@ -70,12 +67,33 @@ WITH per_named_task AS (
 )
 SELECT COALESCE(ns.name, ''), COALESCE(nt.name, ''), COALESCE(p.to_state, ''),
        sum(p.n)::bigint, sum(p.retryable)::bigint, sum(p.exhausted)::bigint, sum(p.backoff)::bigint,
-       min(p.oldest_in_progress), min(p.oldest_retryable)
+       min(p.oldest_in_progress)
 FROM per_named_task p
 LEFT JOIN tasker_named_tasks nt ON nt.named_task_id = p.named_task_id
 LEFT JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3`
+
+// oldestRetryableSQL finds when the longest-waiting retryable step in error
+// (a retry left) entered error, among steps whose task is still active
+// (pending, in progress, or no transition yet): a task that ended, in error
+// or otherwise, does not retry its steps until an operator retries it, so
+// its steps are not "waiting". It starts from the partial index on current
+// errors and looks each step and task up by key (LATERAL ... LIMIT 1 keeps
+// the planner from scanning every step), so its cost follows the number of
+// steps in error, not the table sizes.
+const oldestRetryableSQL = `
+SELECT min(st.created_at)
+FROM tasker_workflow_step_transitions st
+CROSS JOIN LATERAL (
+    SELECT s.task_id FROM tasker_workflow_steps s
+    WHERE s.workflow_step_id = st.workflow_step_id
+      AND s.attempts < s.retry_limit AND COALESCE(s.retryable, true)
+    LIMIT 1) s
+WHERE st.most_recent = true AND st.to_state = 'error'
+  AND COALESCE((SELECT tt.to_state FROM tasker_task_transitions tt
+                WHERE tt.task_id = s.task_id AND tt.most_recent = true LIMIT 1), 'pending')
+      IN ('pending', 'in_progress')`
 
 // Our own session is active while this runs, so active_connections >= 1,
 // matching the function. Without pg_read_all_stats other roles' sessions have
@@ -149,7 +167,7 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 		groups, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stepGroup, error) {
 			var g stepGroup
 			return g, r.Scan(&g.Namespace, &g.TaskName, &g.State, &g.Count, &g.retryable, &g.exhausted, &g.backoff,
-				&g.oldestInProgress, &g.oldestRetryable)
+				&g.oldestInProgress)
 		})
 		if err != nil {
 			return fmt.Errorf("count steps: %w", err)
@@ -161,6 +179,14 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 		if err := row.Scan(&snap.Counts.ActiveConnections, &snap.Counts.MaxConnections); err != nil {
 			return fmt.Errorf("count connections: %w", err)
 		}
+		return nil
+	})
+	b.Queue(oldestRetryableSQL).QueryRow(func(row pgx.Row) error {
+		var at *time.Time
+		if err := row.Scan(&at); err != nil {
+			return fmt.Errorf("find the oldest retryable step: %w", err)
+		}
+		snap.OldestRetryableErrorStep = earliest(time.Time{}, at)
 		return nil
 	})
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -176,8 +202,8 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 // fields for.
 type stepGroup struct {
 	GroupCount
-	retryable, exhausted, backoff     int64
-	oldestInProgress, oldestRetryable *time.Time
+	retryable, exhausted, backoff int64
+	oldestInProgress              *time.Time
 }
 
 func (s *Snapshot) tallyTasks() {
@@ -213,7 +239,6 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 		s.ErrorStepsByName = appendRetryGroups(s.ErrorStepsByName, g.Namespace, g.TaskName,
 			retryCounts{retryable: g.retryable, exhausted: g.exhausted, backoff: g.backoff})
 		s.OldestInProgressStep = earliest(s.OldestInProgressStep, g.oldestInProgress)
-		s.OldestRetryableErrorStep = earliest(s.OldestRetryableErrorStep, g.oldestRetryable)
 		switch g.State {
 		case "pending":
 			c.PendingSteps += g.Count

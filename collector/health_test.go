@@ -100,9 +100,9 @@ func TestRefreshCounts(t *testing.T) {
 				t.Errorf("error steps by name\n got %+v\nwant %+v", snap.ErrorStepsByName, wantByName)
 			}
 			// Transition rows are written at epoch + sort_key seconds: the one
-			// step in progress entered it at sort key 20, the retryable steps
-			// in error entered it at 30 (the exhausted and non-retryable ones
-			// do not count).
+			// step in progress entered it at sort key 20, the retryable step
+			// of t1 (no transition: pending) entered error at 30. (t5's are
+			// excluded, t5 itself being in error: TestOldestRetryableStep.)
 			base, _ := time.Parse(time.DateTime, epoch)
 			if got, want := snap.OldestInProgressStep, base.Add(20*time.Second); !got.Equal(want) {
 				t.Errorf("oldest in progress = %v, want %v", got, want)
@@ -404,4 +404,50 @@ func sqlState(err error) string {
 		return pgErr.SQLState()
 	}
 	return ""
+}
+
+// Only a step whose task is still active waits for a retry: a task that
+// ended (in error, say) retries nothing until an operator retries it.
+func TestOldestRetryableStep(t *testing.T) {
+	t.Parallel()
+	base, _ := time.Parse(time.DateTime, epoch)
+	retryable := stepSpec{attempts: n32(1), retryLimit: n32(3)}
+	exhausted := stepSpec{attempts: n32(3), retryLimit: n32(3)}
+	for _, tc := range []struct {
+		name  string
+		build func(f *fixture)
+		want  time.Time
+	}{
+		{"none in error", func(f *fixture) {
+			nt := f.namedTask("ns", "t", "1")
+			f.step(f.task(nt, "pending", "in_progress"), retryable, "pending", "in_progress", "complete")
+		}, time.Time{}},
+		{"a task in progress waits", func(f *fixture) {
+			nt := f.namedTask("ns", "t", "1")
+			f.step(f.task(nt, "pending", "in_progress"), retryable, "pending", "in_progress", "error")
+		}, base.Add(30 * time.Second)},
+		{"a task with no transition is pending", func(f *fixture) {
+			nt := f.namedTask("ns", "t", "1")
+			f.step(f.task(nt), retryable, "pending", "error")
+		}, base.Add(20 * time.Second)},
+		{"a task that ended in error does not", func(f *fixture) {
+			nt := f.namedTask("ns", "t", "1")
+			f.step(f.task(nt, "pending", "in_progress", "error"), retryable, "pending", "in_progress", "error")
+		}, time.Time{}},
+		{"no retries left does not", func(f *fixture) {
+			nt := f.namedTask("ns", "t", "1")
+			f.step(f.task(nt, "pending", "in_progress"), exhausted, "pending", "in_progress", "error")
+		}, time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pg := pgtest.NewTasker(t)
+			f := newFixture(t, pg)
+			tc.build(f)
+			db, _ := openTest(t, pg.URL)
+			if got := refresh(t, db).OldestRetryableErrorStep; !got.Equal(tc.want) {
+				t.Errorf("oldest retryable step in error = %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

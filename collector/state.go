@@ -45,17 +45,17 @@ type countState struct {
 	// retryByGroup the retry classes per group: the by-name breakdown.
 	errorGroup   map[int64]group
 	retryByGroup map[group]*retryCounts
-	// inProgress and retrying hold when each step in progress, and each
-	// retryable step in error, entered that state: the oldest of each is
-	// Snapshot.OldestInProgressStep and OldestRetryableErrorStep.
+	// inProgress holds when each step in progress entered it: the oldest is
+	// Snapshot.OldestInProgressStep. (OldestRetryableErrorStep depends on
+	// the task's state too, which the stream does not keep; the stream
+	// queries it, see Stream.Refresh.)
 	inProgress map[int64]time.Time
-	retrying   map[int64]time.Time
 }
 
 func newCountState() *countState {
 	return &countState{tasks: map[stateKey]int64{}, steps: map[stateKey]int64{}, errorSteps: map[int64]uint8{},
 		errorGroup: map[int64]group{}, retryByGroup: map[group]*retryCounts{},
-		inProgress: map[int64]time.Time{}, retrying: map[int64]time.Time{}}
+		inProgress: map[int64]time.Time{}}
 }
 
 // retryCounts are the retry classes of one group's steps in error.
@@ -74,9 +74,6 @@ func countStateFrom(snap Snapshot, errorSteps map[int64]errorStep, waiting steps
 	s := newCountState()
 	if waiting.inProgress != nil {
 		s.inProgress = waiting.inProgress
-	}
-	if waiting.retrying != nil {
-		s.retrying = waiting.retrying
 	}
 	for _, g := range snap.Tasks {
 		s.tasks[stateKey{group{g.Namespace, g.TaskName}, g.State}] += g.Count
@@ -108,14 +105,9 @@ func (s *countState) moveTask(g group, from, to string) {
 // removes the class entering it added.
 func (s *countState) moveStep(g group, stepID int64, from, to string, class uint8, at time.Time) {
 	move(s.steps, g, from, to)
-	// A step waits in one state at a time; whatever it waited in, it left.
 	delete(s.inProgress, stepID)
-	delete(s.retrying, stepID)
-	switch {
-	case to == "in_progress":
+	if to == "in_progress" {
 		s.inProgress[stepID] = at
-	case to == "error" && class&classRetryable != 0:
-		s.retrying[stepID] = at
 	}
 	if from == "error" {
 		s.clearErrorStep(stepID)
@@ -200,14 +192,13 @@ func (s *countState) snapshot() Snapshot {
 	}
 	SortGroups(snap.ErrorStepsByName)
 	snap.OldestInProgressStep = oldest(s.inProgress)
-	snap.OldestRetryableErrorStep = oldest(s.retrying)
 	return snap
 }
 
 // stepsWaiting is what a full count reads of the steps the stuck-step
-// gauges watch: entry times by step id.
+// gauge of steps in progress watches: entry times by step id.
 type stepsWaiting struct {
-	inProgress, retrying map[int64]time.Time
+	inProgress map[int64]time.Time
 }
 
 // oldest is the earliest time in m, zero when m is empty. A linear scan:

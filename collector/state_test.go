@@ -117,9 +117,9 @@ func TestLabelerCap(t *testing.T) {
 	}
 }
 
-// The oldest waiting steps follow each step's entry into in_progress, or
-// into error with a retry left, and forget it when it moves on.
-func TestCountStateOldestWaiting(t *testing.T) {
+// The oldest step in progress follows each step's entry into in_progress,
+// and forgets it when it moves on.
+func TestCountStateOldestInProgress(t *testing.T) {
 	t.Parallel()
 	g := group{"ns", "t"}
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -127,35 +127,27 @@ func TestCountStateOldestWaiting(t *testing.T) {
 	type move struct {
 		step     int64
 		from, to string
-		class    uint8
 		at       int
 	}
 	for _, tc := range []struct {
-		name                   string
-		moves                  []move
-		inProgress, retryError time.Time
+		name  string
+		moves []move
+		want  time.Time
 	}{
-		{"none", nil, time.Time{}, time.Time{}},
-		{"the earliest in progress", []move{{1, "", "in_progress", 0, 10}, {2, "", "in_progress", 0, 5}, {3, "", "in_progress", 0, 20}},
-			at(5), time.Time{}},
-		{"a step that moves on is forgotten", []move{{1, "", "in_progress", 0, 10}, {2, "", "in_progress", 0, 5}, {2, "in_progress", "complete", 0, 30}},
-			at(10), time.Time{}},
-		{"retryable errors only", []move{{1, "in_progress", "error", classRetryable, 8}, {2, "in_progress", "error", classExhausted, 3},
-			{3, "in_progress", "error", classRetryable | classBackoff, 12}}, time.Time{}, at(8)},
-		{"a retry restarts the clock", []move{{1, "", "in_progress", 0, 1}, {1, "in_progress", "error", classRetryable, 2},
-			{1, "error", "pending", 0, 40}, {1, "pending", "in_progress", 0, 41}}, at(41), time.Time{}},
-		{"error then exhausted: no longer waits for a retry", []move{{1, "in_progress", "error", classRetryable, 2},
-			{1, "error", "error", classExhausted, 9}}, time.Time{}, time.Time{}},
+		{"none", nil, time.Time{}},
+		{"the earliest", []move{{1, "", "in_progress", 10}, {2, "", "in_progress", 5}, {3, "", "in_progress", 20}}, at(5)},
+		{"a step that moves on is forgotten", []move{{1, "", "in_progress", 10}, {2, "", "in_progress", 5}, {2, "in_progress", "complete", 30}},
+			at(10)},
+		{"a retry restarts the clock", []move{{1, "", "in_progress", 1}, {1, "in_progress", "error", 2},
+			{1, "error", "pending", 40}, {1, "pending", "in_progress", 41}}, at(41)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newCountState()
 			for _, m := range tc.moves {
-				s.moveStep(g, m.step, m.from, m.to, m.class, at(m.at))
+				s.moveStep(g, m.step, m.from, m.to, classRetryable, at(m.at))
 			}
-			snap := s.snapshot()
-			if !snap.OldestInProgressStep.Equal(tc.inProgress) || !snap.OldestRetryableErrorStep.Equal(tc.retryError) {
-				t.Errorf("oldest in progress %v, retryable error %v; want %v, %v",
-					snap.OldestInProgressStep, snap.OldestRetryableErrorStep, tc.inProgress, tc.retryError)
+			if got := s.snapshot().OldestInProgressStep; !got.Equal(tc.want) {
+				t.Errorf("oldest in progress %v, want %v", got, tc.want)
 			}
 		})
 	}

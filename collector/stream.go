@@ -121,9 +121,13 @@ type Stream struct {
 	// churn is the table statistics last read (at churnRead); churnPending
 	// is set when they showed deleted rows or a truncation, until a
 	// recount ran.
-	churn           map[string]tableChurn
-	churnRead       time.Time
-	churnPending    bool
+	churn        map[string]tableChurn
+	churnRead    time.Time
+	churnPending bool
+	// The last answer of oldestRetryable, and when it was queried.
+	retryMu         sync.Mutex
+	retryOldest     time.Time
+	retryAt         time.Time
 	recountFailures int       // consecutive failed recounts
 	recountRetry    time.Time // no recount before this, after a failure
 	failures        int
@@ -473,7 +477,7 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	var errorRows map[int64]errorStepRow
 	var waiting stepsWaiting
 	if err == nil {
-		errorRows, waiting.retrying, err = readErrorSteps(ctx, tx)
+		errorRows, err = readErrorSteps(ctx, tx)
 	}
 	if err == nil {
 		waiting.inProgress, err = readInProgressSteps(ctx, tx)
@@ -1034,9 +1038,33 @@ func (s *Stream) Refresh(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("count connections: %w", err)
 	}
+	snap.OldestRetryableErrorStep = s.oldestRetryable(ctx)
 	snap.Duration = time.Since(start)
 	snap.TakenAt = time.Now().UTC()
 	return snap, nil
+}
+
+// oldestRetryableEvery bounds how often Refresh looks for the oldest
+// retryable step in error: its query costs in proportion to the steps in
+// error (about 70 ms for 8,000 on bench_100k), and the gauge feeds an alert
+// measured in tens of minutes.
+const oldestRetryableEvery = time.Minute
+
+// oldestRetryable returns Snapshot.OldestRetryableErrorStep, from a query
+// at most oldestRetryableEvery old. A failed query keeps the last answer.
+func (s *Stream) oldestRetryable(ctx context.Context) time.Time {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	if !s.retryAt.IsZero() && s.now().Sub(s.retryAt) < oldestRetryableEvery {
+		return s.retryOldest
+	}
+	var at *time.Time
+	if err := s.db.pool.QueryRow(ctx, oldestRetryableSQL).Scan(&at); err != nil {
+		s.logger.Debug("could not find the oldest retryable step in error", "err", err)
+		return s.retryOldest
+	}
+	s.retryOldest, s.retryAt = earliest(time.Time{}, at), s.now()
+	return s.retryOldest
 }
 
 func endSpan(span trace.Span, err error) {

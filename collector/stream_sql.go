@@ -124,7 +124,6 @@ SELECT s.workflow_step_id,
        COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true), false),
        COALESCE(s.attempts >= s.retry_limit, false),
        COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true) AND s.last_attempted_at IS NOT NULL, false),
-       st.created_at,
        (SELECT t.named_task_id FROM tasker_tasks t WHERE t.task_id = s.task_id)
 FROM tasker_workflow_step_transitions st
 JOIN tasker_workflow_steps s ON s.workflow_step_id = st.workflow_step_id
@@ -392,24 +391,22 @@ type errorStepRow struct {
 }
 
 // readErrorSteps returns the retry class and named task of every step in
-// error, and when each retryable one entered error.
-func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]errorStepRow, map[int64]time.Time, error) {
+// error.
+func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]errorStepRow, error) {
 	rows, err := tx.Query(ctx, errorStepsSQL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read steps in error: %w", err)
+		return nil, fmt.Errorf("read steps in error: %w", err)
 	}
-	steps, since := map[int64]errorStepRow{}, map[int64]time.Time{}
+	steps := map[int64]errorStepRow{}
 	var (
 		id                            int64
 		retryable, exhausted, backoff bool
-		at                            time.Time
 		namedTask                     *int32
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff, &at, &namedTask}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff, &namedTask}, func() error {
 		var c uint8
 		if retryable {
 			c |= classRetryable
-			since[id] = at
 		}
 		if exhausted {
 			c |= classExhausted
@@ -421,9 +418,9 @@ func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]errorStepRow, map
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read steps in error: %w", err)
+		return nil, fmt.Errorf("read steps in error: %w", err)
 	}
-	return steps, since, nil
+	return steps, nil
 }
 
 func readInProgressSteps(ctx context.Context, tx pgx.Tx) (map[int64]time.Time, error) {

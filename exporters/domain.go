@@ -88,7 +88,7 @@ func NewDomainCollector(src HealthSource, opts DomainOptions) prometheus.Collect
 			[]string{"namespace", "task", "state"}, nil),
 		oldestStep: prometheus.NewDesc(name("", "steps_oldest_age_seconds"),
 			"How long the step waiting longest has been in its state: state=\"in_progress\" for steps in progress, "+
-				"state=\"error\" for steps in error with a retry left (exhausted and non-retryable ones wait for an operator). "+
+				"state=\"error\" for steps in error with a retry left whose task is still pending or in progress (the others wait for an operator). "+
 				"0 when no step waits.",
 			[]string{"state"}, nil),
 		errorStepsByName: prometheus.NewDesc(name("", "error_steps_by_name"),

@@ -97,7 +97,7 @@ tasker_steps_by_name{namespace="payments",state="complete",task="charge"} 8
 tasker_steps_by_name{namespace="payments",state="error",task="charge"} 3
 tasker_steps_by_name{namespace="payments",state="in_progress",task="refund"} 3
 tasker_steps_by_name{namespace="payments",state="new",task="charge"} 1
-# HELP tasker_steps_oldest_age_seconds How long the step waiting longest has been in its state: state="in_progress" for steps in progress, state="error" for steps in error with a retry left (exhausted and non-retryable ones wait for an operator). 0 when no step waits.
+# HELP tasker_steps_oldest_age_seconds How long the step waiting longest has been in its state: state="in_progress" for steps in progress, state="error" for steps in error with a retry left whose task is still pending or in progress (the others wait for an operator). 0 when no step waits.
 # TYPE tasker_steps_oldest_age_seconds gauge
 tasker_steps_oldest_age_seconds{state="error"} 0
 tasker_steps_oldest_age_seconds{state="in_progress"} 90
