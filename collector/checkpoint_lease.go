@@ -56,12 +56,13 @@ var ErrNoLease = errors.New("the cache store cannot hold a lease (needs atomic a
 const leaseProbeTimeout = 5 * time.Second
 
 // NewLease returns a lease on st. It fails with ErrNoLease when st lacks
-// the atomic operations a lease needs, or they do not work: a Redis whose
-// conditional method is store.CondNone (set by the capability detector,
-// which must therefore run first), or a compare-and-swap on a probe key
-// that the store refuses as unsupported or unknown. A store that does not
-// answer the probe cannot tell; the lease is returned and behaves as with
-// a store that is down until it answers.
+// the atomic operations a lease needs, or they do not work: a reachable
+// Redis whose conditional method is store.CondNone (set by the capability
+// detector, which must therefore run first), or a compare-and-swap on a
+// probe key that the store refuses as unsupported or unknown. A store that
+// does not answer cannot tell; the lease is returned and behaves as with a
+// store that is down until it answers (for a Redis without a method yet, as
+// no lease until one works: see Lease.unusable).
 func NewLease(st store.Store, cfg LeaseConfig) (*Lease, error) {
 	add, ok1 := st.(store.Adder)
 	swap, ok2 := st.(store.Swapper)
@@ -71,21 +72,33 @@ func NewLease(st store.Store, cfg LeaseConfig) (*Lease, error) {
 	if cfg.TTL <= 0 || cfg.Key == "" {
 		return nil, errors.New("lease: key and a positive ttl are required")
 	}
-	if r, ok := st.(*store.Redis); ok {
-		if m, _ := r.Conditionals(); m == store.CondNone {
-			return nil, fmt.Errorf("%s: no working compare-and-swap (neither SET IFEQ nor EVAL): %w", st.Kind(), ErrNoLease)
-		}
-	}
 	buf := make([]byte, 12)
 	_, _ = rand.Read(buf)
 	host, _ := os.Hostname()
 	// The holder's name in the token lets an operator see who holds it.
 	token := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(buf))
-	if err := probeSwap(swap, cfg.Key+":probe:"+hex.EncodeToString(buf), min(cfg.TTL, leaseProbeTimeout)); refused(err) {
+	l := &Lease{add: add, swap: swap, key: cfg.Key, ttl: cfg.TTL, token: []byte(token), now: time.Now,
+		probeKey: cfg.Key + ":probe:" + hex.EncodeToString(buf)}
+	if r, ok := st.(*store.Redis); ok {
+		if m, _ := r.Conditionals(); m == store.CondNone {
+			// The detector found no method, or could not ask a store that
+			// is down (with scripting off it starts without one). Only a
+			// store that answers settles it; otherwise the lease starts
+			// unusable, acting as none, until a re-detection finds one.
+			ctx, cancel := context.WithTimeout(context.Background(), min(cfg.TTL, leaseProbeTimeout))
+			err := st.Ping(ctx)
+			cancel()
+			if err == nil {
+				return nil, fmt.Errorf("%s: no working compare-and-swap (neither SET IFEQ nor EVAL): %w", st.Kind(), ErrNoLease)
+			}
+			l.unusable = true
+			return l, nil
+		}
+	}
+	if err := probeSwap(swap, l.probeKey, min(cfg.TTL, leaseProbeTimeout)); refused(err) {
 		return nil, fmt.Errorf("%s: compare-and-swap does not work: %w (%w)", st.Kind(), ErrNoLease, err)
 	}
-	return &Lease{add: add, swap: swap, key: cfg.Key, ttl: cfg.TTL, token: []byte(token), now: time.Now,
-		probeKey: cfg.Key + ":probe:" + hex.EncodeToString(buf)}, nil
+	return l, nil
 }
 
 // probeSwap runs one compare-and-swap on a key that does not exist: a

@@ -37,6 +37,12 @@ func TestNewLeaseNeedsWorkingCompareAndSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unreachable.Close() })
+	unreachableWithout, err := store.Open("redis://"+closedPort(t), store.Options{DialTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unreachableWithout.Close() })
+	unreachableWithout.(*store.Redis).UseConditional(store.CondNone, store.CondNone)
 
 	for _, tc := range []struct {
 		name string
@@ -51,6 +57,10 @@ func TestNewLeaseNeedsWorkingCompareAndSwap(t *testing.T) {
 		{"compare-and-swap refused at run time", noSwapStore{store.NewMemory("")}, false},
 		// Cannot tell: the lease behaves as on a store that is down.
 		{"unreachable redis", unreachable, true},
+		// Nor when detection could not ask it (with scripting off the
+		// detector starts without a method): the lease acts as none
+		// until a method works.
+		{"unreachable redis without a method yet", unreachableWithout, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := LeaseConfig{Key: "stream:lease", TTL: time.Second}
@@ -64,7 +74,14 @@ func TestNewLeaseNeedsWorkingCompareAndSwap(t *testing.T) {
 			if err != nil {
 				t.Fatalf("NewLease = %v", err)
 			}
-			if tc.st == unreachable {
+			switch tc.st {
+			case unreachable:
+				return
+			case unreachableWithout:
+				// Held, as every replica without a lease; no error.
+				if ok, err := l.Hold(ctx); !ok || err != nil {
+					t.Fatalf("Hold = %v, %v; want held, as without a lease", ok, err)
+				}
 				return
 			}
 			// A lease it returns can be taken and renewed.

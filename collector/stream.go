@@ -128,6 +128,7 @@ type Stream struct {
 	retryMu         sync.Mutex
 	retryOldest     time.Time
 	retryAt         time.Time
+	retryFailed     bool
 	recountFailures int       // consecutive failed recounts
 	recountRetry    time.Time // no recount before this, after a failure
 	failures        int
@@ -392,6 +393,8 @@ func (s *Stream) init(ctx context.Context) (err error) {
 		}
 	}
 
+	// Before the snapshot of the count, as in read.
+	churn, _ := readChurn(ctx, s.db.pool)
 	tx, err := s.beginRead(ctx)
 	if err != nil {
 		return err
@@ -409,9 +412,6 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	if err := tx.QueryRow(ctx, identitySQL).Scan(&ident); err != nil {
 		return fmt.Errorf("identify database: %w", err)
 	}
-	// Before the count, so that a deletion committed while it runs is
-	// seen as one at the first poll.
-	churn, _ := readChurn(ctx, tx)
 	full, named, err := s.count(ctx, tx)
 	if err != nil {
 		return err
@@ -611,6 +611,20 @@ func (s *Stream) recountFailed(now time.Time, err error) {
 
 func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 	res := pollResult{pos: s.pos.clone(), drained: true}
+	// Four catalog rows (under a millisecond), not on every poll: PostgreSQL
+	// publishes a session's statistics seconds late anyway. Read before the
+	// snapshot is taken: a deletion counted here is then visible to a
+	// recount in this poll, and one counted later is noticed next time.
+	// Outside the transaction, so that a failure costs only the check:
+	// deletions then wait for the periodic recount.
+	if now.Sub(s.churnRead) >= churnCheckInterval {
+		if churn, err := readChurn(ctx, s.db.pool); err == nil {
+			res.churn = churn
+			res.churnedTable, _ = churned(s.churn, churn)
+		} else if ctx.Err() == nil {
+			s.logger.Debug("could not read table statistics", "err", err)
+		}
+	}
 	tx, err := s.beginRead(ctx)
 	if err != nil {
 		return res, err
@@ -643,17 +657,6 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 	if s.hasUnknownNamedTasks(&res) {
 		if res.named, err = readNamedTasks(ctx, tx); err != nil {
 			return res, err
-		}
-	}
-	// Four catalog rows (under a millisecond), not on every poll: PostgreSQL
-	// publishes a session's statistics seconds late anyway. Not essential:
-	// without it, deletions wait for the periodic recount.
-	if now.Sub(s.churnRead) >= churnCheckInterval {
-		if churn, err := readChurn(ctx, tx); err == nil {
-			res.churn = churn
-			res.churnedTable, _ = churned(s.churn, churn)
-		} else if ctx.Err() == nil {
-			s.logger.Debug("could not read table statistics", "err", err)
 		}
 	}
 	early := s.churnPending || res.churnedTable != ""
@@ -1038,7 +1041,7 @@ func (s *Stream) Refresh(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("count connections: %w", err)
 	}
-	snap.OldestRetryableErrorStep = s.oldestRetryable(ctx)
+	snap.OldestRetryableErrorStep, snap.OldestRetryableUnknown = s.oldestRetryable(ctx)
 	snap.Duration = time.Since(start)
 	snap.TakenAt = time.Now().UTC()
 	return snap, nil
@@ -1050,21 +1053,23 @@ func (s *Stream) Refresh(ctx context.Context) (Snapshot, error) {
 // measured in tens of minutes.
 const oldestRetryableEvery = time.Minute
 
-// oldestRetryable returns Snapshot.OldestRetryableErrorStep, from a query
-// at most oldestRetryableEvery old. A failed query keeps the last answer.
-func (s *Stream) oldestRetryable(ctx context.Context) time.Time {
+// oldestRetryable returns Snapshot.OldestRetryableErrorStep from a query at
+// most oldestRetryableEvery old, and whether it is unknown: the last query
+// failed (logged when it starts failing).
+func (s *Stream) oldestRetryable(ctx context.Context) (time.Time, bool) {
 	s.retryMu.Lock()
 	defer s.retryMu.Unlock()
 	if !s.retryAt.IsZero() && s.now().Sub(s.retryAt) < oldestRetryableEvery {
-		return s.retryOldest
+		return s.retryOldest, s.retryFailed
 	}
 	var at *time.Time
-	if err := s.db.pool.QueryRow(ctx, oldestRetryableSQL).Scan(&at); err != nil {
-		s.logger.Debug("could not find the oldest retryable step in error", "err", err)
-		return s.retryOldest
+	err := s.db.pool.QueryRow(ctx, oldestRetryableSQL).Scan(&at)
+	if err != nil && !s.retryFailed {
+		s.logger.Warn("could not find the oldest retryable step in error; its age is not exported until the query works", "err", err)
 	}
-	s.retryOldest, s.retryAt = earliest(time.Time{}, at), s.now()
-	return s.retryOldest
+	s.retryFailed, s.retryAt = err != nil, s.now()
+	s.retryOldest = earliest(time.Time{}, at)
+	return s.retryOldest, s.retryFailed
 }
 
 func endSpan(span trace.Span, err error) {

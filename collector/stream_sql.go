@@ -142,7 +142,7 @@ WHERE st.most_recent = true AND st.to_state = 'in_progress'`
 // replaces. Statesman never deletes; a cleanup job or a data fix does, and
 // the stream cannot see a row that is gone.
 const churnSQL = `
-SELECT c.relname::text, COALESCE(s.n_tup_del, 0), pg_relation_filenode(c.oid)
+SELECT c.relname::text, COALESCE(s.n_tup_del, 0), COALESCE(pg_relation_filenode(c.oid), 0)
 FROM pg_class c
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.oid = ANY (ARRAY['tasker_tasks'::regclass, 'tasker_workflow_steps'::regclass,
@@ -154,8 +154,10 @@ type tableChurn struct {
 	filenode uint32
 }
 
-func readChurn(ctx context.Context, tx pgx.Tx) (map[string]tableChurn, error) {
-	rows, err := tx.Query(ctx, churnSQL)
+func readChurn(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) (map[string]tableChurn, error) {
+	rows, err := q.Query(ctx, churnSQL)
 	if err != nil {
 		return nil, fmt.Errorf("read table statistics: %w", err)
 	}

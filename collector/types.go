@@ -70,6 +70,10 @@ type Snapshot struct {
 	// These are what the stuck-step alerts watch.
 	OldestInProgressStep     time.Time
 	OldestRetryableErrorStep time.Time
+	// OldestRetryableUnknown is set when the query behind
+	// OldestRetryableErrorStep failed (the counts are fine): the age is
+	// not exported rather than aged from an old answer.
+	OldestRetryableUnknown bool
 
 	TakenAt  time.Time     // wall clock when the refresh finished
 	Duration time.Duration // how long the refresh queries took

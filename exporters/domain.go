@@ -153,7 +153,9 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 		return max(now.Sub(since).Seconds(), 0)
 	}
 	ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestInProgressStep), "in_progress")
-	ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestRetryableErrorStep), "error")
+	if !snap.OldestRetryableUnknown {
+		ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestRetryableErrorStep), "error")
+	}
 	gauge(d.connActive, c.ActiveConnections)
 	gauge(d.connMax, c.MaxConnections)
 

@@ -346,3 +346,35 @@ func sumGroups(gs []collector.GroupCount) (n int64) {
 	}
 	return n
 }
+
+// When the query behind the retryable step's age failed, the series is left
+// out rather than aged from an old answer: an alert on it must not fire.
+func TestDomainOldestRetryableUnknown(t *testing.T) {
+	snap := domainSnapshot()
+	snap.OldestRetryableErrorStep = testNow.Add(-time.Hour)
+	src := &fakeSource{}
+	c := newDomain(src, DomainOptions{})
+	for _, tc := range []struct {
+		unknown bool
+		want    string
+	}{
+		{false, `
+# HELP tasker_steps_oldest_age_seconds How long the step waiting longest has been in its state: state="in_progress" for steps in progress, state="error" for steps in error with a retry left whose task is still pending or in progress (the others wait for an operator). 0 when no step waits.
+# TYPE tasker_steps_oldest_age_seconds gauge
+tasker_steps_oldest_age_seconds{state="error"} 3600
+tasker_steps_oldest_age_seconds{state="in_progress"} 90
+`},
+		{true, `
+# HELP tasker_steps_oldest_age_seconds How long the step waiting longest has been in its state: state="in_progress" for steps in progress, state="error" for steps in error with a retry left whose task is still pending or in progress (the others wait for an operator). 0 when no step waits.
+# TYPE tasker_steps_oldest_age_seconds gauge
+tasker_steps_oldest_age_seconds{state="in_progress"} 90
+`},
+	} {
+		s := *snap
+		s.OldestRetryableUnknown = tc.unknown
+		src.set(collector.RefreshState{Last: &s})
+		if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want), "tasker_steps_oldest_age_seconds"); err != nil {
+			t.Errorf("unknown=%v: %v", tc.unknown, err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -119,7 +120,17 @@ type readinessCollector struct {
 	ready    *prometheus.Desc
 	check    *prometheus.Desc
 	duration *prometheus.Desc
+
+	// A flood of scrapes (several Prometheus replicas, a short interval)
+	// evaluates the checks, and pings the database, at most once per
+	// readinessReuse; concurrent scrapes wait for one evaluation.
+	mu   sync.Mutex
+	last readiness
+	at   time.Time
 }
+
+// readinessReuse is how long one evaluation of the checks serves scrapes.
+const readinessReuse = 5 * time.Second
 
 func newReadinessCollector(s *Server) *readinessCollector {
 	return &readinessCollector{
@@ -142,10 +153,20 @@ func (c *readinessCollector) Describe(ch chan<- *prometheus.Desc) {
 
 var checkStatuses = []string{StatusHealthy, StatusDegraded, StatusUnhealthy}
 
+func (c *readinessCollector) evaluate() readiness {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); c.at.IsZero() || now.Sub(c.at) >= readinessReuse {
+		ctx, cancel := context.WithTimeout(context.Background(), c.s.opts.ReadinessTimeout)
+		c.last = c.s.evaluate(ctx)
+		cancel()
+		c.at = time.Now()
+	}
+	return c.last
+}
+
 func (c *readinessCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.opts.ReadinessTimeout)
-	defer cancel()
-	r := c.s.evaluate(ctx)
+	r := c.evaluate()
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(r.ready()))
 	for i, chk := range c.s.opts.Checks {
 		status, took := StatusUnhealthy, c.s.opts.ReadinessTimeout

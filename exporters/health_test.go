@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,4 +380,29 @@ func grepLines(body, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// Scrapes reuse one evaluation of the checks for a few seconds: a flood of
+// scrapes must not become a flood of database pings.
+func TestReadinessMetricsReuseOneEvaluation(t *testing.T) {
+	var calls atomic.Int32
+	opts := baseOptions(&fakeSource{})
+	opts.Checks = []Checker{CheckFunc("database", func(context.Context) CheckResult {
+		calls.Add(1)
+		return CheckResult{Status: StatusHealthy}
+	})}
+	s := newServer(t, opts)
+	for range 20 {
+		if r := do(t, s, http.MethodGet, PathMetrics); r.code != http.StatusOK {
+			t.Fatalf("metrics: %d", r.code)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the check ran %d times for 20 scrapes, want once", n)
+	}
+	// The readiness probe itself still evaluates every time.
+	do(t, s, http.MethodGet, PathReady)
+	if n := calls.Load(); n != 2 {
+		t.Errorf("the check ran %d times after a readiness probe, want 2", n)
+	}
 }

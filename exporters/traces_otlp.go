@@ -96,7 +96,14 @@ func mergedHeaders(cfg map[string]string, getenv func(string) string) map[string
 		}
 		out[k] = val
 	}
+	// Header names are case-insensitive (gRPC metadata lowercases them), so
+	// a configured Authorization replaces the environment's authorization.
 	for k, v := range cfg {
+		for ek := range out {
+			if strings.EqualFold(ek, k) {
+				delete(out, ek)
+			}
+		}
 		out[k] = v
 	}
 	return out

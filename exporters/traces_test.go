@@ -575,7 +575,7 @@ func TestTracesPath(t *testing.T) {
 func TestConfiguredHeadersAddToTheEnvironment(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cr3t,x-tenant=from-env")
 	cfg := testTracing()
-	cfg.Headers = map[string]string{"x-tenant": "acme", "x-config": "c"}
+	cfg.Headers = map[string]string{"X-Tenant": "acme", "x-config": "c"}
 
 	httpRecv, url := startHTTPReceiver(t)
 	cfg.Protocol, cfg.Endpoint = ProtocolHTTP, url
@@ -604,6 +604,8 @@ func TestMergedHeaders(t *testing.T) {
 		{"the traces variable replaces the generic one", "b=2", "c=3", map[string]string{"a": "1"}, map[string]string{"a": "1", "c": "3"}},
 		{"percent-encoded values", "auth=Basic%20eDp5", "", nil, map[string]string{"auth": "Basic eDp5"}},
 		{"malformed pairs are skipped", "novalue,=x,bad=%zz,ok=1", "", nil, map[string]string{"ok": "1"}},
+		{"names match whatever their case", "authorization=env,b=2", "", map[string]string{"Authorization": "cfg"},
+			map[string]string{"Authorization": "cfg", "b": "2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": tc.generic, "OTEL_EXPORTER_OTLP_TRACES_HEADERS": tc.trace}
