@@ -964,11 +964,12 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 			c.storeFailed(e, "get", err)
 			co = localCoord{}
 		} else if env != nil {
-			c.adopt(e, env, false)
 			if c.freshness(env, e.pol, c.now()) == fresh {
 				c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
+				c.adopt(e, env, false)
 				return
 			}
+			c.adopt(e, env, false)
 			cur = env
 		}
 	}
@@ -995,8 +996,8 @@ func (c *Cache) renew(ctx context.Context, co coordinator, e *entry, l lease, cu
 	if l.recheck && co.shared() {
 		if env, err := c.newer(ctx, co, e, cur); err == nil && env != nil {
 			c.releaseLease(ctx, co, e, l)
-			c.adopt(e, env, false)
 			c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
+			c.adopt(e, env, false)
 			return
 		}
 	}
@@ -1011,8 +1012,10 @@ func (c *Cache) renew(ctx context.Context, co coordinator, e *entry, l lease, cu
 	}
 	e.fails.Store(0)
 	e.retryAt.Store(0)
-	c.write(ctx, co, e, env, l)
+	// Counted before the value is published, so that whoever sees the new
+	// value also sees the refresh that made it.
 	c.m.refreshes.WithLabelValues(e.resource, "ok").Inc()
+	c.write(ctx, co, e, env, l)
 }
 
 // refreshFailed keeps cur in service and backs off. With a shared gate the
