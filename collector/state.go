@@ -68,12 +68,12 @@ type errorStep struct {
 }
 
 // countStateFrom builds the state from a full count, the steps in error
-// with their classes and the waiting steps' entry times (waiting), all
-// taken in the same snapshot.
-func countStateFrom(snap Snapshot, errorSteps map[int64]errorStep, waiting stepsWaiting) *countState {
+// with their classes and when each step in progress entered it, all taken
+// in the same snapshot.
+func countStateFrom(snap Snapshot, errorSteps map[int64]errorStep, inProgress map[int64]time.Time) *countState {
 	s := newCountState()
-	if waiting.inProgress != nil {
-		s.inProgress = waiting.inProgress
+	if inProgress != nil {
+		s.inProgress = inProgress
 	}
 	for _, g := range snap.Tasks {
 		s.tasks[stateKey{group{g.Namespace, g.TaskName}, g.State}] += g.Count
@@ -195,15 +195,8 @@ func (s *countState) snapshot() Snapshot {
 	return snap
 }
 
-// stepsWaiting is what a full count reads of the steps the stuck-step
-// gauge of steps in progress watches: entry times by step id.
-type stepsWaiting struct {
-	inProgress map[int64]time.Time
-}
-
 // oldest is the earliest time in m, zero when m is empty. A linear scan:
-// the steps in progress are bounded by the workers, and even a large
-// backlog of retryable errors costs well under a millisecond per refresh.
+// the steps in progress are bounded by the workers.
 func oldest(m map[int64]time.Time) time.Time {
 	var first time.Time
 	for _, t := range m {

@@ -77,7 +77,7 @@ func TestCountStateFromSnapshotRoundTrip(t *testing.T) {
 	var snap Snapshot
 	snap.Tasks = mixedTaskGroups()
 	snap.Steps = mixedStepGroups()
-	s := countStateFrom(snap, map[int64]errorStep{1: {classRetryable | classBackoff, group{"billing", "invoice"}}, 2: {classExhausted, group{"default", "welcome"}}}, stepsWaiting{})
+	s := countStateFrom(snap, map[int64]errorStep{1: {classRetryable | classBackoff, group{"billing", "invoice"}}, 2: {classExhausted, group{"default", "welcome"}}}, nil)
 	got := s.snapshot()
 	SortGroups(snap.Tasks)
 	SortGroups(snap.Steps)

@@ -474,17 +474,17 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	ctx, span := s.tracer.Start(ctx, "stream.recount")
 	start := time.Now()
 	snap, err := queryCounts(ctx, tx)
-	var errorRows map[int64]errorStepRow
-	var waiting stepsWaiting
-	if err == nil {
-		errorRows, err = readErrorSteps(ctx, tx)
-	}
-	if err == nil {
-		waiting.inProgress, err = readInProgressSteps(ctx, tx)
-	}
 	var named map[int32]namedTask
 	if err == nil {
 		named, err = readNamedTasks(ctx, tx)
+	}
+	var errorSteps map[int64]errorStep
+	if err == nil {
+		errorSteps, err = readErrorSteps(ctx, tx, named)
+	}
+	var inProgress map[int64]time.Time
+	if err == nil {
+		inProgress, err = readInProgressSteps(ctx, tx)
 	}
 	endSpan(span, err)
 	if err != nil {
@@ -492,15 +492,7 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	}
 	s.m.recounts.Inc()
 	s.m.recountDuration.Observe(time.Since(start).Seconds())
-	errorSteps := make(map[int64]errorStep, len(errorRows))
-	for id, r := range errorRows {
-		g := group{}
-		if r.namedTask != nil {
-			g = named[*r.namedTask].group // a dangling id is the ("", "") group, as in the full count
-		}
-		errorSteps[id] = errorStep{class: r.class, group: g}
-	}
-	return countStateFrom(snap, errorSteps, waiting), named, nil
+	return countStateFrom(snap, errorSteps, inProgress), named, nil
 }
 
 // pollResult is what one poll read; nothing is applied until every read

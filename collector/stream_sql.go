@@ -154,9 +154,7 @@ type tableChurn struct {
 	filenode uint32
 }
 
-func readChurn(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}) (map[string]tableChurn, error) {
+func readChurn(ctx context.Context, q querier) (map[string]tableChurn, error) {
 	rows, err := q.Query(ctx, churnSQL)
 	if err != nil {
 		return nil, fmt.Errorf("read table statistics: %w", err)
@@ -386,20 +384,15 @@ func normalizeGaps(gs []Gap) []Gap {
 	return out
 }
 
-// errorStepRow is a step in error as errorStepsSQL reads it.
-type errorStepRow struct {
-	class     uint8
-	namedTask *int32
-}
-
-// readErrorSteps returns the retry class and named task of every step in
-// error.
-func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]errorStepRow, error) {
+// readErrorSteps returns the retry class and group of every step in error;
+// named resolves the groups (a dangling named task is the ("", "") group, as
+// in the full count).
+func readErrorSteps(ctx context.Context, tx pgx.Tx, named map[int32]namedTask) (map[int64]errorStep, error) {
 	rows, err := tx.Query(ctx, errorStepsSQL)
 	if err != nil {
 		return nil, fmt.Errorf("read steps in error: %w", err)
 	}
-	steps := map[int64]errorStepRow{}
+	steps := map[int64]errorStep{}
 	var (
 		id                            int64
 		retryable, exhausted, backoff bool
@@ -416,7 +409,11 @@ func readErrorSteps(ctx context.Context, tx pgx.Tx) (map[int64]errorStepRow, err
 		if backoff {
 			c |= classBackoff
 		}
-		steps[id] = errorStepRow{class: c, namedTask: namedTask}
+		var g group
+		if namedTask != nil {
+			g = named[*namedTask].group
+		}
+		steps[id] = errorStep{class: c, group: g}
 		return nil
 	})
 	if err != nil {

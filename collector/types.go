@@ -65,8 +65,9 @@ type Snapshot struct {
 	ResolvedManuallySteps int64
 
 	// When the step longest in progress entered in_progress, and when the
-	// retryable step longest in error (a retry left, retryable) entered
-	// error, from their current transition rows; zero when there is none.
+	// retryable step longest in error (a retry left, retryable, its task
+	// still pending or in progress) entered error, from their current
+	// transition rows; zero when there is none.
 	// These are what the stuck-step alerts watch.
 	OldestInProgressStep     time.Time
 	OldestRetryableErrorStep time.Time
