@@ -14,7 +14,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEMO_DB     ?= postgres://postgres@127.0.0.1:5432/tasker_demo?sslmode=disable
 GOTESTFLAGS ?=
 
-.PHONY: help build test test-unit services demo lint fmt-check tidy-check vet bench docker clean
+.PHONY: help build test test-unit services demo lint fmt-check tidy-check vet bench docker clean fuzz
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ vet:
 
 tidy-check: ## go.mod and go.sum are tidy
 	go mod tidy && git diff --exit-code go.mod go.sum
+
+fuzz: ## run every Go fuzz test briefly from its committed corpus (FUZZTIME=5s each)
+	./scripts/fuzz.sh
 
 bench: services ## run the Go benchmarks (see docs/benchmarks.md for the database-size runs)
 	go test -run '^$$' -bench . -benchmem ./...

@@ -158,7 +158,7 @@ type Bucket struct {
 // Bottlenecks runs the bottleneck analysis for q.
 func (s *Service) Bottlenecks(ctx context.Context, q BottleneckQuery) (*Bottlenecks, error) {
 	var b *Bottlenecks
-	err := s.read(ctx, "bottlenecks", func(tx querier) error {
+	err := s.read(ctx, ClassExpensive, "bottlenecks", func(tx querier) error {
 		var err error
 		b, err = bottlenecks(ctx, tx, q, s.opts.SlowestLimit, s.opts.StepCreationSlack)
 		return err

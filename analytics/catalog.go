@@ -134,7 +134,7 @@ func loadCatalog(ctx context.Context, q querier) ([]namedTask, time.Time, error)
 // Handlers lists the namespaces that have handlers.
 func (s *Service) Handlers(ctx context.Context) (*Catalog, error) {
 	var c *Catalog
-	err := s.read(ctx, "handlers", func(q querier) error {
+	err := s.read(ctx, ClassLookup, "handlers", func(q querier) error {
 		tasks, now, err := loadCatalog(ctx, q)
 		if err != nil {
 			return err
@@ -161,7 +161,7 @@ func (s *Service) Handlers(ctx context.Context) (*Catalog, error) {
 // Namespace lists the handlers of one namespace.
 func (s *Service) Namespace(ctx context.Context, namespace string) (*NamespaceHandlers, error) {
 	var n *NamespaceHandlers
-	err := s.read(ctx, "namespace", func(q querier) error {
+	err := s.read(ctx, ClassLookup, "namespace", func(q querier) error {
 		tasks, now, err := loadCatalog(ctx, q)
 		if err != nil {
 			return err
@@ -198,7 +198,7 @@ func (s *Service) Namespace(ctx context.Context, namespace string) (*NamespaceHa
 // DefaultHandlerVersion falls back to the lowest.
 func (s *Service) Handler(ctx context.Context, namespace, name, version string) (*HandlerDetail, error) {
 	var d *HandlerDetail
-	err := s.read(ctx, "handler", func(q querier) error {
+	err := s.read(ctx, ClassLookup, "handler", func(q querier) error {
 		tasks, now, err := loadCatalog(ctx, q)
 		if err != nil {
 			return err

@@ -8,4 +8,9 @@
 // all of its queries see one snapshot and one NOW(), as a single Tasker
 // function call does. Results are plain structs that marshal to the JSON the
 // HTTP layer serves.
+//
+// Computations are admitted in two classes with their own connections and
+// bounded queues (admission.go): expensive aggregates and cheap lookups, so
+// that a lookup never waits behind an aggregate and nothing queues without
+// bound. Request parameters are checked before they reach SQL (params.go).
 package analytics

@@ -202,7 +202,7 @@ func (m *Metrics) Refresh(ctx context.Context) error {
 
 func (s *Service) dashboard(ctx context.Context, window time.Duration, maxGroups int) (*dashboard, error) {
 	d := &dashboard{Groups: []groupRow{}}
-	err := s.read(ctx, "dashboard", func(q querier) error {
+	err := s.read(ctx, ClassExpensive, "dashboard", func(q querier) error {
 		if err := q.QueryRow(ctx, "SELECT now()").Scan(&d.TakenAt); err != nil {
 			return fmt.Errorf("read transaction time: %w", err)
 		}

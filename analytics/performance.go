@@ -103,7 +103,7 @@ type Period struct {
 // the Period block for that window start.
 func (s *Service) Performance(ctx context.Context, since *time.Time) (*Performance, error) {
 	var p *Performance
-	err := s.read(ctx, "performance", func(q querier) error {
+	err := s.read(ctx, ClassExpensive, "performance", func(q querier) error {
 		var err error
 		p, err = performance(ctx, q, since)
 		return err

@@ -47,10 +47,19 @@ type Options struct {
 	// creation-time index, so they are found through their tasks. Tasker
 	// creates every step while initialising its task.
 	StepCreationSlack time.Duration
-	// MaxConcurrent bounds the analytics transactions open at once. Default:
-	// one less than the pool's cap (at least 1), so health work always finds
-	// a connection.
+	// MaxConcurrent bounds the expensive class's transactions open at once
+	// (performance, bottlenecks, dashboard gauges); MaxWaiters bounds its
+	// computations waiting for one, past which they are refused with an
+	// OverloadedError. Defaults 1 and 8.
 	MaxConcurrent int
+	MaxWaiters    int
+	// LookupMaxConcurrent and LookupMaxWaiters are the same for the lookup
+	// class (per-task routes, handler catalog), which has its own
+	// connections so that a lookup never waits behind an aggregate.
+	// Defaults 1 and 64. The two classes together should leave the pool a
+	// connection for health work (internal/config checks it).
+	LookupMaxConcurrent int
+	LookupMaxWaiters    int
 	// TracerProvider receives a span per computation (the sidecar's own
 	// spans); nil records nothing.
 	TracerProvider trace.TracerProvider
@@ -72,6 +81,17 @@ func (o Options) withDefaults() Options {
 	if o.StepCreationSlack <= 0 {
 		o.StepCreationSlack = DefaultStepCreationSlack
 	}
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{
+		{&o.MaxConcurrent, DefaultMaxConcurrent}, {&o.MaxWaiters, DefaultMaxWaiters},
+		{&o.LookupMaxConcurrent, DefaultLookupMaxConcurrent}, {&o.LookupMaxWaiters, DefaultLookupMaxWaiters},
+	} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
 	return o
 }
 
@@ -81,7 +101,7 @@ type Service struct {
 	pool   *pgxpool.Pool
 	opts   Options
 	log    *slog.Logger
-	slots  chan struct{}
+	adm    *admission
 	tracer trace.Tracer
 }
 
@@ -93,14 +113,11 @@ func New(pool *pgxpool.Pool, opts Options, logger *slog.Logger) *Service {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts = opts.withDefaults()
-	if opts.MaxConcurrent <= 0 {
-		opts.MaxConcurrent = max(int(pool.Config().MaxConns)-1, 1)
-	}
 	tp := opts.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
-	return &Service{pool: pool, opts: opts, log: logger, slots: make(chan struct{}, opts.MaxConcurrent),
+	return &Service{pool: pool, opts: opts, log: logger, adm: newAdmission(opts),
 		tracer: tp.Tracer("github.com/tasker-systems/tasker-sidecar/analytics")}
 }
 
@@ -159,10 +176,11 @@ type querier interface {
 
 // read runs fn in a read-only REPEATABLE READ transaction: one snapshot and
 // one NOW() for all of fn's queries, as inside one Tasker function call.
-// name labels its span (analytics.<name>).
-func (s *Service) read(ctx context.Context, name string, fn func(q querier) error) (err error) {
+// class is its admission class (ClassExpensive, ClassLookup); name labels
+// its span (analytics.<name>).
+func (s *Service) read(ctx context.Context, class, name string, fn func(q querier) error) (err error) {
 	ctx, span := s.tracer.Start(ctx, "analytics."+name, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("db.system", "postgresql")))
+		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("analytics.class", class)))
 	defer func() {
 		if err != nil {
 			span.RecordError(err)
@@ -171,15 +189,19 @@ func (s *Service) read(ctx context.Context, name string, fn func(q querier) erro
 		span.End()
 	}()
 	// Cold analytics hold a connection for seconds; bounding how many run at
-	// once keeps a connection of the capped pool for readiness, the refresh
-	// and the stream.
-	waitStart := time.Now()
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	case <-ctx.Done():
-		return fmt.Errorf("wait for an analytics connection: %w", ctx.Err())
+	// once per class keeps a connection of the capped pool for readiness,
+	// the refresh and the stream, and bounding the waiters keeps a flood
+	// from queueing goroutines without end.
+	g := s.adm.gates[class]
+	if g == nil {
+		return fmt.Errorf("%w %q", errUnknownClass, class)
 	}
+	waitStart := time.Now()
+	release, err := g.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	span.SetAttributes(attribute.Float64("analytics.slot_wait_ms", float64(time.Since(waitStart).Microseconds())/1000))
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {

@@ -86,7 +86,7 @@ func TestNonUTCServer(t *testing.T) {
 func TestStatementTimeout(t *testing.T) {
 	db := pgtest.NewTasker(t)
 	svc := New(servicePool(t, db.URL), Options{StatementTimeout: 50 * time.Millisecond}, nil)
-	err := svc.read(testCtx(t), "test", func(q querier) error {
+	err := svc.read(testCtx(t), ClassLookup, "test", func(q querier) error {
 		_, err := q.Exec(context.Background(), "SELECT pg_sleep(1)")
 		return err
 	})
@@ -94,7 +94,7 @@ func TestStatementTimeout(t *testing.T) {
 		t.Errorf("got %v, want a statement timeout", err)
 	}
 	// The transaction is read-only even where the pool would not be.
-	err = svc.read(testCtx(t), "test", func(q querier) error {
+	err = svc.read(testCtx(t), ClassLookup, "test", func(q querier) error {
 		_, err := q.Exec(context.Background(), "CREATE TABLE nope (x int)")
 		return err
 	})
@@ -218,7 +218,7 @@ func TestComputationSpans(t *testing.T) {
 	if _, err := svc.Performance(testCtx(t), nil); err != nil {
 		t.Fatal(err)
 	}
-	_ = svc.read(testCtx(t), "slow", func(q querier) error {
+	_ = svc.read(testCtx(t), ClassLookup, "slow", func(q querier) error {
 		_, err := q.Exec(context.Background(), "SELECT pg_sleep(1)")
 		return err
 	})

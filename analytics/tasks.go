@@ -170,7 +170,7 @@ func percent(part, whole int64, places int) Decimal {
 func (s *Service) TaskContexts(ctx context.Context, ids []int64) ([]TaskContext, []int64, error) {
 	var out []TaskContext
 	var missing []int64
-	err := s.read(ctx, "task_context", func(q querier) error {
+	err := s.read(ctx, ClassLookup, "task_context", func(q querier) error {
 		tasks, err := loadTasks(ctx, q, ids)
 		if err != nil {
 			return err
@@ -190,7 +190,7 @@ func (s *Service) TaskContexts(ctx context.Context, ids []int64) ([]TaskContext,
 func (s *Service) TaskSteps(ctx context.Context, ids []int64) ([]TaskSteps, []int64, error) {
 	var out []TaskSteps
 	var missing []int64
-	err := s.read(ctx, "task_steps", func(q querier) error {
+	err := s.read(ctx, ClassLookup, "task_steps", func(q querier) error {
 		tasks, err := loadTasks(ctx, q, ids)
 		if err != nil {
 			return err
@@ -214,7 +214,7 @@ func (s *Service) TaskSteps(ctx context.Context, ids []int64) ([]TaskSteps, []in
 func (s *Service) TaskGraphs(ctx context.Context, ids []int64) ([]TaskGraph, []int64, error) {
 	var out []TaskGraph
 	var missing []int64
-	err := s.read(ctx, "task_graph", func(q querier) error {
+	err := s.read(ctx, ClassLookup, "task_graph", func(q querier) error {
 		tasks, err := loadTasks(ctx, q, ids)
 		if err != nil {
 			return err

@@ -2,13 +2,23 @@ package collector
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasker-systems/tasker-sidecar/store"
 )
@@ -45,9 +55,84 @@ type Checkpointer interface {
 	String() string
 }
 
+// Engine names the Tasker engine whose tables the stream reads: the Rails
+// engine's (tasker_tasks, tasker_task_transitions, ...). It is part of the
+// local checkpoint's name, so a sidecar for another engine's schema on the
+// same database never reads this one's position.
+const Engine = "rails"
+
+// Path is the local checkpoint file for the database at databaseURL: File
+// when set; else a name derived from the engine and the database's identity
+// (its hosts, ports and database name, as pgx resolves them from the URL
+// and the PG* variables, never the user or password) under StateDir, so
+// two sidecars on one host watching different databases never share a
+// file, and a restarted sidecar finds its own; "" when both are empty.
+// The database check of the checkpoint's contents (see Checkpoint) still
+// applies on top.
+func (c CheckpointConfig) Path(databaseURL string) (string, error) {
+	if c.File != "" || c.StateDir == "" {
+		return c.File, nil
+	}
+	id, err := databaseIdentity(databaseURL)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(c.StateDir, "tasker-sidecar-stream-"+id+".json"), nil
+}
+
+// ScopedKey is key, a shared-store key of the stream (checkpoint.key,
+// lease.key), followed by the engine and the database's identity: sidecars
+// of different databases that share a cache store and its key prefix must
+// not share a checkpoint, nor let one database's lease holder keep the
+// other database's replicas from exporting traces. Replicas of one
+// database get the same key.
+func ScopedKey(key, databaseURL string) (string, error) {
+	id, err := databaseIdentity(databaseURL)
+	if err != nil {
+		return "", err
+	}
+	return key + ":" + id, nil
+}
+
+// databaseIdentity names the database at databaseURL for the engine: its
+// name (recognisable) and a hash of its hosts, ports and name (unique: hosts,
+// and names that differ only in dropped characters), as pgx resolves them
+// from the URL and the PG* variables, never the user or password.
+func databaseIdentity(databaseURL string) (string, error) {
+	pc, err := pgconn.ParseConfig(databaseURL)
+	if err != nil {
+		return "", parseError(databaseURL, err)
+	}
+	hosts := []string{net.JoinHostPort(pc.Host, strconv.Itoa(int(pc.Port)))}
+	for _, fb := range pc.Fallbacks {
+		hosts = append(hosts, net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port))))
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	sum := sha256.Sum256([]byte(Engine + "\x00" + strings.Join(hosts, ",") + "\x00" + pc.Database))
+	return fmt.Sprintf("%s-%s-%s", Engine, fileSafe(pc.Database, 40), hex.EncodeToString(sum[:6])), nil
+}
+
+// fileSafe keeps letters, digits, '-', '_' and '.' of s, at most n of them.
+func fileSafe(s string, n int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= n {
+			break
+		}
+		if r < utf8.RuneSelf && (r == '-' || r == '_' || r == '.' || unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "db"
+	}
+	return b.String()
+}
+
 // NewCheckpointer picks where the checkpoint lives: in st when it is a
 // distributed store (Redis or Memcached), shared by all replicas; else in
-// cfg.File; nil when neither is available (the stream then starts from a
+// cfg.File (resolve it with Path first); nil when neither is available (the stream then starts from a
 // fresh count after every restart).
 func NewCheckpointer(st store.Store, cfg CheckpointConfig) Checkpointer {
 	if st != nil && Distributed(st) {

@@ -389,3 +389,137 @@ func TestStreamKeepsLeaseThroughSlowPoll(t *testing.T) {
 	a.Stop()
 	waitFor(t, "b to take the lease after a stopped", func() bool { return testutil.ToFloat64(b.m.leader) == 1 })
 }
+
+// The default local checkpoint is named after the database, so two sidecars
+// on one host watching different databases never share a file (issue 10
+// item 7: both used /tmp/tasker-sidecar-stream.json), and one database
+// always gets the same file whatever the credentials or option order.
+func TestCheckpointPath(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultStreamConfig().Checkpoint
+	cfg.StateDir = dir
+	path := func(url string) string {
+		t.Helper()
+		p, err := cfg.Path(url)
+		if err != nil {
+			t.Fatalf("Path(%q): %v", url, err)
+		}
+		return p
+	}
+	base := path("postgres://tasker:hunter2@db1.example:5432/tasker?sslmode=disable")
+	if filepath.Dir(base) != dir {
+		t.Errorf("%s is not under the state directory %s", base, dir)
+	}
+	if !strings.Contains(filepath.Base(base), "-"+Engine+"-tasker-") {
+		t.Errorf("%s does not name the engine and the database", base)
+	}
+	if strings.Contains(base, "hunter2") {
+		t.Errorf("%s contains the password", base)
+	}
+	same := []string{
+		"postgres://other:secret@db1.example:5432/tasker?sslmode=disable",
+		"postgres://db1.example/tasker?application_name=x&sslmode=require",
+		"host=db1.example port=5432 dbname=tasker user=tasker password=hunter2",
+	}
+	for _, u := range same {
+		if got := path(u); got != base {
+			t.Errorf("same database %q: %s, want %s", u, got, base)
+		}
+	}
+	different := []string{
+		"postgres://tasker:hunter2@db2.example:5432/tasker",
+		"postgres://tasker:hunter2@db1.example:5433/tasker",
+		"postgres://tasker:hunter2@db1.example:5432/tasker_staging",
+		"postgres://tasker:hunter2@db1.example:5432,db2.example:5432/tasker",
+	}
+	seen := map[string]string{base: "the first"}
+	for _, u := range different {
+		got := path(u)
+		if prev, dup := seen[got]; dup {
+			t.Errorf("%q shares %s with %s", u, got, prev)
+		}
+		seen[got] = u
+	}
+
+	explicit := cfg
+	explicit.File = "/var/lib/sidecar/stream.json"
+	if got, err := explicit.Path("postgres://db1.example/tasker"); err != nil || got != explicit.File {
+		t.Errorf("an explicit file must win: got %q, %v", got, err)
+	}
+	off := cfg
+	off.StateDir = ""
+	if got, err := off.Path("postgres://db1.example/tasker"); err != nil || got != "" {
+		t.Errorf("no file and no state directory must disable the local checkpoint: got %q, %v", got, err)
+	}
+	if _, err := cfg.Path("postgres://u:hunter2@db1.example:99999/tasker"); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("an unusable URL must fail without its password: %v", err)
+	}
+}
+
+// Two streams on different databases, each with the default file under one
+// state directory, keep their own checkpoints: each resumes from its own.
+func TestCheckpointFilesApartPerDatabase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := testCtx(t)
+	cfg := testStreamConfig()
+	cfg.Checkpoint.StateDir = dir
+	var files []string
+	for range 2 {
+		pg := pgtest.NewTasker(t)
+		f := newFixture(t, pg)
+		task := f.task(f.namedTask("default", "welcome", "0.1.0"), "pending")
+		file, err := cfg.Checkpoint.Path(pg.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, file)
+		s := newTestStream(t, pg.URL, cfg, NewCheckpointer(nil, CheckpointConfig{File: file}))
+		s.Start(ctx)
+		<-s.Ready()
+		statesman(t, ctx, f.conn, tableTaskTransitions, task, "in_progress")
+		waitFor(t, "a checkpoint save", func() bool { return testutil.ToFloat64(s.m.checkpoints.WithLabelValues("ok")) > 0 })
+		s.Stop()
+	}
+	if files[0] == files[1] {
+		t.Fatalf("both databases use %s", files[0])
+	}
+	var idents []string
+	for _, file := range files {
+		cp, ok, err := NewFileCheckpointer(file).Load(ctx)
+		if err != nil || !ok {
+			t.Fatalf("%s: %v, %v", file, ok, err)
+		}
+		idents = append(idents, cp.Database)
+	}
+	if idents[0] == idents[1] {
+		t.Errorf("both checkpoints belong to %s", idents[0])
+	}
+}
+
+// The shared-store keys of two databases' sidecars differ even with one
+// store and one key prefix; the replicas of one database share theirs.
+func TestScopedKey(t *testing.T) {
+	key := func(url string) string {
+		t.Helper()
+		k, err := ScopedKey("stream:lease", url)
+		if err != nil {
+			t.Fatalf("ScopedKey(%q): %v", url, err)
+		}
+		return k
+	}
+	base := key("postgres://tasker:hunter2@db1.example:5432/tasker")
+	if !strings.HasPrefix(base, "stream:lease:"+Engine+"-tasker-") || strings.Contains(base, "hunter2") {
+		t.Errorf("key %q must start with the configured key, the engine and the database, without the password", base)
+	}
+	for _, u := range []string{"postgres://other:x@db1.example/tasker", "host=db1.example dbname=tasker user=y"} {
+		if got := key(u); got != base {
+			t.Errorf("same database %q: %s, want %s", u, got, base)
+		}
+	}
+	for _, u := range []string{"postgres://tasker@db2.example/tasker", "postgres://tasker@db1.example/tasker_staging"} {
+		if got := key(u); got == base {
+			t.Errorf("another database %q shares the key %s", u, got)
+		}
+	}
+}

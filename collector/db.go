@@ -131,6 +131,14 @@ func forcedParams() [][2]string {
 	return [][2]string{{"TimeZone", "UTC"}, {"default_transaction_read_only", "on"}}
 }
 
+// CheckURL reports whether Open would accept url, without opening anything,
+// so that configuration validation and Open cannot disagree (as
+// store.CheckURL). The error never contains the password.
+func CheckURL(url string) error {
+	_, err := poolConfig(Options{URL: url})
+	return err
+}
+
 func poolConfig(opts Options) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(opts.URL)
 	if err != nil {

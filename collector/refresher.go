@@ -41,7 +41,8 @@ type RefreshState struct {
 	// kept forever when later refreshes fail. Treat it as read-only: it is
 	// shared with every caller.
 	Last *Snapshot
-	// LastError is the error of the most recent attempt, nil if it succeeded.
+	// LastError is the error of the most recent attempt, nil if it succeeded,
+	// or an *UnreachableError when ReportUnreachable was told of one since.
 	LastError error
 	// LastAttempt and LastSuccess are when the most recent attempt and the
 	// most recent success finished; zero if none yet.
@@ -70,6 +71,9 @@ type Refresher struct {
 	mu      sync.RWMutex
 	state   RefreshState
 	created time.Time
+	// reports counts ReportUnreachable calls, so that a refresh that began
+	// before one does not clear it.
+	reports uint64
 
 	lifeMu  sync.Mutex
 	stopped bool
@@ -212,12 +216,45 @@ func (r *Refresher) Stop() {
 	<-done
 }
 
+// UnreachableError is what ReportUnreachable records: the database was
+// found unreachable between two refreshes.
+type UnreachableError struct{ Err error }
+
+func (e *UnreachableError) Error() string { return "database unreachable: " + e.Err.Error() }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// ReportUnreachable marks the state failing at once when something else
+// (the readiness ping) finds the database unreachable, so that the status
+// endpoint does not call the last snapshot healthy for up to an interval
+// (issue 10). The snapshot, its time and the failure count stay as they
+// are: they describe refreshes. Only the next successful refresh clears
+// it; a later successful ping does not, because it says nothing of whether
+// the counts can be read. A nil err does nothing.
+func (r *Refresher) ReportUnreachable(err error) {
+	if err == nil {
+		return
+	}
+	r.mu.Lock()
+	wasFailing := r.state.LastError != nil
+	r.state.LastError = &UnreachableError{Err: err}
+	r.reports++
+	r.mu.Unlock()
+	if !wasFailing {
+		r.logger.Warn("database unreachable; the status endpoint reports the failure until the next successful refresh",
+			"reason", classify(err), "err", err)
+	}
+}
+
 // Refresh runs one refresh synchronously (bounded by Timeout) and records the
 // outcome. An attempt aborted because ctx itself was cancelled — shutdown —
 // is not recorded as a failure.
 func (r *Refresher) Refresh(ctx context.Context) error {
 	r.runMu.Lock()
 	defer r.runMu.Unlock()
+
+	r.mu.RLock()
+	reports := r.reports
+	r.mu.RUnlock()
 
 	runCtx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
@@ -240,10 +277,15 @@ func (r *Refresher) Refresh(ctx context.Context) error {
 		r.state.Failures++
 	} else {
 		r.state.Last = &snap
-		r.state.LastError = nil
 		r.state.LastSuccess = now
 		r.state.Failures = 0
+		// A report made while this refresh ran may be about a database
+		// that went away after the counts were read.
+		if r.reports == reports {
+			r.state.LastError = nil
+		}
 	}
+	recovered := prev.LastError != nil && r.state.LastError == nil
 	r.mu.Unlock()
 
 	if err != nil {
@@ -263,7 +305,7 @@ func (r *Refresher) Refresh(ctx context.Context) error {
 	}
 	r.success.Set(1)
 	r.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
-	if prev.Failures > 0 {
+	if recovered {
 		r.logger.Info("refresh recovered", "after_failures", prev.Failures)
 	}
 	return nil

@@ -367,3 +367,112 @@ func TestRefresherConcurrentReaders(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestRefresherReportUnreachable drops the database under a refresher with
+// a good snapshot: the ping's error marks the state failing at once, keeping
+// the snapshot and its time, and only a successful refresh clears it.
+func TestRefresherReportUnreachable(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewTasker(t)
+	buildMixed(newFixture(t, pg))
+	db, _ := openTest(t, pg.URL)
+	r, _, clock := newTestRefresher(t, db, RefresherOptions{Interval: time.Minute})
+	ctx := testCtx(t)
+	if err := r.Refresh(ctx); err != nil {
+		t.Fatalf("first refresh: %v", err)
+	}
+	good := r.State()
+
+	ident := pgx.Identifier{pg.Name}.Sanitize()
+	admin := adminConn(t)
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+ident+" WITH (FORCE)"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	_, pingErr := db.Ping(ctx)
+	if pingErr == nil || classify(pingErr) != ReasonConnection {
+		t.Fatalf("ping of a dropped database: %v (%s), want a connection error", pingErr, classify(pingErr))
+	}
+	r.ReportUnreachable(pingErr)
+	r.ReportUnreachable(nil) // nothing to report: no change
+
+	st := r.State()
+	var unreachable *UnreachableError
+	if !errors.As(st.LastError, &unreachable) || !errors.Is(st.LastError, pingErr) {
+		t.Fatalf("LastError = %v, want an *UnreachableError wrapping the ping's error", st.LastError)
+	}
+	if !strings.HasPrefix(st.LastError.Error(), "database unreachable: ") || classify(st.LastError) != ReasonConnection {
+		t.Errorf("LastError %q classified %s", st.LastError, classify(st.LastError))
+	}
+	// The snapshot and the refresh bookkeeping are the refreshes' own.
+	if st.Last != good.Last || !st.LastSuccess.Equal(good.LastSuccess) || !st.LastAttempt.Equal(good.LastAttempt) || st.Failures != 0 {
+		t.Errorf("state after the report = %+v, want the last refresh's snapshot and times", st)
+	}
+
+	// The database comes back; only a successful refresh clears the failure.
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Apply(ctx, pg.Conn(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping after recovery: %v", err)
+	}
+	if st := r.State(); st.LastError == nil {
+		t.Error("a successful ping cleared the failure; only a refresh may")
+	}
+	if err := r.Refresh(ctx); err != nil {
+		t.Fatalf("refresh after recovery: %v", err)
+	}
+	if st := r.State(); st.LastError != nil || st.Last == good.Last {
+		t.Errorf("after a successful refresh: %+v", st)
+	}
+}
+
+// blockingSource answers each Refresh when told to, so a report can land
+// while a refresh runs.
+type blockingSource struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b blockingSource) Refresh(ctx context.Context) (Snapshot, error) {
+	b.entered <- struct{}{}
+	select {
+	case <-b.release:
+		return Snapshot{Counts: HealthCounts{TotalTasks: 1}}, nil
+	case <-ctx.Done():
+		return Snapshot{}, ctx.Err()
+	}
+}
+
+// A refresh that began before the report may have read its counts before
+// the database went away: its success must not clear the report.
+func TestRefresherReportDuringRefresh(t *testing.T) {
+	t.Parallel()
+	src := blockingSource{entered: make(chan struct{}), release: make(chan struct{})}
+	r, _, _ := newTestRefresher(t, nil, RefresherOptions{Source: src})
+	ctx := testCtx(t)
+	done := make(chan error, 1)
+	go func() { done <- r.Refresh(ctx) }()
+	<-src.entered
+	r.ReportUnreachable(errors.New("connection refused"))
+	src.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := r.State()
+	if st.Last == nil || st.LastError == nil {
+		t.Fatalf("after a refresh that overlapped a report: %+v, want the new snapshot and the report", st)
+	}
+	go func() { done <- r.Refresh(ctx) }()
+	<-src.entered
+	src.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := r.State(); st.LastError != nil {
+		t.Errorf("a refresh begun after the report did not clear it: %v", st.LastError)
+	}
+}

@@ -330,6 +330,9 @@ func (s *Stream) failed(ctx context.Context, msg string, err error) {
 	if ctx.Err() != nil {
 		return // shutting down
 	}
+	// Rows may be committing that this replica cannot read: it is not
+	// caught up until a poll drains them.
+	s.m.caughtUp.Set(0)
 	reason := classify(err)
 	s.m.pollErrors.WithLabelValues(reason).Inc()
 	s.db.noteReachable(err)

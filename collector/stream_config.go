@@ -3,7 +3,6 @@ package collector
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -46,11 +45,15 @@ type StreamConfig struct {
 
 // CheckpointConfig says where the stream's position is saved. With a
 // distributed cache store it goes there under Key, shared by all replicas;
-// otherwise into File.
+// otherwise into a local file (see Path).
 type CheckpointConfig struct {
-	// File is the local checkpoint; empty disables it when the store is not
+	// File is the local checkpoint. Empty derives it from the database
+	// under StateDir; empty both disables it when the store is not
 	// distributed. Put it on a volume that outlives the container.
 	File string `yaml:"file"`
+	// StateDir holds the derived checkpoint files, one per database and
+	// engine, so sidecars on one host never share a file.
+	StateDir string `yaml:"state_dir"`
 	// Key is the store key (the store adds its key prefix).
 	Key string `yaml:"key"`
 	// Interval is the least time between two saves; 0 saves after every
@@ -80,8 +83,8 @@ func DefaultStreamConfig() StreamConfig {
 		StaleAfter:        time.Minute,
 		MaxLabelGroups:    100,
 		Checkpoint: CheckpointConfig{
-			File: filepath.Join(os.TempDir(), "tasker-sidecar-stream.json"),
-			Key:  "stream:checkpoint",
+			StateDir: os.TempDir(),
+			Key:      "stream:checkpoint",
 		},
 		Lease: LeaseConfig{Key: "stream:lease", TTL: 15 * time.Second},
 	}

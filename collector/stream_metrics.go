@@ -121,7 +121,7 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 		}, []string{"reason"}),
 		caughtUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "caught_up",
-			Help: "1 if the last poll read every committed row, 0 while a backlog drains or before the first poll.",
+			Help: "1 if the last poll succeeded and read every committed row; 0 while a backlog drains, after a failed poll and before the first poll.",
 		}),
 		lastPoll: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "last_success_timestamp_seconds",

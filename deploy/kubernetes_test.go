@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/tasker-systems/tasker-sidecar/deploy"
+	"github.com/tasker-systems/tasker-sidecar/internal/cli"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
 )
 
@@ -222,6 +224,71 @@ func TestContainersAreLockedDown(t *testing.T) {
 	}
 }
 
+// TestSidecarGoMemLimit: GOMEMLIMIT is a fixed share of the sidecar's
+// memory limit, below it (the runtime does not count the executable's pages
+// or the page cache the container is charged for) but close enough to make
+// the runtime collect harder before the kernel kills the container.
+func TestSidecarGoMemLimit(t *testing.T) {
+	sc := containers(t, one(t, manifests(t), "Deployment"))[sidecarContainer]
+	limit, err := quantityBytes(fmt.Sprint(sc.get("resources", "limits", "memory")))
+	if err != nil {
+		t.Fatalf("limits.memory: %v", err)
+	}
+	var value string
+	for _, e := range sc.list("env") {
+		if e.str("name") == "GOMEMLIMIT" {
+			value = e.str("value")
+		}
+	}
+	if value == "" {
+		t.Fatal("the sidecar has no GOMEMLIMIT with a value")
+	}
+	soft, err := goMemLimitBytes(value)
+	if err != nil {
+		t.Fatalf("GOMEMLIMIT: %v", err)
+	}
+	if ratio := float64(soft) / float64(limit); ratio < 0.80 || ratio > 0.92 {
+		t.Errorf("GOMEMLIMIT %s is %.0f%% of limits.memory %d bytes, want 80-92%%", value, 100*ratio, limit)
+	}
+}
+
+// quantityBytes reads a Kubernetes memory quantity with a binary or
+// decimal suffix, or none.
+func quantityBytes(q string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"", 1}}
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(q, u.suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("quantity %q: %w", q, err)
+			}
+			return v * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("quantity %q", q)
+}
+
+// goMemLimitBytes reads GOMEMLIMIT as the runtime does: a number of bytes
+// with an optional B, KiB, MiB, GiB or TiB suffix.
+func goMemLimitBytes(s string) (int64, error) {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}, {"", 1}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%q: %w", s, err)
+			}
+			return v * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("%q", s)
+}
+
 // mapping returns a nested mapping, nil if there is none.
 func (o object) mapping(path ...string) map[string]any {
 	m, _ := o.get(path...).(map[string]any)
@@ -325,6 +392,10 @@ func TestSidecarConfigIsValid(t *testing.T) {
 	cfg, _, err := config.Load(nil, &config.Flags{ConfigFile: file}, environ)
 	if err != nil {
 		t.Fatalf("the sidecar would refuse its configuration: %v", err)
+	}
+	// run's pre-flight too, so the pod does not exit 2 at start.
+	if err := cli.Preflight(cfg); err != nil {
+		t.Fatalf("the sidecar would refuse to start: %v", err)
 	}
 	// The trace panels, the exemplar links and the trace export alerts need it.
 	if !cfg.Tracing.Enabled || cfg.Tracing.Endpoint == "" {

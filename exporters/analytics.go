@@ -8,9 +8,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
@@ -47,11 +52,21 @@ const (
 	errHandlers    = "Handler lookup failed"
 )
 
+// defaultRetryAfter is the Retry-After of an overload that carries no
+// estimate of its own.
+const defaultRetryAfter = 5 * time.Second
+
+// analyticsAPI serves the analytics routes. The per-task resources are
+// fields so that a test can watch their batch computations.
 type analyticsAPI struct {
 	svc   *analytics.Service
 	cache ttl.Getter
 	log   *slog.Logger
 	now   func() time.Time
+
+	contexts taskRoute[analytics.TaskContext]
+	steps    taskRoute[analytics.TaskSteps]
+	graphs   taskRoute[analytics.TaskGraph]
 }
 
 // MountAnalytics adds the analytics, per-task and handler routes to r,
@@ -60,24 +75,39 @@ type analyticsAPI struct {
 // Router returns). Every response is computed through cache; nil computes
 // every request.
 func MountAnalytics(r *gin.Engine, a *analytics.Service, cache ttl.Getter, logger *slog.Logger) {
+	newAnalyticsAPI(a, cache, logger).mount(r)
+}
+
+func newAnalyticsAPI(a *analytics.Service, cache ttl.Getter, logger *slog.Logger) *analyticsAPI {
 	if cache == nil {
 		cache = ttl.Uncached{}
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	api := &analyticsAPI{svc: a, cache: cache, log: logger.With("component", "analytics"), now: time.Now}
-	r.GET(PathPerformance, noCache, api.performance)
-	r.GET(PathBottlenecks, noCache, api.bottlenecks)
-	r.GET(PathTaskContext, noCache, api.taskContext)
-	r.GET(PathTaskSteps, noCache, api.taskSteps)
-	r.GET(PathTaskGraph, noCache, api.taskGraph)
-	r.GET(PathTasksContext, noCache, api.tasksContext)
-	r.GET(PathTasksSteps, noCache, api.tasksSteps)
-	r.GET(PathTasksGraph, noCache, api.tasksGraph)
-	r.GET(PathHandlers, noCache, api.handlers)
-	r.GET(PathHandlerNS, noCache, api.handlerNamespace)
-	r.GET(PathHandlerDetail, noCache, api.handlerDetail)
+	return &analyticsAPI{svc: a, cache: cache, log: logger.With("component", "analytics"), now: time.Now,
+		contexts: taskRoute[analytics.TaskContext]{resource: ResourceTaskContext, load: a.TaskContexts, stamped: true,
+			id: func(t analytics.TaskContext) int64 { return t.TaskID }},
+		steps: taskRoute[analytics.TaskSteps]{resource: ResourceTaskSteps, load: a.TaskSteps, stamped: true,
+			id: func(t analytics.TaskSteps) int64 { return t.TaskID }},
+		// A graph carries its own generated_at (database time).
+		graphs: taskRoute[analytics.TaskGraph]{resource: ttl.ResourceTaskGraph, load: a.TaskGraphs,
+			id: func(t analytics.TaskGraph) int64 { return t.TaskID }},
+	}
+}
+
+func (a *analyticsAPI) mount(r *gin.Engine) {
+	r.GET(PathPerformance, noCache, a.performance)
+	r.GET(PathBottlenecks, noCache, a.bottlenecks)
+	r.GET(PathTaskContext, noCache, func(c *gin.Context) { one(a, c, a.contexts) })
+	r.GET(PathTaskSteps, noCache, func(c *gin.Context) { one(a, c, a.steps) })
+	r.GET(PathTaskGraph, noCache, func(c *gin.Context) { one(a, c, a.graphs) })
+	r.GET(PathTasksContext, noCache, func(c *gin.Context) { many(a, c, a.contexts) })
+	r.GET(PathTasksSteps, noCache, func(c *gin.Context) { many(a, c, a.steps) })
+	r.GET(PathTasksGraph, noCache, func(c *gin.Context) { many(a, c, a.graphs) })
+	r.GET(PathHandlers, noCache, a.handlers)
+	r.GET(PathHandlerNS, noCache, a.handlerNamespace)
+	r.GET(PathHandlerDetail, noCache, a.handlerDetail)
 }
 
 // failureBody is Tasker's analytics error shape; Scope only on bottlenecks.
@@ -92,16 +122,34 @@ func badRequest(c *gin.Context, err error) {
 	c.JSON(http.StatusBadRequest, errorBody{Error: "Bad Request", Message: err.Error()})
 }
 
+// query returns the named query parameters, each given at most once, or
+// answers 400: a malformed or repeated parameter is never silently dropped.
+func query(c *gin.Context, names ...string) ([]string, bool) {
+	q, err := analytics.ParseQuery(c.Request.URL.RawQuery)
+	if err != nil {
+		badRequest(c, err)
+		return nil, false
+	}
+	out := make([]string, len(names))
+	for i, name := range names {
+		if out[i], err = analytics.QueryValue(q, name); err != nil {
+			badRequest(c, err)
+			return nil, false
+		}
+	}
+	return out, true
+}
+
 // serve writes the cached JSON object with its cache_info, or the error.
 func (a *analyticsAPI) serve(c *gin.Context, resource, params, failure string, scope *analytics.Scope,
-	compute func(ctx context.Context) (any, error)) {
+	compute func(ctx context.Context) (any, error), opts ...ttl.Option) {
 	body, info, err := a.cache.Get(c.Request.Context(), resource, params, func(ctx context.Context) ([]byte, error) {
 		v, err := compute(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return json.Marshal(v)
-	})
+	}, opts...)
 	if err == nil {
 		body, err = withCacheInfo(body, info)
 	}
@@ -112,28 +160,54 @@ func (a *analyticsAPI) serve(c *gin.Context, resource, params, failure string, s
 	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
 }
 
+// fail answers a failed request. A client that went away gets no answer
+// (499 in the request metrics, logged at debug): its impatience is not a
+// server error. An overloaded sidecar, or a request whose deadline passed,
+// answers 503 with Retry-After; those are counted by the admission and
+// cache metrics and logged at debug, so a flood does not flood the log.
 func (a *analyticsAPI) fail(c *gin.Context, err error, failure string, scope *analytics.Scope) {
+	ctxErr := c.Request.Context().Err()
+	if errors.Is(ctxErr, context.Canceled) {
+		a.log.Debug("analytics request abandoned by its client", "route", c.FullPath(), "err", err)
+		c.AbortWithStatus(StatusClientClosedRequest)
+		return
+	}
 	var nf *analytics.NotFoundError
 	if errors.As(err, &nf) {
 		c.JSON(http.StatusNotFound, gin.H{"error": nf.Message})
 		return
 	}
+	body := failureBody{Error: failure, Message: errorText(err), Scope: scope, Timestamp: railsTime(a.now())}
+	if errors.Is(err, ttl.ErrOverloaded) || ctxErr != nil {
+		a.log.Debug("analytics request turned away", "route", c.FullPath(), "err", err)
+		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(err)))
+		c.JSON(http.StatusServiceUnavailable, body)
+		return
+	}
 	a.log.Warn("analytics request failed", "route", c.FullPath(), "err", err, "class", errorClass(err))
-	c.JSON(http.StatusServiceUnavailable, failureBody{
-		Error: failure, Message: errorText(err), Scope: scope, Timestamp: railsTime(a.now()),
-	})
+	c.JSON(http.StatusServiceUnavailable, body)
+}
+
+// retryAfterSeconds is the whole seconds (at least 1) an overload error
+// suggests waiting: the cache's estimate (ttl.RetryAfter), the admission
+// control's (analytics.OverloadedError), or defaultRetryAfter.
+func retryAfterSeconds(err error) int {
+	d, ok := ttl.RetryAfter(err)
+	if !ok {
+		var hint interface{ RetryAfter() time.Duration }
+		if errors.As(err, &hint) {
+			d, ok = hint.RetryAfter(), true
+		}
+	}
+	if !ok || d <= 0 {
+		d = defaultRetryAfter
+	}
+	return max(int((d+time.Second-1)/time.Second), 1)
 }
 
 // withCacheInfo appends "cache_info" to a JSON object. It copies: body may
 // be the cache's own slice.
 func withCacheInfo(body []byte, info ttl.Info) ([]byte, error) {
-	end := len(body)
-	for end > 0 && (body[end-1] == ' ' || body[end-1] == '\n' || body[end-1] == '\r' || body[end-1] == '\t') {
-		end--
-	}
-	if end < 2 || body[0] != '{' || body[end-1] != '}' {
-		return nil, fmt.Errorf("cached analytics value is not a JSON object")
-	}
 	// Ages and TTLs are floats with a decimal point, as every duration the
 	// API sends (docs/endpoints.md).
 	ci, err := json.Marshal(struct {
@@ -145,127 +219,429 @@ func withCacheInfo(body []byte, info ttl.Info) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, end+len(ci)+16)
-	out = append(out, body[:end-1]...)
+	return appendMember(body, "cache_info", ci)
+}
+
+// appendMember appends "name":value to the JSON object obj, into a new
+// slice.
+func appendMember(obj []byte, name string, value []byte) ([]byte, error) {
+	end := len(obj)
+	for end > 0 && (obj[end-1] == ' ' || obj[end-1] == '\n' || obj[end-1] == '\r' || obj[end-1] == '\t') {
+		end--
+	}
+	if end < 2 || obj[0] != '{' || obj[end-1] != '}' {
+		return nil, fmt.Errorf("cached analytics value is not a JSON object")
+	}
+	out := make([]byte, 0, end+len(name)+len(value)+8)
+	out = append(out, obj[:end-1]...)
 	if end > 2 {
 		out = append(out, ',')
 	}
-	out = append(out, `"cache_info":`...)
-	out = append(out, ci...)
+	out = strconv.AppendQuote(out, name)
+	out = append(out, ':')
+	out = append(out, value...)
 	return append(out, '}'), nil
 }
 
 func (a *analyticsAPI) performance(c *gin.Context) {
-	since, err := analytics.ParseSince(c.Query("since"), a.now())
+	v, ok := query(c, "since")
+	if !ok {
+		return
+	}
+	since, err := analytics.ParseSince(v[0], a.now())
 	if err != nil {
 		badRequest(c, err)
 		return
 	}
 	params := ""
+	var opts []ttl.Option
 	if since != nil {
 		params = url.Values{"since": {since.Format(time.RFC3339Nano)}}.Encode()
+		// Every microsecond is a new key: it stays in this replica.
+		opts = append(opts, ttl.LocalOnly())
 	}
 	a.serve(c, ttl.ResourcePerformance, params, errPerformance, nil, func(ctx context.Context) (any, error) {
 		return a.svc.Performance(ctx, since)
-	})
+	}, opts...)
 }
 
 func (a *analyticsAPI) bottlenecks(c *gin.Context) {
-	q, err := analytics.ParseBottleneckQuery(c.Query("namespace"), c.Query("name"), c.Query("version"), c.Query("period"))
+	v, ok := query(c, "namespace", "name", "version", "period")
+	if !ok {
+		return
+	}
+	q, err := analytics.ParseBottleneckQuery(v[0], v[1], v[2], v[3])
 	if err != nil {
 		badRequest(c, err)
 		return
 	}
+	var opts []ttl.Option
+	if q != (analytics.BottleneckQuery{PeriodHours: analytics.DefaultPeriodHours}) {
+		// Any scope and period make a key: only the default one, which
+		// dashboards ask for, is shared between replicas.
+		opts = append(opts, ttl.LocalOnly())
+	}
 	a.serve(c, ttl.ResourceBottlenecks, q.Params(), errBottlenecks, &q.Scope, func(ctx context.Context) (any, error) {
 		return a.svc.Bottlenecks(ctx, q)
-	})
+	}, opts...)
 }
 
 // taskNotFound is the 404 of an unknown task.
 var taskNotFound = &analytics.NotFoundError{Message: "Task not found"}
 
-// one serves a single-task route: the first element of a batch answer,
-// with generated_at, or a 404.
-func one[T any](a *analyticsAPI, c *gin.Context, resource string,
-	batch func(ctx context.Context, ids []int64) ([]T, []int64, error), wrap func(T, time.Time) any) {
+// taskRoute is one per-task resource: its batch computation (tasks in id
+// order, and the ids that name no task) and how to find a task's id.
+type taskRoute[T any] struct {
+	resource string
+	load     func(ctx context.Context, ids []int64) ([]T, []int64, error)
+	id       func(T) int64
+	// stamped: the single-task body carries generated_at after the task's
+	// fields (context and steps, as Tasker's).
+	stamped bool
+}
+
+// taskEntry is the cached value of one task under (resource, id=N): the
+// task's answer and when it was computed. The single-task route and every
+// batch that names the task share it, so that a new id combination costs
+// only the tasks no entry holds yet (issue 10: one entry per combination
+// filled 1.8 GB). An id that names no task gets no entry in any level: its
+// lookup fails with taskNotFound, which the cache does not store, so ids a
+// client invents cost a (batched) query each time but no memory.
+type taskEntry struct {
+	GeneratedAt analytics.Time  `json:"generated_at"`
+	Task        json.RawMessage `json:"task"`
+}
+
+// loader turns r's batch computation into cache entries by task id.
+func (r taskRoute[T]) loader(now func() time.Time) func(ctx context.Context, ids []int64) (map[int64][]byte, error) {
+	return func(ctx context.Context, ids []int64) (map[int64][]byte, error) {
+		got, _, err := r.load(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		at := analytics.Time(now())
+		out := make(map[int64][]byte, len(got))
+		for _, t := range got {
+			task, err := json.Marshal(t)
+			if err != nil {
+				return nil, err
+			}
+			if out[r.id(t)], err = json.Marshal(taskEntry{GeneratedAt: at, Task: task}); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+}
+
+// taskPart is one task of a request, as the cache served it.
+type taskPart struct {
+	entry   taskEntry
+	info    ttl.Info
+	missing bool
+	err     error
+}
+
+// lookup serves task id of r through the cache; a miss is computed by b,
+// together with the other misses of the request.
+func lookup[T any](ctx context.Context, a *analyticsAPI, r taskRoute[T], b *taskBatch, id int64) taskPart {
+	b.started(id)
+	v, info, err := a.cache.Get(ctx, r.resource, analytics.TaskParams(id), func(ctx context.Context) ([]byte, error) {
+		return b.compute(ctx, id)
+	})
+	b.returned(id)
+	p := taskPart{info: info}
+	switch {
+	case errors.Is(err, analytics.ErrNotFound):
+		p.missing = true
+	case err != nil:
+		p.err = err
+	default:
+		if err := json.Unmarshal(v, &p.entry); err != nil {
+			p.err = fmt.Errorf("decode cached task %d: %w", id, err)
+		}
+	}
+	return p
+}
+
+// one serves a single-task route: the task's entry, with generated_at
+// where the route has it, or a 404.
+func one[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
 	id, err := analytics.ParseTaskID(c.Param("id"))
 	if err != nil {
 		badRequest(c, err)
 		return
 	}
-	// "one:" keeps the single-task body (and its 404) apart from the batch
-	// form's entry for the same id.
-	a.serve(c, resource, "one:"+analytics.IDParams([]int64{id}), errTasks, nil, func(ctx context.Context) (any, error) {
-		got, _, err := batch(ctx, []int64{id})
-		if err != nil {
-			return nil, err
+	p := lookup(c.Request.Context(), a, r, newTaskBatch(r.loader(a.now), []int64{id}), id)
+	if p.missing {
+		p.err = taskNotFound
+	}
+	body := []byte(p.entry.Task)
+	if p.err == nil && r.stamped {
+		var at []byte
+		if at, p.err = json.Marshal(p.entry.GeneratedAt); p.err == nil {
+			body, p.err = appendMember(body, "generated_at", at)
 		}
-		if len(got) == 0 {
-			return nil, taskNotFound
-		}
-		return wrap(got[0], a.now()), nil
-	})
+	}
+	if p.err == nil {
+		body, p.err = withCacheInfo(body, p.info)
+	}
+	if p.err != nil {
+		a.fail(c, p.err, errTasks, nil)
+		return
+	}
+	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
 }
 
 // batchBody answers the ?ids= forms; ids that name no task are listed, not
 // an error, as Tasker's batch functions skip them.
-type batchBody[T any] struct {
-	Tasks          []T            `json:"tasks"`
-	MissingTaskIDs []int64        `json:"missing_task_ids"`
-	GeneratedAt    analytics.Time `json:"generated_at"`
+type batchBody struct {
+	Tasks          []json.RawMessage `json:"tasks"`
+	MissingTaskIDs []int64           `json:"missing_task_ids"`
+	GeneratedAt    analytics.Time    `json:"generated_at"`
 }
 
-func many[T any](a *analyticsAPI, c *gin.Context, resource string,
-	batch func(ctx context.Context, ids []int64) ([]T, []int64, error)) {
-	ids, err := analytics.ParseTaskIDs(c.Query("ids"), a.svc.Options().MaxBatch)
+// batchLookups is how many of a batch's tasks are looked up in the cache
+// at once. The coordinated cache admits max_waiters (default 32) requests
+// per resource waiting for cold computations, each id of a batch counting
+// as one: a 50-id batch looked up all at once would be turned away by the
+// cache on its own, and several batches must fit beside single-task
+// lookups. Four at a time costs a cold 50-id batch about a dozen shared
+// store round trips in a row; its tasks are still computed in one query.
+const batchLookups = 4
+
+// many serves a batch route from the per-task entries. Its cache_info
+// aggregates theirs: cached when every task came from the cache (an id
+// that names no task is looked up in the database each time), the oldest
+// age, the smallest TTL, stale when any is; generated_at is the oldest
+// task's. One task failing (an overloaded cache or database included) fails
+// the request, as before.
+func many[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
+	q, err := analytics.ParseQuery(c.Request.URL.RawQuery)
 	if err != nil {
 		badRequest(c, err)
 		return
 	}
-	a.serve(c, resource, analytics.IDParams(ids), errTasks, nil, func(ctx context.Context) (any, error) {
-		got, missing, err := batch(ctx, ids)
-		if err != nil {
-			return nil, err
+	// A repeated ids parameter is merged: ids=1,2&ids=3 names three tasks.
+	ids, err := analytics.ParseTaskIDs(strings.Join(q["ids"], ","), a.svc.Options().MaxBatch)
+	if err != nil {
+		badRequest(c, err)
+		return
+	}
+	b := newTaskBatch(r.loader(a.now), ids)
+	parts := make([]taskPart, len(ids))
+	// The first failure cancels the lookups still under way: their answers
+	// are not wanted any more.
+	g, ctx := errgroup.WithContext(c.Request.Context())
+	g.SetLimit(batchLookups)
+	for i, id := range ids {
+		g.Go(func() error {
+			parts[i] = lookup(ctx, a, r, b, id)
+			return parts[i].err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		a.fail(c, err, errTasks, nil)
+		return
+	}
+
+	body := batchBody{Tasks: make([]json.RawMessage, 0, len(ids)), MissingTaskIDs: []int64{}}
+	info := ttl.Info{Cached: true}
+	for i, p := range parts {
+		if p.missing {
+			body.MissingTaskIDs = append(body.MissingTaskIDs, ids[i])
+			info.Cached = false
+			continue
 		}
-		if got == nil {
-			got = []T{}
+		body.Tasks = append(body.Tasks, p.entry.Task)
+		if len(body.Tasks) == 1 {
+			body.GeneratedAt, info.AgeSeconds, info.TTLSeconds = p.entry.GeneratedAt, p.info.AgeSeconds, p.info.TTLSeconds
 		}
-		return batchBody[T]{Tasks: got, MissingTaskIDs: missing, GeneratedAt: analytics.Time(a.now())}, nil
-	})
+		if p.entry.GeneratedAt.Std().Before(body.GeneratedAt.Std()) {
+			body.GeneratedAt = p.entry.GeneratedAt
+		}
+		info.Cached = info.Cached && p.info.Cached
+		info.AgeSeconds = max(info.AgeSeconds, p.info.AgeSeconds)
+		info.TTLSeconds = min(info.TTLSeconds, p.info.TTLSeconds)
+		info.Stale = info.Stale || p.info.Stale
+	}
+	if len(body.Tasks) == 0 {
+		body.GeneratedAt, info = analytics.Time(a.now()), ttl.Info{}
+	}
+	raw, err := json.Marshal(body)
+	if err == nil {
+		raw, err = withCacheInfo(raw, info)
+	}
+	if err != nil {
+		a.fail(c, err, errTasks, nil)
+		return
+	}
+	c.Data(http.StatusOK, "application/json; charset=utf-8", raw)
 }
 
-type contextBody struct {
-	analytics.TaskContext
-	GeneratedAt analytics.Time `json:"generated_at"`
+// taskBatch computes the cache misses of one request's task ids together,
+// so that a cold batch of 50 ids is one query, not 50. The cache cannot be
+// asked which ids it holds without computing them, so the first miss
+// starts a run of the batch computation over itself and the ids it guesses
+// are misses too, and later misses take their task from a run that covers
+// them:
+//
+//   - while the request looks its ids up, a run covers every id whose
+//     lookup has started and not returned, and, as long as no lookup has
+//     been a hit (a cold batch), the ids not looked up yet as well;
+//   - for the computations the cache starts after the request has its
+//     answer (refreshes of values it served: a batch's entries, computed
+//     together, fall due together), every id of the request not covered
+//     by a newer run.
+//
+// Nothing waits for the lookups to settle (one may wait for another
+// request's computation that waits for this one), so a run may compute a
+// task whose lookup turns out a hit; that result is dropped. A run is used
+// for an id only if it started after the id's lookup returned, or before:
+// a refresh never gets a result older than the value it replaces.
+type taskBatch struct {
+	load func(ctx context.Context, ids []int64) (map[int64][]byte, error)
+	ids  []int64
+
+	mu         sync.Mutex
+	seq        int64
+	begun      map[int64]bool     // ids whose lookup has started
+	open       map[int64]bool     // ids whose lookup has not returned
+	computing  map[int64]bool     // ids the cache has asked to compute
+	sawHit     bool               // a lookup returned without computing
+	returnedAt map[int64]int64    // ids whose lookup has returned: seq then
+	runs       map[int64]*taskRun // the latest run covering each id
 }
 
-type stepsBody struct {
-	analytics.TaskSteps
-	GeneratedAt analytics.Time `json:"generated_at"`
+type taskRun struct {
+	seq      int64 // b.seq when it started
+	finished chan struct{}
+	got      map[int64][]byte
+	err      error
+
+	waiters   int
+	abandoned bool
+	cancel    context.CancelFunc
 }
 
-func (a *analyticsAPI) taskContext(c *gin.Context) {
-	one(a, c, ResourceTaskContext, a.svc.TaskContexts, func(v analytics.TaskContext, now time.Time) any {
-		return contextBody{v, analytics.Time(now)}
-	})
+func newTaskBatch(load func(context.Context, []int64) (map[int64][]byte, error), ids []int64) *taskBatch {
+	b := &taskBatch{load: load, ids: ids, begun: map[int64]bool{}, open: make(map[int64]bool, len(ids)),
+		computing: map[int64]bool{}, returnedAt: map[int64]int64{}, runs: map[int64]*taskRun{}}
+	for _, id := range ids {
+		b.open[id] = true
+	}
+	return b
 }
 
-func (a *analyticsAPI) taskSteps(c *gin.Context) {
-	one(a, c, ResourceTaskSteps, a.svc.TaskSteps, func(v analytics.TaskSteps, now time.Time) any {
-		return stepsBody{v, analytics.Time(now)}
-	})
+// compute is the cache's compute function for id.
+func (b *taskBatch) compute(ctx context.Context, id int64) ([]byte, error) {
+	r := b.join(ctx, id)
+	select {
+	case <-r.finished:
+	case <-ctx.Done():
+		b.leave(r)
+		return nil, ctx.Err()
+	}
+	b.leave(r)
+	if r.err != nil {
+		return nil, r.err
+	}
+	v, ok := r.got[id]
+	if !ok {
+		return nil, taskNotFound
+	}
+	return v, nil
 }
 
-func (a *analyticsAPI) taskGraph(c *gin.Context) {
-	one(a, c, ttl.ResourceTaskGraph, a.svc.TaskGraphs, func(v analytics.TaskGraph, _ time.Time) any { return v })
+// started records that id's lookup has begun.
+func (b *taskBatch) started(id int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.begun[id] = true
 }
 
-func (a *analyticsAPI) tasksContext(c *gin.Context) {
-	many(a, c, ResourceTaskContext, a.svc.TaskContexts)
+// returned records that id's lookup has its answer.
+func (b *taskBatch) returned(id int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.open, id)
+	b.sawHit = b.sawHit || !b.computing[id]
+	b.seq++
+	b.returnedAt[id] = b.seq
 }
-func (a *analyticsAPI) tasksSteps(c *gin.Context) { many(a, c, ResourceTaskSteps, a.svc.TaskSteps) }
-func (a *analyticsAPI) tasksGraph(c *gin.Context) {
-	many(a, c, ttl.ResourceTaskGraph, a.svc.TaskGraphs)
+
+// covering is a run id may use, or nil.
+func (b *taskBatch) covering(id int64) *taskRun {
+	r := b.runs[id]
+	if r == nil || r.abandoned {
+		return nil
+	}
+	if at, ok := b.returnedAt[id]; ok && r.seq < at {
+		return nil
+	}
+	return r
+}
+
+// join finds or starts the run that computes id, and waits on it.
+func (b *taskBatch) join(ctx context.Context, id int64) *taskRun {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.computing[id] = true
+	r := b.covering(id)
+	if r == nil {
+		late := len(b.open) == 0
+		ids := []int64{id}
+		for _, o := range b.ids {
+			if o != id && b.covering(o) == nil && (late || b.open[o] && (b.begun[o] || !b.sawHit)) {
+				ids = append(ids, o)
+			}
+		}
+		slices.Sort(ids)
+		r = b.run(ctx, ids)
+	}
+	r.waiters++
+	return r
+}
+
+// run computes ids in the background, under ctx's values and deadline but
+// not its cancellation: it is cancelled when every computation waiting on
+// it has gone (leave). b.mu is held.
+func (b *taskBatch) run(ctx context.Context, ids []int64) *taskRun {
+	b.seq++
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if dl, ok := ctx.Deadline(); ok {
+		var cancelDeadline context.CancelFunc
+		rctx, cancelDeadline = context.WithDeadline(rctx, dl)
+		cancelRun := cancel
+		cancel = func() { cancelDeadline(); cancelRun() }
+	}
+	r := &taskRun{seq: b.seq, finished: make(chan struct{}), cancel: cancel}
+	for _, id := range ids {
+		b.runs[id] = r
+	}
+	go func() {
+		defer cancel()
+		r.got, r.err = b.load(rctx, ids)
+		close(r.finished)
+	}()
+	return r
+}
+
+// leave stops waiting on r; the last waiter to leave an unfinished run
+// cancels it, so that no query runs for nobody.
+func (b *taskBatch) leave(r *taskRun) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r.waiters--
+	select {
+	case <-r.finished:
+		return
+	default:
+	}
+	if r.waiters == 0 {
+		r.abandoned = true
+		r.cancel()
+	}
 }
 
 func (a *analyticsAPI) handlers(c *gin.Context) {
@@ -275,17 +651,29 @@ func (a *analyticsAPI) handlers(c *gin.Context) {
 }
 
 func (a *analyticsAPI) handlerNamespace(c *gin.Context) {
-	ns := c.Param("namespace")
-	params := url.Values{"view": {"namespace"}, "namespace": {ns}}.Encode()
+	h, err := analytics.ParseHandlerParams(c.Param("namespace"), "", "")
+	if err != nil {
+		badRequest(c, err)
+		return
+	}
+	params := url.Values{"view": {"namespace"}, "namespace": {h.Namespace}}.Encode()
 	a.serve(c, ttl.ResourceHandlers, params, errHandlers, nil, func(ctx context.Context) (any, error) {
-		return a.svc.Namespace(ctx, ns)
+		return a.svc.Namespace(ctx, h.Namespace)
 	})
 }
 
 func (a *analyticsAPI) handlerDetail(c *gin.Context) {
-	ns, name, version := c.Param("namespace"), c.Param("name"), c.Query("version")
-	params := url.Values{"view": {"handler"}, "namespace": {ns}, "name": {name}, "version": {version}}.Encode()
+	v, ok := query(c, "version")
+	if !ok {
+		return
+	}
+	h, err := analytics.ParseHandlerParams(c.Param("namespace"), c.Param("name"), v[0])
+	if err != nil {
+		badRequest(c, err)
+		return
+	}
+	params := url.Values{"view": {"handler"}, "namespace": {h.Namespace}, "name": {h.Name}, "version": {h.Version}}.Encode()
 	a.serve(c, ttl.ResourceHandlers, params, errHandlers, nil, func(ctx context.Context) (any, error) {
-		return a.svc.Handler(ctx, ns, name, version)
+		return a.svc.Handler(ctx, h.Namespace, h.Name, h.Version)
 	})
 }

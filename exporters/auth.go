@@ -61,6 +61,12 @@ func (a *authenticator) check(r *http.Request) (present, ok bool) {
 	return true, false
 }
 
+// authorized reports whether r carries valid credentials.
+func (a *authenticator) authorized(r *http.Request) bool {
+	_, ok := a.check(r)
+	return ok
+}
+
 // public routes stay open so that kubelet probes need no credentials.
 var publicRoutes = map[string]bool{PathLive: true, PathReady: true}
 

@@ -2,6 +2,7 @@ package exporters
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -55,16 +56,24 @@ func CheckFunc(name string, fn func(ctx context.Context) CheckResult) Checker {
 }
 
 type databaseCheck struct {
-	ping    func(context.Context) (time.Duration, error)
-	missing func() []string
+	ping        func(context.Context) (time.Duration, error)
+	missing     func() []string
+	unreachable func(error)
 }
 
 // NewDatabaseCheck reports the "database" check. ping runs a trivial query
 // and returns its round-trip time; missing (may be nil) lists the Tasker
 // tables the sidecar needs but did not find, so that a sidecar pointed at the
 // wrong database is not ready even though the connection works.
-func NewDatabaseCheck(ping func(ctx context.Context) (time.Duration, error), missing func() []string) Checker {
-	return databaseCheck{ping: ping, missing: missing}
+//
+// unreachable (may be nil; collector.Refresher.ReportUnreachable) is told
+// when the ping finds the database unreachable, so that the status endpoint
+// turns at once instead of at the next refresh. Only connection failures
+// count, and only while ctx is live: a ping that waited out the deadline
+// for a pool connection busy with analytics, or whose caller went away,
+// says nothing about the database.
+func NewDatabaseCheck(ping func(ctx context.Context) (time.Duration, error), missing func() []string, unreachable func(error)) Checker {
+	return databaseCheck{ping: ping, missing: missing, unreachable: unreachable}
 }
 
 func (databaseCheck) Name() string { return "database" }
@@ -77,6 +86,9 @@ func (d databaseCheck) Check(ctx context.Context) CheckResult {
 	}
 	ms := float64(rtt) / float64(time.Millisecond)
 	if err != nil {
+		if d.unreachable != nil && ctx.Err() == nil && errorClass(err) == collector.ReasonConnection {
+			d.unreachable(err)
+		}
 		return CheckResult{
 			Status:         StatusUnhealthy,
 			Message:        "Database connection failed: " + errorText(err),
@@ -148,12 +160,49 @@ func (r *refreshCheck) Check(context.Context) CheckResult {
 		}
 		return res
 	case st.LastError != nil:
+		what := "Last refresh failed"
+		var unreachable *collector.UnreachableError
+		if errors.As(st.LastError, &unreachable) {
+			what = "Database unreachable"
+		}
 		return CheckResult{
 			Status:  StatusDegraded,
-			Message: fmt.Sprintf("Last refresh failed; serving data from %s ago", age.Round(time.Millisecond)),
+			Message: fmt.Sprintf("%s; serving data from %s ago", what, age.Round(time.Millisecond)),
 			Error:   errorClass(st.LastError) + ": " + errorText(st.LastError),
 			Details: details,
 		}
 	}
 	return CheckResult{Status: StatusHealthy, Message: "Data refreshed", Details: details}
+}
+
+type saturationCheck struct {
+	name string
+	fn   func() (bool, string)
+}
+
+// NewSaturationCheck reports name as degraded while fn says the sidecar is
+// saturated (its queues for expensive work are full), with fn's message,
+// and healthy otherwise.
+//
+// Degraded, never unhealthy: readiness stays true. A sidecar in Tasker's
+// own pod shares the pod's readiness, and a failing readiness probe takes
+// the whole pod, Tasker included, out of its Service; shedding analytics
+// load must not cost Tasker its traffic. Saturation is visible in the check,
+// in tasker_sidecar_readiness_check{status="degraded"} and in the 503s with
+// Retry-After that the saturated routes answer.
+func NewSaturationCheck(name string, fn func() (saturated bool, message string)) Checker {
+	return saturationCheck{name: name, fn: fn}
+}
+
+func (c saturationCheck) Name() string { return c.name }
+
+func (c saturationCheck) Check(context.Context) CheckResult {
+	saturated, msg := c.fn()
+	if saturated {
+		return CheckResult{Status: StatusDegraded, Message: msg}
+	}
+	if msg == "" {
+		msg = "Not saturated"
+	}
+	return CheckResult{Status: StatusHealthy, Message: msg}
 }

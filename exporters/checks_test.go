@@ -3,6 +3,7 @@ package exporters
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestDatabaseCheck(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewDatabaseCheck(tc.ping, tc.missing)
+			c := NewDatabaseCheck(tc.ping, tc.missing, nil)
 			if c.Name() != "database" {
 				t.Errorf("name = %q", c.Name())
 			}
@@ -47,7 +48,7 @@ func TestDatabaseCheck(t *testing.T) {
 			}
 		})
 	}
-	if res := NewDatabaseCheck(ok, nil).Check(context.Background()); res.ResponseTimeMs != 1.5 {
+	if res := NewDatabaseCheck(ok, nil, nil).Check(context.Background()); res.ResponseTimeMs != 1.5 {
 		t.Errorf("ping's own round trip not used: %v", res.ResponseTimeMs)
 	}
 }
@@ -99,5 +100,89 @@ func TestCheckFunc(t *testing.T) {
 	}
 	if got := runCheck(context.Background(), CheckFunc("x", func(context.Context) CheckResult { panic(errors.New("boom")) })); got.Status != StatusUnhealthy || got.Error != "boom" {
 		t.Errorf("panic not contained: %+v", got)
+	}
+}
+
+// The database check tells the refresher when the ping finds the database
+// unreachable, and only then: not for timeouts, nor when its caller left.
+func TestDatabaseCheckReportsUnreachable(t *testing.T) {
+	refused := func(context.Context) (time.Duration, error) { return 0, errRefused }
+	poolWait := func(ctx context.Context) (time.Duration, error) { <-ctx.Done(); return 0, ctx.Err() }
+	ok := func(context.Context) (time.Duration, error) { return time.Millisecond, nil }
+	cancelled := func() context.Context {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx
+	}
+	expired := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		t.Cleanup(cancel)
+		<-ctx.Done()
+		return ctx
+	}
+	for _, tc := range []struct {
+		name string
+		ping func(context.Context) (time.Duration, error)
+		ctx  func() context.Context
+		want bool
+	}{
+		{"connection refused", refused, context.Background, true},
+		{"healthy", ok, context.Background, false},
+		{"waited out the deadline", poolWait, expired, false},
+		{"refused after the caller left", refused, cancelled, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []error
+			c := NewDatabaseCheck(tc.ping, nil, func(err error) { got = append(got, err) })
+			c.Check(tc.ctx())
+			if reported := len(got) == 1 && errors.Is(got[0], errRefused); reported != tc.want || len(got) > 1 {
+				t.Errorf("reported %v, want a report: %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSaturationCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		saturated  bool
+		msg        string
+		wantStatus string
+		wantMsg    string
+	}{
+		{"saturated", true, "analytics queue full (16 waiting)", StatusDegraded, "analytics queue full (16 waiting)"},
+		{"not saturated", false, "", StatusHealthy, "Not saturated"},
+		{"not saturated with a message", false, "3 of 16 waiting", StatusHealthy, "3 of 16 waiting"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewSaturationCheck("analytics_queue", func() (bool, string) { return tc.saturated, tc.msg })
+			if c.Name() != "analytics_queue" {
+				t.Errorf("name = %q", c.Name())
+			}
+			res := c.Check(context.Background())
+			if res.Status != tc.wantStatus || res.Message != tc.wantMsg {
+				t.Errorf("got %s %q, want %s %q", res.Status, res.Message, tc.wantStatus, tc.wantMsg)
+			}
+
+			// Saturated or not, the sidecar stays ready: it may share
+			// Tasker's pod, whose Service a failing probe would leave.
+			opts := baseOptions(&fakeSource{})
+			opts.Checks = []Checker{c}
+			s := newServer(t, opts)
+			r := do(t, s, http.MethodGet, PathReady)
+			m := r.json(t)
+			if r.code != http.StatusOK || m["ready"] != true {
+				t.Fatalf("ready = %d %s", r.code, r.body)
+			}
+			check := m["checks"].(map[string]any)["analytics_queue"].(map[string]any)
+			if check["status"] != tc.wantStatus {
+				t.Errorf("readiness shows %v, want %s", check["status"], tc.wantStatus)
+			}
+			metrics := string(do(t, s, http.MethodGet, PathMetrics).body)
+			want := `tasker_sidecar_readiness_check{check="analytics_queue",status="` + tc.wantStatus + `"} 1`
+			if !strings.Contains(metrics, want) || !strings.Contains(metrics, "\ntasker_sidecar_ready 1\n") {
+				t.Errorf("metrics lack %s or ready 1:\n%s", want, grepLines(metrics, "tasker_sidecar_ready"))
+			}
+		})
 	}
 }

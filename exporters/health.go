@@ -2,7 +2,9 @@ package exporters
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -36,11 +38,17 @@ type readyBody struct {
 
 // ready is what Tasker's ReadinessChecker#check was meant to return; Tasker's
 // controller indexes a boolean and so answers 503 to every request.
+//
+// The route is open to the kubelet, so each check shows its status and a
+// generic message; what failed and where (role, database, host:port, the
+// server's error) goes to the log, and to callers with credentials when
+// auth is on (issue 10).
 func (s *Server) ready(c *gin.Context) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.opts.ReadinessTimeout)
 	defer cancel()
 	r := s.evaluate(ctx)
+	full := s.auth != nil && s.auth.authorized(c.Request)
 
 	body := readyBody{Ready: r.ready(), Checks: map[string]map[string]any{}, Message: "System is ready"}
 	for i, ch := range s.opts.Checks {
@@ -50,7 +58,11 @@ func (s *Server) ready(c *gin.Context) {
 			body.TimedOutChecks = append(body.TimedOutChecks, ch.Name())
 			continue
 		}
-		body.Checks[ch.Name()] = checkJSON(*res)
+		if full {
+			body.Checks[ch.Name()] = checkJSON(*res)
+		} else {
+			body.Checks[ch.Name()] = publicCheckJSON(*res)
+		}
 		if res.Status == StatusUnhealthy {
 			body.FailedChecks = append(body.FailedChecks, ch.Name())
 		}
@@ -87,8 +99,18 @@ func (r readiness) ready() bool {
 	return true
 }
 
-// evaluate runs the checks concurrently until ctx is done.
+// evaluate runs the checks concurrently until ctx is done, and logs the
+// checks whose status changed.
 func (s *Server) evaluate(ctx context.Context) readiness {
+	r := s.runChecks(ctx)
+	// A probe whose client went away says nothing about the dependencies.
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		s.logChanges(ctx, r)
+	}
+	return r
+}
+
+func (s *Server) runChecks(ctx context.Context) readiness {
 	type outcome struct {
 		i   int
 		res CheckResult
@@ -110,6 +132,47 @@ func (s *Server) evaluate(ctx context.Context) readiness {
 		}
 	}
 	return r
+}
+
+// logChanges logs each check once per change of its status, not once per
+// probe: the kubelet probes every few seconds. This is where the details
+// the public readiness answer leaves out are kept. A check first seen
+// healthy is not logged.
+func (s *Server) logChanges(ctx context.Context, r readiness) {
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
+	for i, ch := range s.opts.Checks {
+		res := CheckResult{Status: StatusUnhealthy,
+			Message: "Check did not answer within " + rubySeconds(s.opts.ReadinessTimeout) + " seconds"}
+		if r.results[i] != nil {
+			res = *r.results[i]
+		}
+		prev, seen := s.checkStatus[ch.Name()]
+		if prev == res.Status || (!seen && res.Status == StatusHealthy) {
+			s.checkStatus[ch.Name()] = res.Status
+			continue
+		}
+		s.checkStatus[ch.Name()] = res.Status
+		level := slog.LevelWarn
+		if res.Status == StatusHealthy {
+			level = slog.LevelInfo
+		}
+		attrs := []slog.Attr{
+			slog.String("check", ch.Name()),
+			slog.String("status", res.Status),
+			slog.String("message", redact(res.Message)),
+		}
+		if seen {
+			attrs = append(attrs, slog.String("previous", prev))
+		}
+		if res.Error != "" {
+			attrs = append(attrs, slog.String("error", redact(res.Error)))
+		}
+		if len(res.Details) > 0 {
+			attrs = append(attrs, slog.String("details", redact(fmt.Sprint(res.Details))))
+		}
+		s.log.LogAttrs(ctx, level, "readiness check changed", attrs...)
+	}
 }
 
 // readinessCollector exports what /tasker/health/ready would answer at
@@ -208,6 +271,28 @@ func runCheck(ctx context.Context, ch Checker) (res CheckResult) {
 	return ch.Check(ctx)
 }
 
+// publicMessages replace the checks' own messages for callers without
+// credentials: a message may carry the server's error text.
+var publicMessages = map[string]string{
+	StatusHealthy:   "Check passed",
+	StatusDegraded:  "Check degraded; details are in the sidecar's log",
+	StatusUnhealthy: "Check failed; details are in the sidecar's log",
+}
+
+// publicCheckJSON is a check as callers without credentials see it: its
+// status, a generic message and its response time. Details and errors may
+// name the role, the database, the host and port, or carry the server's
+// error text.
+func publicCheckJSON(r CheckResult) map[string]any {
+	return map[string]any{
+		"status":           r.Status,
+		"message":          publicMessages[r.Status],
+		"response_time_ms": jsonFloat(round(r.ResponseTimeMs, 2)),
+	}
+}
+
+// checkJSON is a check with everything it reported, for callers with
+// credentials.
 func checkJSON(r CheckResult) map[string]any {
 	m := make(map[string]any, len(r.Details)+4)
 	for k, v := range r.Details {
@@ -310,8 +395,13 @@ func Verdict(c collector.HealthCounts) (healthy bool, utilization float64) {
 // status serves the last good snapshot and never queries the database, so
 // a burst of requests costs nothing and a down database still gets an
 // answer that says how old the numbers are.
+//
+// With auth on, the route needs credentials and shows the error text; with
+// auth off, anyone can ask, and the errors shrink to what failed and its
+// class, as in readiness (the refresher logs the text).
 func (s *Server) status(c *gin.Context) {
 	st := s.opts.Health.State()
+	full := s.auth != nil
 	now := s.now()
 	limit := 2 * s.opts.RefreshInterval
 	body := statusBody{
@@ -320,9 +410,14 @@ func (s *Server) status(c *gin.Context) {
 			TTLSeconds:             seconds(s.opts.RefreshInterval),
 			RefreshIntervalSeconds: seconds(s.opts.RefreshInterval),
 			ConsecutiveFailures:    st.Failures,
-			LastError:              errorText(st.LastError),
 			Stale:                  st.LastError != nil,
 		},
+	}
+	if st.LastError != nil {
+		body.CacheInfo.LastError = errorText(st.LastError)
+		if !full {
+			body.CacheInfo.LastError = failure(st.LastError, false)
+		}
 	}
 	if !st.LastAttempt.IsZero() {
 		t := railsTime(st.LastAttempt)
@@ -358,7 +453,7 @@ func (s *Server) status(c *gin.Context) {
 	}
 	if st.LastError != nil {
 		body.Healthy, body.Status = false, VerdictError
-		body.Error, body.ErrorClass = "refresh failed: "+errorText(st.LastError), errorClass(st.LastError)
+		body.Error, body.ErrorClass = failure(st.LastError, full), errorClass(st.LastError)
 	} else if st.Last == nil {
 		body.Healthy, body.Status = false, VerdictError
 		body.Error, body.ErrorClass = "no data yet: first refresh pending", ClassPending
@@ -369,6 +464,23 @@ func (s *Server) status(c *gin.Context) {
 		code = http.StatusServiceUnavailable
 	}
 	c.JSON(code, body)
+}
+
+// failure describes the refresher's error: what failed and the error text
+// for callers with credentials; what failed and its class for the others.
+func failure(err error, full bool) string {
+	var unreachable *collector.UnreachableError
+	if errors.As(err, &unreachable) {
+		// Its text starts with "database unreachable".
+		if full {
+			return errorText(err)
+		}
+		return "database unreachable (" + errorClass(err) + "); details are in the sidecar's log"
+	}
+	if full {
+		return "refresh failed: " + errorText(err)
+	}
+	return "refresh failed (" + errorClass(err) + "); details are in the sidecar's log"
 }
 
 func metricsOf(h collector.HealthCounts) *statusMetrics {

@@ -3,14 +3,20 @@ package exporters
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
 
 func assertNoCache(t *testing.T, h http.Header) {
@@ -148,8 +154,9 @@ func TestReadyCheckJSON(t *testing.T) {
 		stubCheck{name: "cache", res: CheckResult{Status: StatusDegraded, Message: "local only",
 			Details: map[string]any{"cache_store": "NullStore", "status": "overridden", "error": "overridden"}}},
 	}
+	opts.Auth = Auth{BearerToken: token}
 	s := newServer(t, opts)
-	body := string(do(t, s, http.MethodGet, PathReady).body)
+	body := string(do(t, s, http.MethodGet, PathReady, bearer(token)).body)
 	for _, want := range []string{
 		`"database":{"message":"Database connection active","response_time_ms":1.23,"status":"healthy"}`,
 		`"cache":{"cache_store":"NullStore","message":"local only","response_time_ms":`,
@@ -404,5 +411,273 @@ func TestReadinessMetricsReuseOneEvaluation(t *testing.T) {
 	do(t, s, http.MethodGet, PathReady)
 	if n := calls.Load(); n != 2 {
 		t.Errorf("the check ran %d times after a readiness probe, want 2", n)
+	}
+}
+
+// unknownRoleDB is a pool on the test server under a role and a database
+// that do not exist, so its ping fails as a misconfigured sidecar's does:
+// the error names the role, the database and the host:port.
+func unknownRoleDB(t *testing.T) (*collector.DB, []string) {
+	t.Helper()
+	u, err := url.Parse(pgtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const role, dbName = "sidecar_no_such_role", "sidecar_no_such_db"
+	u.User, u.Path = url.User(role), "/"+dbName
+	db, err := collector.Open(collector.Options{URL: u.String(), ConnectTimeout: 5 * time.Second}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db, []string{role, dbName, u.Host, "SQLSTATE"}
+}
+
+// Without credentials, readiness shows each check's status and a generic
+// message; the role, database, host:port and server error go to the log,
+// once per change, and to callers with credentials when auth is on.
+func TestReadyRedactsDetails(t *testing.T) {
+	db, private := unknownRoleDB(t)
+	both := Auth{BearerToken: token, BasicUser: user, BasicPassword: password}
+	for _, tc := range []struct {
+		name string
+		auth Auth
+		cred func(*http.Request)
+		full bool
+	}{
+		{"auth off", Auth{}, nil, false},
+		{"auth off, credentials sent anyway", Auth{}, bearer(token), false},
+		{"auth on, no credentials", both, nil, false},
+		{"auth on, wrong token", both, bearer("nope"), false},
+		{"auth on, wrong password", both, basic(user, "nope"), false},
+		{"auth on, token", both, bearer(token), true},
+		{"auth on, basic", both, basic(user, password), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &syncBuffer{}
+			opts := baseOptions(&fakeSource{})
+			opts.Auth = tc.auth
+			opts.Logger = debugLogger(logs)
+			opts.Checks = []Checker{NewDatabaseCheck(db.Ping, db.MissingTables, nil)}
+			s := newServer(t, opts)
+			var setup []func(*http.Request)
+			if tc.cred != nil {
+				setup = append(setup, tc.cred)
+			}
+			var r response
+			for range 3 {
+				r = do(t, s, http.MethodGet, PathReady, setup...)
+			}
+			if r.code != http.StatusServiceUnavailable {
+				t.Fatalf("code = %d: %s", r.code, r.body)
+			}
+			check := r.json(t)["checks"].(map[string]any)["database"].(map[string]any)
+			if check["status"] != StatusUnhealthy {
+				t.Errorf("status = %v", check["status"])
+			}
+			body := string(r.body)
+			for _, p := range private {
+				if strings.Contains(body, p) != tc.full {
+					t.Errorf("%q in the answer: %v, want %v:\n%s", p, !tc.full, tc.full, body)
+				}
+			}
+			if !tc.full {
+				want := map[string]any{"status": StatusUnhealthy, "message": "Check failed; details are in the sidecar's log",
+					"response_time_ms": check["response_time_ms"]}
+				if !reflect.DeepEqual(check, want) {
+					t.Errorf("public check = %v, want %v", check, want)
+				}
+			}
+
+			// The log has the details, once for three probes.
+			out := logs.String()
+			if n := strings.Count(out, `msg="readiness check changed"`); n != 1 {
+				t.Errorf("%d status-change lines for 3 probes of one status, want 1:\n%s", n, out)
+			}
+			for _, p := range private {
+				if !strings.Contains(out, p) {
+					t.Errorf("%q not in the log:\n%s", p, out)
+				}
+			}
+			if !strings.Contains(out, "level=WARN") {
+				t.Errorf("the failing check is not logged at warn:\n%s", out)
+			}
+		})
+	}
+}
+
+// The log follows each check's status, not each probe.
+func TestReadinessLogsChanges(t *testing.T) {
+	logs := &syncBuffer{}
+	var status atomic.Value
+	opts := baseOptions(&fakeSource{})
+	opts.Logger = debugLogger(logs)
+	opts.Checks = []Checker{CheckFunc("dep", func(ctx context.Context) CheckResult {
+		if ctx.Err() != nil {
+			return CheckResult{Status: StatusUnhealthy, Message: "cancelled"}
+		}
+		return CheckResult{Status: status.Load().(string), Message: "dep says " + status.Load().(string)}
+	})}
+	s := newServer(t, opts)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	lines := func() []string {
+		var out []string
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "readiness check changed") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for i, step := range []struct {
+		status string
+		want   string // the new log line, "" for none
+	}{
+		{StatusHealthy, ""}, // first seen healthy: nothing to say
+		{StatusHealthy, ""},
+		{StatusDegraded, `level=WARN msg="readiness check changed" component=http check=dep status=degraded message="dep says degraded" previous=healthy`},
+		{StatusUnhealthy, `level=WARN msg="readiness check changed" component=http check=dep status=unhealthy message="dep says unhealthy" previous=degraded`},
+		{StatusUnhealthy, ""},
+		{StatusHealthy, `level=INFO msg="readiness check changed" component=http check=dep status=healthy message="dep says healthy" previous=unhealthy`},
+		{StatusHealthy, ""},
+	} {
+		before := len(lines())
+		status.Store(step.status)
+		do(t, s, http.MethodGet, PathReady)
+		// A probe whose client left says nothing about the dependency.
+		s.evaluate(cancelled)
+		got := lines()[before:]
+		switch {
+		case step.want == "" && len(got) != 0:
+			t.Errorf("step %d (%s): logged %q", i, step.status, got)
+		case step.want != "" && (len(got) != 1 || !strings.Contains(got[0], step.want)):
+			t.Errorf("step %d (%s): logged %q, want %s", i, step.status, got, step.want)
+		}
+	}
+}
+
+// With auth off, anyone may read status: the refresh error shrinks to what
+// failed and its class. With auth on, only callers with credentials get
+// here, and they see the text.
+func TestStatusRedactsErrors(t *testing.T) {
+	refreshFailed := goodState(healthyCounts)
+	refreshFailed.LastError, refreshFailed.Failures = errRefused, 1
+	unreachable := goodState(healthyCounts)
+	unreachable.LastError = &collector.UnreachableError{Err: errRefused}
+	for _, tc := range []struct {
+		name      string
+		state     collector.RefreshState
+		auth      bool
+		wantError string
+	}{
+		{"refresh failed, auth off", refreshFailed, false, "refresh failed (connection); details are in the sidecar's log"},
+		{"refresh failed, auth on", refreshFailed, true, "refresh failed: collect health counts: dial tcp 10.0.0.5:5432: connection refused"},
+		{"unreachable, auth off", unreachable, false, "database unreachable (connection); details are in the sidecar's log"},
+		{"unreachable, auth on", unreachable, true, "database unreachable: collect health counts: dial tcp 10.0.0.5:5432: connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &fakeSource{}
+			src.set(tc.state)
+			opts := baseOptions(src)
+			var setup []func(*http.Request)
+			if tc.auth {
+				opts.Auth = Auth{BearerToken: token}
+				setup = append(setup, bearer(token))
+			}
+			s := newServer(t, opts)
+			r := do(t, s, http.MethodGet, PathStatus, setup...)
+			if r.code != http.StatusServiceUnavailable {
+				t.Fatalf("code = %d", r.code)
+			}
+			m := r.json(t)
+			if m["error"] != tc.wantError || m["error_class"] != collector.ReasonConnection {
+				t.Errorf("error = %q (%v), want %q", m["error"], m["error_class"], tc.wantError)
+			}
+			if strings.Contains(string(r.body), "10.0.0.5") != tc.auth {
+				t.Errorf("host:port shown: %v, want %v:\n%s", !tc.auth, tc.auth, r.body)
+			}
+			if ci := m["cache_info"].(map[string]any); ci["last_error"] == nil || ci["stale"] != true {
+				t.Errorf("cache_info = %v", ci)
+			}
+		})
+	}
+}
+
+// When the readiness ping finds the database gone, status turns 503 at
+// once, with the last numbers and their age; a later successful ping does
+// not turn it back, the next successful refresh does.
+func TestStatusFollowsThePing(t *testing.T) {
+	pg := pgtest.NewTasker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := collector.Open(collector.Options{URL: pg.URL, ConnectTimeout: 5 * time.Second}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	refresher := collector.NewRefresher(db, collector.RefresherOptions{Interval: time.Hour}, nil, nil)
+	if err := refresher.Refresh(ctx); err != nil {
+		t.Fatalf("first refresh: %v", err)
+	}
+	opts := baseOptions(refresher)
+	opts.RefreshInterval = time.Hour
+	opts.Checks = []Checker{
+		NewDatabaseCheck(db.Ping, db.MissingTables, refresher.ReportUnreachable),
+		NewRefreshCheck(refresher, time.Hour),
+	}
+	s := newServer(t, opts)
+	s.now = time.Now
+	if r := do(t, s, http.MethodGet, PathStatus); r.code != http.StatusOK {
+		t.Fatalf("status before the outage: %d %s", r.code, r.body)
+	}
+
+	admin, err := pgx.Connect(ctx, pgtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	ident := pgx.Identifier{pg.Name}.Sanitize()
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+ident+" WITH (FORCE)"); err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, s, http.MethodGet, PathReady); r.code != http.StatusServiceUnavailable {
+		t.Fatalf("ready with the database dropped: %d %s", r.code, r.body)
+	}
+	assertFailing := func(when string) {
+		t.Helper()
+		r := do(t, s, http.MethodGet, PathStatus)
+		m := r.json(t)
+		if r.code != http.StatusServiceUnavailable || m["status"] != VerdictError || m["error_class"] != collector.ReasonConnection {
+			t.Fatalf("status %s: %d %s", when, r.code, r.body)
+		}
+		if !strings.HasPrefix(m["error"].(string), "database unreachable") {
+			t.Errorf("error = %q", m["error"])
+		}
+		ci := m["cache_info"].(map[string]any)
+		if m["metrics"] == nil || m["cached"] != true || ci["age_seconds"] == nil || ci["stale"] != true {
+			t.Errorf("status %s lost the last numbers or their age: %s", when, r.body)
+		}
+	}
+	assertFailing("right after the ping failed")
+
+	// The database returns: the ping succeeds, status stays failing until a
+	// refresh reads the counts again.
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Apply(ctx, pg.Conn(t)); err != nil {
+		t.Fatal(err)
+	}
+	r := do(t, s, http.MethodGet, PathReady)
+	if st := r.json(t)["checks"].(map[string]any)["database"].(map[string]any)["status"]; st != StatusHealthy {
+		t.Fatalf("database check after recovery: %s", r.body)
+	}
+	assertFailing("after a successful ping")
+	if err := refresher.Refresh(ctx); err != nil {
+		t.Fatalf("refresh after recovery: %v", err)
+	}
+	if r := do(t, s, http.MethodGet, PathStatus); r.code != http.StatusOK {
+		t.Errorf("status after a successful refresh: %d %s", r.code, r.body)
 	}
 }

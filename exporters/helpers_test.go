@@ -111,8 +111,8 @@ func (r response) json(t *testing.T) map[string]any {
 	return m
 }
 
-// do serves one request in memory; the listener-level behaviour (TLS,
-// shutdown) has its own tests.
+// do serves one request in memory through what Run serves; the
+// listener-level behaviour (TLS, shutdown, HEAD bodies) has its own tests.
 func do(t *testing.T, s *Server, method, path string, setup ...func(*http.Request)) response {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
@@ -120,7 +120,7 @@ func do(t *testing.T, s *Server, method, path string, setup ...func(*http.Reques
 		f(req)
 	}
 	rec := httptest.NewRecorder()
-	s.Router().ServeHTTP(rec, req)
+	s.Handler().ServeHTTP(rec, req)
 	return response{code: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
 }
 

@@ -13,9 +13,12 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,11 +39,14 @@ const (
 const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 10 * time.Second
-	DefaultWriteTimeout      = 30 * time.Second
-	DefaultIdleTimeout       = 120 * time.Second
-	DefaultShutdownTimeout   = 10 * time.Second
-	DefaultReadinessTimeout  = 5 * time.Second // Tasker's readiness_timeout_seconds
-	DefaultMetricsInFlight   = 10
+	// DefaultWriteTimeout is config.Default's, so that a request that uses
+	// its whole DefaultRequestTimeout can still write its answer.
+	DefaultWriteTimeout     = 75 * time.Second
+	DefaultRequestTimeout   = 30 * time.Second
+	DefaultIdleTimeout      = 120 * time.Second
+	DefaultShutdownTimeout  = 10 * time.Second
+	DefaultReadinessTimeout = 5 * time.Second // Tasker's readiness_timeout_seconds
+	DefaultMetricsInFlight  = 10
 )
 
 // Options configures a Server. Zero durations take the defaults above.
@@ -52,6 +58,11 @@ type Options struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	ShutdownTimeout   time.Duration
+	// RequestTimeout is the deadline of every request's context, so that no
+	// handler waits without bound (issue 10). It must be shorter than
+	// WriteTimeout, or the answer to a request that used all of it is cut
+	// off. Live and ready get ReadinessTimeout instead.
+	RequestTimeout time.Duration
 
 	// Both set: serve HTTPS. The files are re-read when the certificate
 	// file changes, so rotated certificates need no restart.
@@ -125,6 +136,9 @@ type Server struct {
 	cert    *certReloader
 	now     func() time.Time
 
+	checkMu     sync.Mutex
+	checkStatus map[string]string // last status of each readiness check, for logChanges
+
 	mu      sync.Mutex
 	started bool
 	addr    net.Addr
@@ -147,7 +161,7 @@ func New(opts Options) (*Server, error) {
 	}
 	log = log.With("component", "http")
 
-	s := &Server{opts: opts, log: log, now: time.Now, bound: make(chan struct{})}
+	s := &Server{opts: opts, log: log, now: time.Now, bound: make(chan struct{}), checkStatus: map[string]string{}}
 	var err error
 	if s.metrics, err = newHTTPMetrics(opts.Registerer); err != nil {
 		return nil, err
@@ -180,6 +194,7 @@ func withDefaults(o Options) Options {
 	def(&o.WriteTimeout, DefaultWriteTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
 	def(&o.ShutdownTimeout, DefaultShutdownTimeout)
+	def(&o.RequestTimeout, DefaultRequestTimeout)
 	def(&o.ReadinessTimeout, DefaultReadinessTimeout)
 	if o.MetricsMaxRequestsInFlight == 0 {
 		o.MetricsMaxRequestsInFlight = DefaultMetricsInFlight
@@ -200,6 +215,7 @@ func validate(o Options) error {
 		{"read header timeout", o.ReadHeaderTimeout}, {"read timeout", o.ReadTimeout},
 		{"write timeout", o.WriteTimeout}, {"idle timeout", o.IdleTimeout},
 		{"shutdown timeout", o.ShutdownTimeout}, {"readiness timeout", o.ReadinessTimeout},
+		{"request timeout", o.RequestTimeout},
 	} {
 		if t.d < 0 {
 			add("%s must not be negative, got %s", t.name, t.d)
@@ -208,6 +224,10 @@ func validate(o Options) error {
 	if o.WriteTimeout > 0 && o.ReadinessTimeout >= o.WriteTimeout {
 		add("readiness timeout (%s) must be shorter than write timeout (%s), or the answer is cut off",
 			o.ReadinessTimeout, o.WriteTimeout)
+	}
+	if o.WriteTimeout > 0 && o.RequestTimeout >= o.WriteTimeout {
+		add("request timeout (%s) must be shorter than write timeout (%s), or the answer is cut off",
+			o.RequestTimeout, o.WriteTimeout)
 	}
 	if o.RefreshInterval <= 0 {
 		add("refresh interval must be positive, got %s", o.RefreshInterval)
@@ -252,6 +272,36 @@ func validate(o Options) error {
 // Run. Routes added later are authenticated like status and metrics.
 func (s *Server) Router() *gin.Engine { return s.engine }
 
+// Handler is what Run serves: the router, with HEAD answered as GET.
+func (s *Server) Handler() http.Handler { return headAsGet(s.engine) }
+
+// headKey marks a HEAD request served as GET, for the request log.
+type headKey struct{}
+
+// headAsGet answers HEAD wherever GET is routed, including the routes other
+// packages add through Router. gin has no HEAD fallback, so every route
+// answered 405 (issue 10). net/http discards the body of a HEAD response
+// (chunkWriter.Write in net/http/server.go checks the original request's
+// method), and sets the same Content-Length a GET would get when the body
+// fits its buffer; the handler runs unchanged.
+func headAsGet(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			r = r.WithContext(context.WithValue(r.Context(), headKey{}, true))
+			r.Method = http.MethodGet
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// method is the method the client sent, for the request log.
+func method(r *http.Request) string {
+	if head, _ := r.Context().Value(headKey{}).(bool); head {
+		return http.MethodHead
+	}
+	return r.Method
+}
+
 // Addr is the bound address, nil before Run has bound the listener.
 func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
@@ -279,7 +329,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("exporters: listen on %s: %w", s.opts.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           s.engine,
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		ReadTimeout:       s.opts.ReadTimeout,
 		WriteTimeout:      s.opts.WriteTimeout,
@@ -332,18 +382,23 @@ func (s *Server) routes() *gin.Engine {
 	// Nothing fronts the sidecar inside the pod; never trust X-Forwarded-For.
 	_ = e.SetTrustedProxies(nil)
 
-	// observe is outermost so that it records the 500 written by recovery.
-	e.Use(s.observe, gin.CustomRecoveryWithWriter(io.Discard, s.recovered))
+	// observe is outermost so that it records the 500 written by recovery,
+	// and sees the request's context before deadline replaces it.
+	e.Use(s.observe, gin.CustomRecoveryWithWriter(io.Discard, s.recovered), s.deadline)
 	if s.auth != nil {
 		e.Use(s.authenticate)
 	}
+	// A HEAD request arrives here as GET (headAsGet): its body is never
+	// sent, and saying GET keeps its Content-Length that of the GET.
 	e.NoRoute(func(c *gin.Context) {
 		c.JSON(http.StatusNotFound, errorBody{Error: "Not Found",
-			Message: "No route matches " + c.Request.Method + " " + c.Request.URL.Path})
+			Message: "No route matches " + echo(c.Request.Method) + " " + echo(c.Request.URL.Path)})
 	})
 	e.NoMethod(func(c *gin.Context) {
+		allow := withHead(c.Writer.Header().Get("Allow"))
+		c.Header("Allow", allow)
 		c.JSON(http.StatusMethodNotAllowed, errorBody{Error: "Method Not Allowed",
-			Message: "Method " + c.Request.Method + " is not allowed; allowed: " + c.Writer.Header().Get("Allow")})
+			Message: "Method " + echo(c.Request.Method) + " is not allowed; allowed: " + allow})
 	})
 
 	e.GET(PathLive, noCache, s.live)
@@ -367,6 +422,47 @@ type errorBody struct {
 	Message string `json:"message"`
 }
 
+// maxEcho bounds how much of a request an error message repeats: the path
+// alone may be 64 KB (MaxHeaderBytes), and the answer must stay short.
+const maxEcho = 200
+
+// echo makes client input fit for an error message: valid UTF-8, at most
+// maxEcho bytes, "…" when cut.
+func echo(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxEcho {
+		return s
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// withHead adds HEAD to an Allow list that has GET, as headAsGet serves it.
+func withHead(allow string) string {
+	methods := strings.Split(allow, ", ")
+	if slices.Contains(methods, http.MethodGet) && !slices.Contains(methods, http.MethodHead) {
+		methods = append(methods, http.MethodHead)
+	}
+	return strings.Join(methods, ", ")
+}
+
+// deadline gives every request's context a deadline, so that no handler
+// waits without bound for a connection, a lock or a computation (issue 10).
+// The probes keep their own, shorter readiness timeout.
+func (s *Server) deadline(c *gin.Context) {
+	d := s.opts.RequestTimeout
+	if publicRoutes[c.FullPath()] {
+		d = s.opts.ReadinessTimeout
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), d)
+	defer cancel()
+	c.Request = c.Request.WithContext(ctx)
+	c.Next()
+}
+
 func noCache(c *gin.Context) {
 	h := c.Writer.Header()
 	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
@@ -377,28 +473,43 @@ func noCache(c *gin.Context) {
 // unmatched labels 404s and 405s: the raw path is unbounded.
 const unmatched = "unmatched"
 
+// StatusClientClosedRequest is nginx's code for a request whose client went
+// away before the answer: recorded in the request metrics instead of what
+// the handler wrote, so that impatient clients do not fire 5xx alerts.
+const StatusClientClosedRequest = 499
+
 func (s *Server) observe(c *gin.Context) {
 	start := time.Now()
+	// Only the client (or a forced close) cancels the context net/http
+	// gives the request; our own deadline is on a child, set by deadline.
+	client := c.Request.Context()
 	c.Next()
 	elapsed := time.Since(start)
 	route := c.FullPath()
 	if route == "" {
 		route = unmatched
 	}
-	code := c.Writer.Status()
+	written := c.Writer.Status()
+	code, msg := written, "request"
+	if errors.Is(client.Err(), context.Canceled) {
+		code, msg = StatusClientClosedRequest, "client disconnected"
+	}
 	s.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 	s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
-	ctx := c.Request.Context()
-	if s.log.Enabled(ctx, slog.LevelDebug) {
+	if s.log.Enabled(client, slog.LevelDebug) {
 		// Headers are never logged: they carry the credentials.
-		s.log.LogAttrs(ctx, slog.LevelDebug, "request",
-			slog.String("method", c.Request.Method),
+		attrs := []slog.Attr{
+			slog.String("method", method(c.Request)),
 			slog.String("route", route),
-			slog.String("path", c.Request.URL.Path),
+			slog.String("path", echo(c.Request.URL.Path)),
 			slog.Int("status", code),
 			slog.Duration("duration", elapsed),
 			slog.String("remote", c.ClientIP()),
-		)
+		}
+		if code != written {
+			attrs = append(attrs, slog.Int("written_status", written))
+		}
+		s.log.LogAttrs(client, slog.LevelDebug, msg, attrs...)
 	}
 }
 

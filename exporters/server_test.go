@@ -2,29 +2,25 @@ package exporters
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/testtls"
 )
 
 const (
@@ -131,7 +127,7 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 		t.Fatalf("code = %d", r.code)
 	}
 	assertJSON(t, r.header)
-	if r.header.Get("Allow") != "GET" {
+	if r.header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("Allow = %q", r.header.Get("Allow"))
 	}
 	if m := r.json(t); m["error"] != "Method Not Allowed" || !strings.Contains(m["message"].(string), "POST") {
@@ -329,52 +325,8 @@ func TestShutdownTimeout(t *testing.T) {
 	}
 }
 
-// selfSigned writes a fresh certificate for 127.0.0.1 and returns the file
-// paths and a pool trusting it.
-func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tasker-sidecar-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
-
 func TestTLS(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := testtls.SelfSigned(t)
 	src := &fakeSource{}
 	src.set(goodState(healthyCounts))
 	opts := baseOptions(src)
@@ -412,14 +364,14 @@ func TestTLS(t *testing.T) {
 }
 
 func TestCertReload(t *testing.T) {
-	certFile, keyFile, _ := selfSigned(t)
+	certFile, keyFile, _ := testtls.SelfSigned(t)
 	r, err := newCertReloader(certFile, keyFile, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	first, _ := r.get(nil)
 
-	newCert, newKey, _ := selfSigned(t)
+	newCert, newKey, _ := testtls.SelfSigned(t)
 	for src, dst := range map[string]string{newCert: certFile, newKey: keyFile} {
 		b, err := os.ReadFile(src)
 		if err != nil {
@@ -470,7 +422,7 @@ func TestNoSecretsLeak(t *testing.T) {
 	opts.Auth = Auth{BearerToken: token, BasicUser: user, BasicPassword: password}
 	opts.Checks = []Checker{
 		NewRefreshCheck(src, opts.RefreshInterval),
-		NewDatabaseCheck(func(context.Context) (time.Duration, error) { return 0, st.LastError }, nil),
+		NewDatabaseCheck(func(context.Context) (time.Duration, error) { return 0, st.LastError }, nil, nil),
 	}
 	s := newServer(t, opts)
 	opts.Logger.Info("options", "opts", opts, "auth", opts.Auth)
@@ -556,5 +508,297 @@ func TestPromLogger(t *testing.T) {
 	promLogger{debugLogger(logs)}.Println("error gathering metrics:", errors.New("boom"))
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "boom") {
 		t.Errorf("log = %s", logs.String())
+	}
+}
+
+// notifyHandler signals ch when a record with message msg has been
+// handled, so a test can wait for what the server logs after a response.
+type notifyHandler struct {
+	slog.Handler
+	msg string
+	ch  chan struct{}
+}
+
+func (h notifyHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Message == h.msg {
+		select {
+		case h.ch <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+func (h notifyHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return notifyHandler{h.Handler.WithAttrs(as), h.msg, h.ch}
+}
+
+func (h notifyHandler) WithGroup(name string) slog.Handler {
+	return notifyHandler{h.Handler.WithGroup(name), h.msg, h.ch}
+}
+
+// Every request's context has a deadline: RequestTimeout, or the readiness
+// timeout on the probes.
+func TestRequestDeadline(t *testing.T) {
+	opts := baseOptions(&fakeSource{})
+	opts.RequestTimeout = time.Hour
+	opts.ReadinessTimeout = 90 * time.Minute
+	opts.WriteTimeout = 2 * time.Hour
+	deadlines := make(chan time.Time, 1)
+	capture := func(ctx context.Context) {
+		d, ok := ctx.Deadline()
+		if !ok {
+			d = time.Time{}
+		}
+		deadlines <- d
+	}
+	opts.Checks = []Checker{CheckFunc("deadline", func(ctx context.Context) CheckResult {
+		capture(ctx)
+		return CheckResult{Status: StatusHealthy}
+	})}
+	s := newServer(t, opts)
+	s.Router().GET("/added", func(c *gin.Context) {
+		capture(c.Request.Context())
+		c.Status(http.StatusNoContent)
+	})
+	for _, tc := range []struct {
+		path string
+		max  time.Duration
+	}{
+		{"/added", opts.RequestTimeout},
+		// Longer than RequestTimeout here: the probes keep their own timeout.
+		{PathReady, opts.ReadinessTimeout},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			before := time.Now()
+			do(t, s, http.MethodGet, tc.path)
+			after := time.Now()
+			d := <-deadlines
+			if d.IsZero() {
+				t.Fatal("the request's context has no deadline")
+			}
+			if !d.After(before) || d.After(after.Add(tc.max)) {
+				t.Errorf("deadline %s after the request began, want at most %s", d.Sub(before), tc.max)
+			}
+			if tc.path == PathReady && d.Sub(before) <= opts.RequestTimeout {
+				t.Errorf("readiness cut to the request timeout: %s", d.Sub(before))
+			}
+		})
+	}
+}
+
+// A handler that gives up at the deadline answers 503, counted as such.
+func TestRequestDeadlineIs503(t *testing.T) {
+	opts := baseOptions(&fakeSource{})
+	opts.RequestTimeout = 20 * time.Millisecond
+	s := newServer(t, opts)
+	s.Router().GET("/waits", func(c *gin.Context) {
+		select {
+		case <-c.Request.Context().Done():
+			c.JSON(http.StatusServiceUnavailable, errorBody{Error: "Service Unavailable", Message: c.Request.Context().Err().Error()})
+		case <-time.After(30 * time.Second): // no deadline: fail, do not hang
+			c.Status(http.StatusOK)
+		}
+	})
+	r := do(t, s, http.MethodGet, "/waits")
+	if r.code != http.StatusServiceUnavailable || r.json(t)["message"] != context.DeadlineExceeded.Error() {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	if got := testutil.ToFloat64(s.metrics.requests.WithLabelValues("/waits", "503")); got != 1 {
+		t.Errorf("requests_total{code=503} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(s.metrics.requests.WithLabelValues("/waits", "499")); got != 0 {
+		t.Errorf("requests_total{code=499} = %v, want 0: the deadline is ours, not the client's", got)
+	}
+}
+
+// A client that goes away is counted as 499 and logged at debug, whatever
+// the handler wrote after its context ended.
+func TestClientDisconnectIs499(t *testing.T) {
+	logs := &syncBuffer{}
+	gone := make(chan struct{}, 1)
+	opts := baseOptions(&fakeSource{})
+	opts.Logger = slog.New(notifyHandler{
+		Handler: slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
+		msg:     "client disconnected", ch: gone,
+	})
+	s := newServer(t, opts)
+	entered := make(chan struct{})
+	s.Router().GET("/waits", func(c *gin.Context) {
+		close(entered)
+		<-c.Request.Context().Done()
+		// What a handler that reads its context's error as a failure writes.
+		c.JSON(http.StatusServiceUnavailable, errorBody{Error: "Service Unavailable", Message: "query failed"})
+	})
+	addr := start(t, s)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/waits", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+		}
+		errc <- err
+	}()
+	<-entered
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("client: %v, want it cancelled", err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the disconnect was not logged:\n%s", logs)
+	}
+	if got := testutil.ToFloat64(s.metrics.requests.WithLabelValues("/waits", "499")); got != 1 {
+		t.Errorf("requests_total{code=499} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(s.metrics.requests.WithLabelValues("/waits", "503")); got != 0 {
+		t.Errorf("requests_total{code=503} = %v, want 0", got)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `level=DEBUG msg="client disconnected"`) || !strings.Contains(out, "status=499") ||
+		!strings.Contains(out, "written_status=503") {
+		t.Errorf("log:\n%s", out)
+	}
+	if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
+		t.Errorf("a client disconnect logged above debug:\n%s", out)
+	}
+}
+
+// HEAD answers wherever GET does, with GET's status and headers and no
+// body, including routes added through Router after New.
+func TestHead(t *testing.T) {
+	src := &fakeSource{}
+	src.set(goodState(healthyCounts))
+	for _, tc := range []struct {
+		name       string
+		auth       Auth
+		path       string
+		cred       func(*http.Request)
+		wantCode   int
+		sameLength bool // false where the body carries a duration
+	}{
+		{"live", Auth{}, PathLive, nil, 200, true},
+		{"ready", Auth{}, PathReady, nil, 200, false},
+		{"status", Auth{}, PathStatus, nil, 200, true},
+		{"metrics", Auth{}, PathMetrics, nil, 200, false},
+		{"added route", Auth{}, "/added", nil, 200, true},
+		{"unknown route", Auth{}, "/nope", nil, 404, true},
+		{"status without credentials", Auth{BearerToken: token}, PathStatus, nil, 401, true},
+		{"status with credentials", Auth{BearerToken: token}, PathStatus, bearer(token), 200, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := baseOptions(src)
+			opts.Auth = tc.auth
+			s := newServer(t, opts)
+			s.Router().GET("/added", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"added": true}) })
+			addr := start(t, s)
+			send := func(method string) (*http.Response, []byte) {
+				req, err := http.NewRequest(method, "http://"+addr+tc.path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Accept-Encoding", "identity")
+				if tc.cred != nil {
+					tc.cred(req)
+				}
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s: %v", method, tc.path, err)
+				}
+				defer res.Body.Close()
+				body, err := io.ReadAll(res.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res, body
+			}
+			get, getBody := send(http.MethodGet)
+			head, headBody := send(http.MethodHead)
+			if get.StatusCode != tc.wantCode || head.StatusCode != tc.wantCode {
+				t.Fatalf("GET %d, HEAD %d, want %d", get.StatusCode, head.StatusCode, tc.wantCode)
+			}
+			if len(getBody) == 0 {
+				t.Fatal("GET has no body to compare with")
+			}
+			if len(headBody) != 0 {
+				t.Errorf("HEAD body = %q, want none", headBody)
+			}
+			for _, h := range []string{"Content-Type", "Cache-Control", "Pragma", "Expires", "WWW-Authenticate"} {
+				if g, hd := get.Header.Values(h), head.Header.Values(h); strings.Join(g, "|") != strings.Join(hd, "|") {
+					t.Errorf("%s: GET %q, HEAD %q", h, g, hd)
+				}
+			}
+			if tc.sameLength && get.Header.Get("Content-Length") != head.Header.Get("Content-Length") {
+				t.Errorf("Content-Length: GET %q, HEAD %q", get.Header.Get("Content-Length"), head.Header.Get("Content-Length"))
+			}
+		})
+	}
+}
+
+func TestEcho(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"short", "/nope", "/nope"},
+		{"exactly the limit", strings.Repeat("a", maxEcho), strings.Repeat("a", maxEcho)},
+		{"long", strings.Repeat("a", 70_000), strings.Repeat("a", maxEcho) + "…"},
+		// 2-byte runes: 200 bytes is a boundary; at 199 the cut backs off.
+		{"runes", strings.Repeat("é", 1000), strings.Repeat("é", maxEcho/2) + "…"},
+		{"rune across the limit", "a" + strings.Repeat("é", 1000), "a" + strings.Repeat("é", (maxEcho-1)/2) + "…"},
+		{"invalid bytes", "/\xff\xfe\x00x", "/\uFFFD\x00x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := echo(tc.in)
+			if got != tc.want {
+				t.Errorf("echo = %q (%d bytes), want %q", got, len(got), tc.want)
+			}
+			if !utf8.ValidString(got) {
+				t.Errorf("not valid UTF-8: %q", got)
+			}
+		})
+	}
+}
+
+// Error messages repeat at most maxEcho bytes of the request, as valid
+// UTF-8, whatever the client sent.
+func TestErrorsEchoBoundedInput(t *testing.T) {
+	s := newServer(t, baseOptions(&fakeSource{}))
+	for _, tc := range []struct {
+		name, method, target string
+		code                 int
+		prefix               string
+	}{
+		{"long path", http.MethodGet, "/" + strings.Repeat("a", 60_000), 404, "No route matches GET /"},
+		{"long multibyte path", http.MethodGet, "/" + strings.Repeat("%C3%A9", 20_000), 404, "No route matches GET /"},
+		{"invalid UTF-8 path", http.MethodGet, "/%FF%FE" + strings.Repeat("%00", 5000), 404, "No route matches GET /\uFFFD"},
+		{"long method", strings.Repeat("X", 5000), PathLive, 405, "Method XXXX"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, s, tc.method, tc.target)
+			if r.code != tc.code {
+				t.Fatalf("code = %d", r.code)
+			}
+			if !utf8.Valid(r.body) || !json.Valid(r.body) {
+				t.Fatalf("body is not valid UTF-8 JSON: %q", r.body)
+			}
+			msg, _ := r.json(t)["message"].(string)
+			if !strings.HasPrefix(msg, tc.prefix) || !strings.Contains(msg, "…") {
+				t.Errorf("message = %.300q", msg)
+			}
+			if len(msg) > len("Method  is not allowed; allowed: GET, HEAD")+maxEcho+len("…") {
+				t.Errorf("message is %d bytes: the input is not cut", len(msg))
+			}
+			if tc.code == 405 && r.header.Get("Allow") != "GET, HEAD" {
+				t.Errorf("Allow = %q", r.header.Get("Allow"))
+			}
+		})
 	}
 }

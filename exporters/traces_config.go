@@ -2,8 +2,10 @@ package exporters
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -94,6 +96,11 @@ func (c TracingConfig) Validate() []error {
 	}
 	switch c.Protocol {
 	case "", ProtocolGRPC, ProtocolHTTP:
+		// Empty takes the environment's, which NewSpanExporter refuses
+		// when it is neither.
+		if p := c.protocol(); c.Enabled && p != ProtocolGRPC && p != ProtocolHTTP && p != "http" {
+			add("protocol", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf (got %q)", p)
+		}
 	default:
 		add("protocol", "must be grpc or http/protobuf (got %q)", c.Protocol)
 	}
@@ -101,9 +108,13 @@ func (c TracingConfig) Validate() []error {
 		if strings.Contains(c.Endpoint, "://") {
 			if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 				add("endpoint", "must be an http(s) URL or host:port (got %q)", c.Endpoint)
+			} else if p := u.Port(); p != "" && !validPort(p) {
+				add("endpoint", "port must be a number from 1 to 65535 (got %q)", p)
 			}
 		} else if !strings.Contains(c.Endpoint, ":") {
 			add("endpoint", "host:port needs a port (got %q)", c.Endpoint)
+		} else if _, p, err := net.SplitHostPort(c.Endpoint); err != nil || !validPort(p) {
+			add("endpoint", "must be host:port with a port from 1 to 65535 (got %q)", c.Endpoint)
 		}
 	}
 	if c.Timeout <= 0 {
@@ -116,11 +127,11 @@ func (c TracingConfig) Validate() []error {
 		add("sidecar_service_name", "required")
 	}
 	for path, r := range map[string]float64{"sampling_ratio": c.SamplingRatio, "sidecar_sampling_ratio": c.SidecarSamplingRatio} {
-		if r < 0 || r > 1 {
+		if !(r >= 0 && r <= 1) { // written so that NaN fails too
 			add(path, "must be between 0 and 1 (got %v)", r)
 		}
 	}
-	if c.MaxSpansPerSecond < 0 {
+	if !(c.MaxSpansPerSecond >= 0) { // NaN too
 		add("max_spans_per_second", "must not be negative (got %v)", c.MaxSpansPerSecond)
 	}
 	if c.MaxSpansPerTrace < 1 {
@@ -130,6 +141,12 @@ func (c TracingConfig) Validate() []error {
 		add("max_pending_tasks", "must not be negative (got %d)", c.MaxPendingTasks)
 	}
 	return sortErrors(errs)
+}
+
+// validPort reports whether p is a decimal port number from 1 to 65535.
+func validPort(p string) bool {
+	n, err := strconv.ParseUint(p, 10, 16)
+	return err == nil && n >= 1
 }
 
 // protocol resolves the protocol: configuration, then the signal-specific

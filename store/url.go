@@ -247,12 +247,29 @@ func CheckURL(rawURL string) error {
 	case TopologyCluster:
 		_, err = redis.ParseClusterURL(p.goRedis)
 	case TopologySentinel:
-		_, err = redis.ParseFailoverURL(p.goRedis)
+		var o *redis.FailoverOptions
+		if o, err = redis.ParseFailoverURL(p.goRedis); err == nil && o.MasterName == "" {
+			return p.invalid("redis+sentinel:// needs master_name=") // as openRedis
+		}
 	default:
 		_, err = redis.ParseURL(p.goRedis)
 	}
 	if err != nil {
 		return p.invalid(scrub(err.Error(), p.pass))
+	}
+	return nil
+}
+
+// CheckKeyPrefix reports whether Open would accept prefix as the key prefix
+// of rawURL's store: memcached limits its keys (see openMemcached), the
+// others take any prefix.
+func CheckKeyPrefix(rawURL, prefix string) error {
+	p, err := parseURL(rawURL)
+	if err != nil || p.kind != KindMemcached || prefix == "" {
+		return nil
+	}
+	if len(prefix) > maxMemcachedPrefix || !legalMemcachedKey(prefix) {
+		return fmt.Errorf("at most %d bytes, no spaces or control characters, for memcached", maxMemcachedPrefix)
 	}
 	return nil
 }

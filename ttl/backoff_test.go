@@ -33,7 +33,7 @@ func TestBackoffIsClusterWide(t *testing.T) {
 			if b.mechanism == detector.MechanismRedisSetNX {
 				time.Sleep(time.Second) // its lock is released by expiry only
 			}
-			ea, eb := a.entry(ResourceStatus, ""), bb.entry(ResourceStatus, "")
+			ea, eb := a.entry(ResourceStatus, "", false), bb.entry(ResourceStatus, "", false)
 			errorsOf := func(r replica) float64 {
 				return counterValue(t, r.reg, "tasker_sidecar_cache_refreshes_total", map[string]string{"result": "error"})
 			}

@@ -7,20 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/maypok86/otter/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/store"
@@ -41,10 +43,17 @@ type Cache struct {
 	defaultPolicy Policy
 	policies      map[string]Policy
 
-	mu      sync.RWMutex
-	entries map[entryID]*entry
+	// l1 is the in-process level, bounded by bytes (Config.L1MaxBytes):
+	// otter's W-TinyLFU admission and eviction, each entry weighed by
+	// weigh. A value larger than l1MaxItem is served but not kept.
+	l1        *otter.Cache[entryID, *entry]
+	l1MaxItem int
 
-	loads singleflight.Group
+	// flights are the cold loads under way, one per entry; admission
+	// bounds their waiters per resource. Both guarded by flightMu.
+	flightMu  sync.Mutex
+	flights   map[entryID]*flight
+	admission map[string]*admission
 
 	health health
 	mech   atomic.Value // string: mechanism last used, for the gauge
@@ -58,14 +67,23 @@ type Cache struct {
 	bgStop  context.CancelFunc
 }
 
-type entryID struct{ resource, params string }
+// entryID names an entry of the in-process level. An entry cached with
+// LocalOnly is another entry than the shared one of the same parameters.
+type entryID struct {
+	resource, params string
+	local            bool // LocalOnly: never coordinated through the shared store
+}
 
-// entry is one key in the in-process level, with its statistics.
+// entry is one key in the in-process level, with its statistics. Once
+// evicted from the level it lives on for the requests and refreshes that
+// hold it, and is garbage after them: the next request creates a new one.
 type entry struct {
+	id       entryID
 	key      string // key in the shared store
 	resource string
 	pol      Policy
 	m        *resourceMetrics
+	adm      *admission
 
 	env        atomic.Pointer[envelope]
 	refreshing atomic.Bool
@@ -99,7 +117,20 @@ func New(st store.Store, report func() detector.Report, notify func(error), cfg 
 	if errs := cfg.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("ttl config: %w", errors.Join(errs...))
 	}
-	m, err := newMetrics(reg)
+	c := &Cache{}
+	l1, err := otter.New(&otter.Options[entryID, *entry]{
+		MaximumWeight: uint64(cfg.L1MaxBytes),
+		Weigher:       weigh,
+		OnDeletion: func(ev otter.DeletionEvent[entryID, *entry]) {
+			if ev.Cause == otter.CauseOverflow {
+				c.m.l1Evictions.Inc()
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ttl: in-process level: %w", err)
+	}
+	m, err := newMetrics(reg, l1)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +143,7 @@ func New(st store.Store, report func() detector.Report, notify func(error), cfg 
 	if notify == nil {
 		notify = func(error) {}
 	}
-	c := &Cache{
+	*c = Cache{
 		cfg:           cfg,
 		st:            st,
 		report:        report,
@@ -123,7 +154,10 @@ func New(st store.Store, report func() detector.Report, notify func(error), cfg 
 		rnd:           rand.Float64,
 		defaultPolicy: cfg.Policy(ResourceDefault),
 		policies:      map[string]Policy{},
-		entries:       map[entryID]*entry{},
+		l1:            l1,
+		l1MaxItem:     int(cfg.L1MaxBytes / 8),
+		flights:       map[entryID]*flight{},
+		admission:     map[string]*admission{},
 	}
 	for name := range builtinPolicies() {
 		c.policies[name] = cfg.Policy(name)
@@ -189,18 +223,27 @@ func (c *Cache) Degraded() (bool, string) {
 // other one gets the old value at once; a refresh that fails leaves the old
 // value in service, flagged stale, up to the policy's max staleness. Only a
 // true cold miss (nothing within max staleness) waits on another replica.
-// Errors are compute's errors (or ctx's); cache failures never surface.
-// The returned bytes are shared with other callers: do not modify them.
-func (c *Cache) Get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error)) ([]byte, Info, error) {
+//
+// Waiting is bounded: past the policy's max_waiters, or when ctx's deadline
+// comes first, the request is answered at once with the last value within
+// max staleness, flagged stale, or else with an *OverloadedError
+// (errors.Is ErrOverloaded). A request whose client went away
+// (context.Canceled) gets ctx's error, and when every request waiting for a
+// computation went away so, the computation is cancelled.
+//
+// Errors are compute's errors (or ctx's, or an *OverloadedError); cache
+// failures never surface. The returned bytes are shared with other callers:
+// do not modify them.
+func (c *Cache) Get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error), opts ...Option) ([]byte, Info, error) {
 	ctx, span := c.tracer.Start(ctx, "cache.get", trace.WithAttributes(attribute.String("cache.resource", resource)))
-	v, info, err := c.get(ctx, resource, params, compute)
+	v, info, err := c.get(ctx, resource, params, compute, getOptions(opts))
 	span.SetAttributes(attribute.Bool("cache.cached", info.Cached), attribute.Bool("cache.stale", info.Stale),
 		attribute.Float64("cache.age_seconds", info.AgeSeconds))
 	endSpan(span, err)
 	return v, info, err
 }
 
-func (c *Cache) get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error)) ([]byte, Info, error) {
+func (c *Cache) get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error), o options) ([]byte, Info, error) {
 	if !c.cfg.Enabled {
 		return c.uncached(ctx, resource, compute)
 	}
@@ -209,15 +252,17 @@ func (c *Cache) get(ctx context.Context, resource, params string, compute func(c
 	if c.cfg.Mode == ModeTasker {
 		t0 = time.Now() // Tasker times the whole fetch, on the real clock
 	}
-	e := c.entry(resource, params)
+	e := c.entry(resource, params, o.localOnly)
 	e.stats.request(start)
 	if env := e.env.Load(); env != nil {
 		// An expired value is served at once while recomputations of it
-		// fail (stale-if-error), and while one is under way for this
-		// replica (a request of this replica recomputes it, or this
-		// replica watches another one do it): only the request that
-		// recomputes waits for the database.
-		if f := c.freshness(env, e.pol, start); f <= stale || (f == expired && (e.fails.Load() > 0 || e.refreshing.Load())) {
+		// fail (stale-if-error), while one is under way for this replica
+		// (a request of this replica recomputes it, or this replica
+		// watches another one do it), and while this replica pauses after
+		// an overloaded computation (see overloaded): only the request
+		// that recomputes waits for the database.
+		if f := c.freshness(env, e.pol, start); f <= stale || (f == expired &&
+			(e.fails.Load() > 0 || e.refreshing.Load() || start.UnixNano() < e.retryAt.Load())) {
 			if f != fresh {
 				c.kick(ctx, e, compute)
 			}
@@ -272,46 +317,61 @@ func (c *Cache) taskerTrack(e *entry, hit bool, t0 time.Time) {
 }
 
 // entry finds or creates the in-process entry of (resource, params).
-func (c *Cache) entry(resource, params string) *entry {
-	id := entryID{resource, params}
-	c.mu.RLock()
-	e := c.entries[id]
-	c.mu.RUnlock()
-	if e != nil {
+func (c *Cache) entry(resource, params string, local bool) *entry {
+	id := entryID{resource, params, local}
+	if e, ok := c.l1.GetIfPresent(id); ok {
 		return e
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e = c.entries[id]; e != nil {
-		return e
-	}
-	if len(c.entries) >= c.cfg.L1MaxEntries {
-		c.evictLocked()
 	}
 	pol, ok := c.policies[resource]
 	if !ok {
 		pol = c.defaultPolicy
 	}
-	e = &entry{key: c.key(resource, params), resource: resource, pol: pol, m: c.m.resource(resource)}
-	c.entries[id] = e
+	e := &entry{id: id, key: c.key(resource, params), resource: resource, pol: pol,
+		m: c.m.resource(resource), adm: c.admissionOf(resource, pol)}
+	// Another request may have created it meanwhile: its entry wins.
+	e, _ = c.l1.SetIfAbsent(id, e)
 	return e
 }
 
-// evictLocked makes room: dead and empty entries first, then arbitrary ones
-// (map order is random) down to 90% of the bound.
-func (c *Cache) evictLocked() {
-	now := c.now()
-	for id, e := range c.entries {
-		if env := e.env.Load(); (env == nil || c.freshness(env, e.pol, now) == dead) && !e.refreshing.Load() {
-			delete(c.entries, id)
-		}
+// entryOverhead is what an entry costs besides its key, parameters and
+// value, roughly: the entry with its statistics (224 bytes, unsafe.Sizeof
+// on amd64 with Go 1.26), its envelope (72), otter's node and hash-table
+// slot (about 150), rounded up for allocation size classes. An estimate:
+// the budget is meant to bound memory, not to account for it exactly.
+const entryOverhead = 512
+
+// weigh is the weight of an entry in the in-process level, in bytes. otter
+// weighs an entry when it is written, so reweigh writes it again whenever
+// its value changes.
+func weigh(id entryID, e *entry) uint32 {
+	n := entryOverhead + len(id.resource) + len(id.params) + len(e.key)
+	if env := e.env.Load(); env != nil {
+		n += len(env.value)
 	}
-	for id := range c.entries {
-		if len(c.entries) < c.cfg.L1MaxEntries*9/10 {
-			break
-		}
-		delete(c.entries, id)
+	return uint32(min(n, math.MaxUint32))
+}
+
+// reweigh makes the in-process level account for e's current value, by
+// writing the same entry again (otter computes weights on writes). An entry
+// evicted meanwhile, or replaced by a newer entry of the same id, is left
+// alone. A value larger than an eighth of the budget is served but not kept:
+// its entry leaves the level, so that one huge answer cannot flush
+// everything else.
+func (c *Cache) reweigh(e *entry) {
+	env := e.env.Load()
+	big := env != nil && len(env.value) > c.l1MaxItem
+	if big {
+		e.m.tooLargeL1.Inc()
 	}
+	c.l1.ComputeIfPresent(e.id, func(cur *entry) (*entry, otter.ComputeOp) {
+		switch {
+		case cur != e:
+			return cur, otter.CancelOp
+		case big:
+			return nil, otter.InvalidateOp
+		}
+		return e, otter.WriteOp
+	})
 }
 
 // key is the shared-store key: everything that changes the answer (key
@@ -332,9 +392,13 @@ func (c *Cache) key(resource, params string) string {
 	return "ttl:{" + name + ":" + hex.EncodeToString(h[:12]) + "}"
 }
 
-// coordinator returns the coordinator for the detector's current mechanism,
-// or the in-process one while the shared store is failing.
-func (c *Cache) coordinator() coordinator {
+// coordinator returns the coordinator of e: the one for the detector's
+// current mechanism, or the in-process one for a LocalOnly entry and while
+// the shared store is failing.
+func (c *Cache) coordinator(e *entry) coordinator {
+	if e.id.local {
+		return localCoord{}
+	}
 	var co coordinator = localCoord{}
 	if c.health.degraded.Load() {
 		c.maybeProbe()
@@ -354,6 +418,11 @@ func (c *Cache) coordinator() coordinator {
 // too large) only cost this operation, and the detector is told so that it
 // can pick another mechanism.
 func (c *Cache) storeFailed(e *entry, op string, err error) {
+	if errors.Is(err, context.Canceled) {
+		// The work was abandoned (its requests left, or Stop): that says
+		// nothing about the store.
+		return
+	}
 	c.m.coordErrors.WithLabelValues(e.resource, op).Inc()
 	c.notify(err)
 	if store.Classify(err) != store.ClassUnavailable {
@@ -459,6 +528,7 @@ func (c *Cache) adopt(e *entry, env *envelope, own bool) {
 			e.retryAt.Store(0)
 		}
 		e.m.ttl.Set(env.ttl.Seconds())
+		c.reweigh(e)
 		return
 	}
 }
@@ -487,28 +557,224 @@ type result struct {
 	cached bool // from the shared store, not computed for these requests
 }
 
-// load is the cold path: one flight per key in this replica.
+// load is the cold path: one flight per entry in this replica, which the
+// requests of the entry wait for (bounded by the resource's max_waiters and
+// by their own deadlines).
 func (c *Cache) load(ctx context.Context, e *entry, compute func(context.Context) ([]byte, error)) ([]byte, Info, error) {
-	led := false
-	ch := c.loads.DoChan(e.key, func() (any, error) {
-		led = true
-		// Coalesced requests must not fail because the first one left;
-		// fill is bounded by its own waits and the query timeout.
-		return c.fill(context.WithoutCancel(ctx), e, compute)
-	})
-	select {
-	case r := <-ch:
-		if !led {
-			e.m.coalesced.Inc()
-		}
-		if r.Err != nil {
-			return nil, Info{}, r.Err
-		}
-		res := r.Val.(result)
-		return res.env.value, c.info(e, res.env, res.cached, c.now()), nil
-	case <-ctx.Done():
-		return nil, Info{}, ctx.Err()
+	f, led := c.join(ctx, e)
+	if f == nil {
+		return c.reject(e, RejectWaiters, nil)
 	}
+	if led {
+		go c.fly(f, compute)
+	} else {
+		e.m.coalesced.Inc()
+	}
+	select {
+	case <-f.done:
+		c.leave(f, e, nil)
+		if f.err != nil {
+			return nil, Info{}, f.err
+		}
+		if f.e != e {
+			// The flight's entry was evicted and e created since: e
+			// keeps the value too.
+			c.adopt(e, f.res.env, true)
+		}
+		return f.res.env.value, c.info(e, f.res.env, f.res.cached, c.now()), nil
+	case <-ctx.Done():
+		err := ctx.Err()
+		c.leave(f, e, err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return c.reject(e, RejectDeadline, err)
+		}
+		// The client went away: nobody reads the answer.
+		return nil, Info{}, err
+	}
+}
+
+// flight is one cold load of an entry, shared by the requests that wait for
+// it. golang.org/x/sync/singleflight cannot be used: it does not say how
+// many callers still wait for a DoChan call, and Forget only stops new
+// callers from joining, so a call cannot be cancelled once its last waiter
+// left. A flight counts its waiters instead.
+type flight struct {
+	id     entryID
+	e      *entry
+	ctx    context.Context // the requests' values, not their cancellation
+	cancel context.CancelFunc
+	done   chan struct{} // closed when res and err are set
+
+	res result
+	err error
+
+	// Guarded by Cache.flightMu.
+	waiters int
+	keep    bool // a waiter left at its deadline: the answer is still wanted
+}
+
+// admission is the waiting of one resource's requests for cold
+// computations on this replica, bounded by the policy's max_waiters.
+type admission struct {
+	resource string
+	max      int
+
+	// Guarded by Cache.flightMu.
+	waiters int // requests waiting for a flight
+	flights int // flights running, with or without waiters
+
+	lastReject atomic.Int64 // unix nanos (Cache.now) of the last rejection
+	cost       atomicFloat  // seconds, EWMA of the resource's computations, for Retry-After
+}
+
+func (c *Cache) admissionOf(resource string, pol Policy) *admission {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	a := c.admission[resource]
+	if a == nil {
+		a = &admission{resource: resource, max: pol.MaxWaiters}
+		c.admission[resource] = a
+	}
+	return a
+}
+
+// join adds a waiter to e's flight, starting one (led) if none runs. It
+// returns nil when the resource is at its bound: max_waiters requests
+// waiting, or, for a new flight, max_waiters flights running (flights left
+// running by waiters that reached their deadline count, so that a flood of
+// distinct parameters cannot pile up computations either).
+//
+// A flight runs on a context of its own, with the first request's values
+// (trace spans) and not its cancellation: coalesced requests must not fail
+// because the first one left. leave cancels it when nobody wants the answer.
+func (c *Cache) join(ctx context.Context, e *entry) (f *flight, led bool) {
+	a := e.adm
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	if a.waiters >= a.max {
+		return nil, false
+	}
+	f = c.flights[e.id]
+	if f == nil {
+		if a.flights >= a.max {
+			return nil, false
+		}
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{id: e.id, e: e, ctx: fctx, cancel: cancel, done: make(chan struct{})}
+		c.flights[e.id] = f
+		a.flights++
+		led = true
+	}
+	f.waiters++
+	a.waiters++
+	e.m.waiters.Set(float64(a.waiters))
+	return f, led
+}
+
+// fly runs the flight and publishes its result.
+func (c *Cache) fly(f *flight, compute func(context.Context) ([]byte, error)) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug here must not take the sidecar down from a goroutine
+			// nobody can recover in.
+			c.logger.Error("cache load panicked", "resource", f.e.resource, "panic", r, "stack", string(debug.Stack()))
+			f.res, f.err = result{}, fmt.Errorf("%s: cache load panicked: %v", f.e.resource, r)
+		}
+		f.cancel()
+		c.flightMu.Lock()
+		if c.flights[f.id] == f {
+			delete(c.flights, f.id)
+		}
+		f.e.adm.flights--
+		c.flightMu.Unlock()
+		close(f.done)
+	}()
+	f.res, f.err = c.fill(f.ctx, f.e, compute)
+}
+
+// leave removes a waiter from f; cause is why it left early (its context's
+// error), nil when it got the answer. When the last waiter leaves because
+// its client went away (context.Canceled), and none left at its deadline,
+// the flight is cancelled: its database query with it. A waiter that
+// reached its deadline (context.DeadlineExceeded) leaves the flight running,
+// bounded by the policy's query timeout, because its client, or the next
+// request, still wants the answer: the next request then finds it in the
+// cache instead of starting over and reaching the same deadline.
+func (c *Cache) leave(f *flight, e *entry, cause error) {
+	a := e.adm
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	f.waiters--
+	a.waiters--
+	e.m.waiters.Set(float64(a.waiters))
+	switch {
+	case cause == nil:
+	case errors.Is(cause, context.DeadlineExceeded):
+		f.keep = true
+	case f.waiters == 0 && !f.keep:
+		f.cancel()
+		// Later requests start a new flight rather than join one that
+		// is ending.
+		if c.flights[f.id] == f {
+			delete(c.flights, f.id)
+		}
+	}
+}
+
+// reject answers a request that may not wait (reason RejectWaiters) or
+// waited until its deadline (RejectDeadline, cause the context's error): with
+// the entry's last value within max staleness, flagged stale, or with an
+// *OverloadedError.
+func (c *Cache) reject(e *entry, reason string, cause error) ([]byte, Info, error) {
+	now := c.now()
+	e.m.rejections[reason].Inc()
+	e.adm.lastReject.Store(now.UnixNano())
+	if env := e.env.Load(); c.alive(e, env) {
+		e.m.l1Stale.Inc()
+		info := c.info(e, env, true, now)
+		info.Stale = true
+		return env.value, info, nil
+	}
+	return nil, Info{}, &OverloadedError{Resource: e.resource, Reason: reason, RetryAfter: c.retryAfter(e), Err: cause}
+}
+
+// retryAfter estimates when a rejected request is worth retrying: about
+// what one computation of the resource takes (the one it would have waited
+// for), at least a second and at most the query timeout, in whole seconds
+// as Retry-After has them.
+func (c *Cache) retryAfter(e *entry) time.Duration {
+	d := time.Duration(max(e.stats.cost.load(), e.adm.cost.load()) * float64(time.Second))
+	d = min(max(d, time.Second), max(e.pol.QueryTimeout, time.Second))
+	return (d + time.Second - 1).Truncate(time.Second)
+}
+
+// saturationWindow is how long a rejection keeps Saturated true.
+const saturationWindow = 10 * time.Second
+
+// Saturated reports whether some resource turns requests away: it is at
+// its max_waiters now, or rejected requests in the last 10 s. The message
+// names the resources, for readiness (a degraded check: the sidecar still
+// answers, some requests with stale values or 503).
+func (c *Cache) Saturated() (bool, string) {
+	now := c.now()
+	var parts []string
+	c.flightMu.Lock()
+	for _, name := range slices.Sorted(maps.Keys(c.admission)) {
+		a := c.admission[name]
+		last := a.lastReject.Load()
+		switch {
+		case a.waiters >= a.max:
+			parts = append(parts, fmt.Sprintf("%s: %d requests waiting (max_waiters %d)", name, a.waiters, a.max))
+		case last != 0 && now.Sub(time.Unix(0, last)) < saturationWindow:
+			parts = append(parts, fmt.Sprintf("%s: requests turned away %s ago", name,
+				max(now.Sub(time.Unix(0, last)), 0).Truncate(time.Millisecond)))
+		}
+	}
+	c.flightMu.Unlock()
+	if len(parts) == 0 {
+		return false, ""
+	}
+	return true, "cache saturated, answering with stale values or 503: " + strings.Join(parts, "; ")
 }
 
 // Lease waiters poll the shared store with a doubling backoff up to this.
@@ -548,13 +814,17 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 			fallback = nil
 		}
 	}
-	co := c.coordinator()
+	co := c.coordinator(e)
 	leaseTTL := e.pol.leaseTTL()
 	giveUp := time.Now().Add(2 * leaseTTL)
 	// missed: counted as a miss (once per flight, when it starts to wait
 	// or to compute for a cold miss).
 	waited, missed := false, false
 	for poll := pollMin; ; {
+		if ctx.Err() != nil {
+			// Every request waiting for this flight went away.
+			return result{}, ctx.Err()
+		}
 		octx, cancel := c.op(ctx)
 		raw, l, err := co.get(octx, e.key, leaseTTL)
 		cancel()
@@ -685,11 +955,20 @@ func (c *Cache) renewExpired(ctx context.Context, co coordinator, e *entry, l le
 	e.m.miss.Inc()
 	own := e.refreshing.CompareAndSwap(false, true)
 	env, err := c.recompute(ctx, e, compute, "cold", old)
-	if err == nil {
+	released := false
+	switch {
+	case err == nil:
 		e.fails.Store(0)
 		e.retryAt.Store(0)
 		c.write(ctx, co, e, env, l)
-	} else if c.alive(e, old) {
+	case ctx.Err() != nil:
+		// Abandoned by every request: not the database's failure.
+		c.releaseLease(ctx, co, e, l)
+		released = true
+	case errors.Is(err, ErrOverloaded):
+		c.overloaded(ctx, co, e, l, err)
+		released = true
+	case c.alive(e, old):
 		c.refreshFailed(ctx, co, e, l, old, err)
 	}
 	if own {
@@ -698,9 +977,13 @@ func (c *Cache) renewExpired(ctx context.Context, co coordinator, e *entry, l le
 	switch {
 	case err == nil:
 		return result{env: env}, nil
+	case ctx.Err() != nil:
+		return result{}, err
 	case c.alive(e, old): // checked again after holding the lease (a round trip)
 		e.m.staleError.Inc()
 		return result{env: old, cached: true}, nil
+	case released:
+		return result{}, err
 	}
 	// It went past max staleness: as on a cold miss, the error goes to the
 	// client and the next request anywhere tries at once.
@@ -811,8 +1094,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// releaseLease gives l back, even when ctx was cancelled: an abandoned
+// computation's lease would otherwise block the next attempt for a lease
+// period.
 func (c *Cache) releaseLease(ctx context.Context, co coordinator, e *entry, l lease) {
-	octx, cancel := c.op(ctx)
+	octx, cancel := c.op(context.WithoutCancel(ctx))
 	defer cancel()
 	if err := co.release(octx, e.key, l); err != nil {
 		c.storeFailed(e, "release", err)
@@ -821,7 +1107,10 @@ func (c *Cache) releaseLease(ctx context.Context, co coordinator, e *entry, l le
 
 // write stores env in the shared store (releasing the lease) and in the
 // entry. The physical TTL runs to the end of the staleness budget, so the
-// value stays available to stale-if-error.
+// value stays available to stale-if-error. A value larger than
+// max_value_bytes stays in-process: one answer must not take a large share
+// of the store the cluster (and Tasker) share. The write is made even if
+// the requests that waited for the value have gone: it cost a computation.
 func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelope, l lease) {
 	c.adopt(e, env, true)
 	phys := e.pol.MaxStaleness - c.now().Sub(env.at)
@@ -829,7 +1118,14 @@ func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelo
 		c.releaseLease(ctx, co, e, l)
 		return
 	}
-	octx, cancel := c.op(ctx)
+	if int64(len(env.value)) > c.cfg.MaxValueBytes {
+		e.m.tooLargeL2.Inc()
+		c.logger.Debug("value larger than max_value_bytes: kept in-process only", "resource", e.resource,
+			"bytes", len(env.value), "max_value_bytes", c.cfg.MaxValueBytes)
+		c.releaseLease(ctx, co, e, l)
+		return
+	}
+	octx, cancel := c.op(context.WithoutCancel(ctx))
 	defer cancel()
 	octx, span := c.tracer.Start(octx, "cache.store.put", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("cache.resource", e.resource)))
@@ -855,15 +1151,36 @@ func (c *Cache) recompute(ctx context.Context, e *entry, compute func(context.Co
 	endSpan(span, err)
 	cost := time.Since(t0)
 	e.m.computeTime[reason].Observe(cost.Seconds())
+	c.m.recomputes.WithLabelValues(e.resource, reason, recomputeResult(ctx, err)).Inc()
 	if err != nil {
-		c.m.recomputes.WithLabelValues(e.resource, reason, "error").Inc()
 		return nil, fmt.Errorf("%s: %w", e.resource, err)
 	}
-	c.m.recomputes.WithLabelValues(e.resource, reason, "ok").Inc()
 	e.stats.observeCost(cost)
+	e.adm.cost.update(func(old float64) float64 {
+		if old == 0 {
+			return cost.Seconds()
+		}
+		return 0.7*old + 0.3*cost.Seconds()
+	})
 	env := &envelope{at: at, cost: cost, digest: digestOf(v), value: v}
 	env.ttl = c.anchored(e, prev, env, c.ttlFor(e, env))
 	return env, nil
+}
+
+// recomputeResult is the result label of recomputations_total: ok; error;
+// cancelled when ctx (the flight's or the refresh's, not the query timeout)
+// ended, because every waiting request went away or Stop was called;
+// overloaded when compute refused for lack of capacity (ErrOverloaded).
+func recomputeResult(ctx context.Context, err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case ctx.Err() != nil:
+		return "cancelled"
+	case errors.Is(err, ErrOverloaded):
+		return "overloaded"
+	}
+	return "error"
 }
 
 // anchored is the TTL of env, computed with ttl as its freshness window,
@@ -957,7 +1274,7 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 		// that has finished since.
 		return
 	}
-	co := c.coordinator()
+	co := c.coordinator(e)
 	if co.shared() {
 		env, err := c.newer(ctx, co, e, cur)
 		if err != nil {
@@ -1006,7 +1323,16 @@ func (c *Cache) renew(ctx context.Context, co coordinator, e *entry, l lease, cu
 		reason = "retry"
 	}
 	env, err := c.recompute(ctx, e, compute, reason, cur)
-	if err != nil {
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		// Stop: not the database's failure.
+		c.releaseLease(ctx, co, e, l)
+		return
+	case errors.Is(err, ErrOverloaded):
+		c.overloaded(ctx, co, e, l, err)
+		return
+	default:
 		c.refreshFailed(ctx, co, e, l, cur, err)
 		return
 	}
@@ -1044,6 +1370,22 @@ func (c *Cache) refreshFailed(ctx context.Context, co coordinator, e *entry, l l
 	c.m.refreshes.WithLabelValues(e.resource, "error").Inc()
 	c.logger.Warn("refresh failed; serving the previous value", "resource", e.resource,
 		"age", c.now().Sub(cur.at).Truncate(time.Millisecond), "retry_in", backoff, "failures", n, "err", err)
+}
+
+// overloaded handles a recomputation refused because the work behind it is
+// saturated: compute returned an error wrapping ErrOverloaded (the analytics
+// service does when its connection queue is full). That says nothing about
+// the key, so it is not a failure: the cluster's failure count and backoff
+// are left alone, and the lease is released for whoever tries next. This
+// replica alone pauses its attempts for retry_backoff_min, serving the old
+// value meanwhile, so that its requests do not keep knocking on a full
+// queue.
+func (c *Cache) overloaded(ctx context.Context, co coordinator, e *entry, l lease, err error) {
+	e.retryAt.Store(c.now().Add(c.cfg.RetryBackoffMin).UnixNano())
+	c.releaseLease(ctx, co, e, l)
+	c.m.refreshes.WithLabelValues(e.resource, "overloaded").Inc()
+	c.logger.Debug("recomputation refused, overloaded; serving the previous value", "resource", e.resource,
+		"retry_in", c.cfg.RetryBackoffMin, "err", err)
 }
 
 // awaitRefresh watches the shared store while another replica refreshes,

@@ -94,7 +94,11 @@ func TestSharedLevelAcrossReplicasAndKeyVersion(t *testing.T) {
 func TestCoalescing(t *testing.T) {
 	for _, b := range allBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
-			c := newReplica(t, b.open(t, storetest.Prefix(t)), fixedReport(b.mechanism), testConfig(), nil)
+			cfg := testConfig()
+			pol := cfg.Policies[ResourceBottlenecks]
+			pol.MaxWaiters = 50 // all of them wait (32 by default)
+			cfg.Policies[ResourceBottlenecks] = pol
+			c := newReplica(t, b.open(t, storetest.Prefix(t)), fixedReport(b.mechanism), cfg, nil)
 			src := &source{block: make(chan struct{})}
 			var wg sync.WaitGroup
 			values := make([]string, 50)
@@ -317,7 +321,8 @@ func TestStopCancelsRefresh(t *testing.T) {
 }
 
 // A request that gives up waiting gets its context's error; the computation
-// carries on for the others.
+// carries on for the others: coalesced requests do not fail because the
+// first one left.
 func TestCallerCancellation(t *testing.T) {
 	c := newReplica(t, memoryStore(t, ""), nil, testConfig(), nil)
 	src := &source{block: make(chan struct{})}
@@ -328,15 +333,29 @@ func TestCallerCancellation(t *testing.T) {
 		errc <- err
 	}()
 	eventually(t, "the computation to start", func() bool { return src.count(ResourcePerformance) == 1 })
+	type answer struct {
+		v   string
+		err error
+	}
+	other := make(chan answer, 1)
+	go func() {
+		v, _, err := c.Get(context.Background(), ResourcePerformance, "", src.compute(ResourcePerformance))
+		other <- answer{string(v), err}
+	}()
+	eventually(t, "the second request to wait", func() bool {
+		return counterValue(t, c.reg, "tasker_sidecar_cache_waiters", map[string]string{"resource": ResourcePerformance}) == 2
+	})
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
+	if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, ErrOverloaded) {
+		t.Fatalf("err = %v, want context.Canceled, not overloaded", err)
 	}
 	close(src.block)
-	eventually(t, "the value", func() bool {
-		v, info := mustGet(t, c.Cache, ResourcePerformance, "", src)
-		return v == gen(1, ResourcePerformance) && info.Cached
-	})
+	if a := <-other; a.err != nil || a.v != gen(1, ResourcePerformance) {
+		t.Fatalf("coalesced request got %q, %v; want generation 1", a.v, a.err)
+	}
+	if v, info := mustGet(t, c.Cache, ResourcePerformance, "", src); v != gen(1, ResourcePerformance) || !info.Cached {
+		t.Fatalf("after the flight: %s %+v, want generation 1 cached", v, info)
+	}
 }
 
 func TestComputePanicIsAnError(t *testing.T) {

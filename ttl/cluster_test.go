@@ -97,7 +97,7 @@ func TestLeaseExpiryAfterCrashedHolder(t *testing.T) {
 			src := &source{}
 
 			// The crashed replica took the lease and never wrote.
-			e := crashed.entry(ResourcePerformance, "crash")
+			e := crashed.entry(ResourcePerformance, "crash", false)
 			co := coordinatorFor(crashed.st, b.mechanism)
 			_, l, err := co.get(context.Background(), e.key, e.pol.leaseTTL())
 			if err != nil || !l.won {
@@ -135,7 +135,7 @@ func TestRefreshLeaseExpiryAfterCrashedHolder(t *testing.T) {
 			src := &source{}
 			mustGet(t, live.Cache, ResourceStatus, "", src)
 
-			e := crashed.entry(ResourceStatus, "")
+			e := crashed.entry(ResourceStatus, "", false)
 			// With redis_set_nx the first computation's lock is only released
 			// by expiry.
 			eventually(t, "the crashed replica to take the refresh lease", func() bool {

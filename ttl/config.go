@@ -3,6 +3,7 @@ package ttl
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,8 +49,18 @@ type Config struct {
 	// Policies override the built-in per-resource policies field by field;
 	// the "default" entry applies to resources without their own.
 	Policies map[string]Policy `yaml:"policies"`
-	// L1MaxEntries bounds the in-process level.
-	L1MaxEntries int `yaml:"l1_max_entries"`
+	// L1MaxBytes bounds the in-process level by the bytes it holds: each
+	// entry weighs its key, its parameters, its current value and a fixed
+	// overhead (entryOverhead). A value larger than an eighth of it is
+	// served but not kept in-process.
+	L1MaxBytes int64 `yaml:"l1_max_bytes"`
+	// MaxValueBytes is the largest value written to the shared store; a
+	// larger one is kept in-process only (and counted).
+	MaxValueBytes int64 `yaml:"max_value_bytes"`
+	// RemovedL1MaxEntries catches the key l1_max_entries, replaced by
+	// l1_max_bytes: setting it is an error that says so, rather than the
+	// generic "unknown key" (internal/config reports those).
+	RemovedL1MaxEntries any `yaml:"l1_max_entries,omitempty" json:"-"`
 	// RefreshAheadFactor and RefreshAheadMin set the refresh-ahead window:
 	// a value is refreshed once less than max(factor × its regeneration
 	// cost, min) of its TTL is left, but never earlier than a tenth of its
@@ -93,6 +104,12 @@ type Policy struct {
 	MaxStaleness time.Duration `yaml:"max_staleness"`
 	// QueryTimeout bounds one computation; leases last slightly longer.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// MaxWaiters bounds the requests of the resource that wait for cold
+	// computations on this replica (nothing servable in the in-process
+	// level), and the cold computations it runs at once. A request past it
+	// is answered at once: with the last value within MaxStaleness, flagged
+	// stale, or with an *OverloadedError.
+	MaxWaiters int `yaml:"max_waiters"`
 }
 
 // CostAwareConfig tunes the cost-aware TTL (docs/ttl.md).
@@ -128,7 +145,7 @@ type TaskerConfig struct {
 // builtinPolicies are the defaults. Base TTLs are Tasker's; the bounds leave
 // room for one refresh and one crashed lease inside MaxStaleness.
 func builtinPolicies() map[string]Policy {
-	return map[string]Policy{
+	ps := map[string]Policy{
 		ResourceStatus:      {BaseTTL: 60 * time.Second, MinTTL: 15 * time.Second, MaxTTL: 120 * time.Second, MaxStaleness: 5 * time.Minute, QueryTimeout: 10 * time.Second},
 		ResourcePerformance: {BaseTTL: 90 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 5 * time.Minute, MaxStaleness: 10 * time.Minute, QueryTimeout: 30 * time.Second},
 		ResourceBottlenecks: {BaseTTL: 120 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 5 * time.Minute, MaxStaleness: 10 * time.Minute, QueryTimeout: 30 * time.Second},
@@ -141,7 +158,36 @@ func builtinPolicies() map[string]Policy {
 		ResourceTaskSteps:   {BaseTTL: 5 * time.Second, MinTTL: time.Second, MaxTTL: 15 * time.Second, MaxStaleness: time.Minute, QueryTimeout: 10 * time.Second},
 		ResourceDefault:     {BaseTTL: 300 * time.Second, MinTTL: 30 * time.Second, MaxTTL: 10 * time.Minute, MaxStaleness: 20 * time.Minute, QueryTimeout: 30 * time.Second},
 	}
+	for name, p := range ps {
+		p.MaxWaiters = defaultMaxWaiters
+		switch name {
+		case ResourceTaskGraph, ResourceTaskContext, ResourceTaskSteps:
+			p.MaxWaiters = lookupMaxWaiters
+		}
+		ps[name] = p
+	}
+	return ps
 }
+
+// defaultMaxWaiters: a few times the requests one slow computation of the
+// analytics connection (one by default, analytics.max_concurrent) can
+// answer before a route deadline, so that ordinary bursts wait and a flood
+// is turned away.
+const defaultMaxWaiters = 32
+
+// lookupMaxWaiters is the per-task resources' bound. Each task of a batch
+// request waits as one request (exporters/analytics.go looks up four at a
+// time), a cold task costs milliseconds, and the database work behind them
+// is bounded by the analytics lookup queue (analytics.lookup_max_waiters);
+// 32 would turn away the eighth concurrent cold batch.
+const lookupMaxWaiters = 256
+
+// Bounds of the in-process level and the shared store's values.
+const (
+	defaultL1MaxBytes    = 32 << 20 // a quarter of the shipped 128 MiB container limit
+	minL1MaxBytes        = 1 << 20
+	defaultMaxValueBytes = 1 << 20 // memcached's default item size limit
+)
 
 // DefaultConfig is the configuration every key not set elsewhere takes.
 func DefaultConfig() Config {
@@ -149,7 +195,8 @@ func DefaultConfig() Config {
 		Enabled:              true,
 		Mode:                 ModeCostAware,
 		Policies:             builtinPolicies(),
-		L1MaxEntries:         10000,
+		L1MaxBytes:           defaultL1MaxBytes,
+		MaxValueBytes:        defaultMaxValueBytes,
 		RefreshAheadFactor:   3,
 		RefreshAheadMin:      100 * time.Millisecond,
 		StaleWhileRevalidate: 0.1,
@@ -201,6 +248,9 @@ func (p Policy) merge(o Policy) Policy {
 	set(&p.MaxTTL, o.MaxTTL)
 	set(&p.MaxStaleness, o.MaxStaleness)
 	set(&p.QueryTimeout, o.QueryTimeout)
+	if o.MaxWaiters != 0 {
+		p.MaxWaiters = o.MaxWaiters
+	}
 	return p
 }
 
@@ -229,16 +279,27 @@ func (c Config) Validate() []error {
 	if c.Mode != ModeCostAware && c.Mode != ModeTasker {
 		add("mode", "must be %s or %s (got: %q)", ModeCostAware, ModeTasker, c.Mode)
 	}
-	if c.L1MaxEntries <= 0 {
-		add("l1_max_entries", "must be positive (got: %d)", c.L1MaxEntries)
+	if c.RemovedL1MaxEntries != nil {
+		add("l1_max_entries", "removed: the in-process level is bounded by bytes now; set l1_max_bytes instead (default %d, 32 MiB)", defaultL1MaxBytes)
 	}
-	if c.RefreshAheadFactor < 0 {
-		add("refresh_ahead_factor", "must not be negative (got: %v)", c.RefreshAheadFactor)
+	if c.L1MaxBytes < minL1MaxBytes {
+		add("l1_max_bytes", "must be at least %d (1 MiB) (got: %d)", minL1MaxBytes, c.L1MaxBytes)
+	}
+	if c.MaxValueBytes <= 0 {
+		add("max_value_bytes", "must be positive (got: %d)", c.MaxValueBytes)
+	}
+	// Every float check is written so that NaN fails it (comparisons with
+	// NaN are false), and infinities are out of range.
+	switch f := c.RefreshAheadFactor; {
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		add("refresh_ahead_factor", "must be a finite number (got: %v)", f)
+	case f < 0:
+		add("refresh_ahead_factor", "must not be negative (got: %v)", f)
 	}
 	if c.RefreshAheadMin < 0 {
 		add("refresh_ahead_min", "must not be negative (got: %s)", c.RefreshAheadMin)
 	}
-	if c.StaleWhileRevalidate < 0 || c.StaleWhileRevalidate > 1 {
+	if !(c.StaleWhileRevalidate >= 0 && c.StaleWhileRevalidate <= 1) {
 		add("stale_while_revalidate", "must be between 0 and 1 (got: %v)", c.StaleWhileRevalidate)
 	}
 	if c.RetryBackoffMin <= 0 {
@@ -256,7 +317,7 @@ func (c Config) Validate() []error {
 	if c.CostAware.StaleReadCost <= 0 {
 		add("cost_aware.stale_read_cost", "must be positive (got: %s)", c.CostAware.StaleReadCost)
 	}
-	if c.CostAware.Jitter < 0 || c.CostAware.Jitter > 0.5 {
+	if !(c.CostAware.Jitter >= 0 && c.CostAware.Jitter <= 0.5) {
 		add("cost_aware.jitter", "must be between 0 and 0.5 (got: %v)", c.CostAware.Jitter)
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Policies)) {
@@ -284,6 +345,9 @@ func (c Config) validatePolicy(name string) []error {
 		if v < 0 {
 			add(field, "must not be negative (got: %s)", v)
 		}
+	}
+	if o.MaxWaiters < 0 {
+		add("max_waiters", "must not be negative (got: %d)", o.MaxWaiters)
 	}
 	if len(errs) > 0 {
 		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
@@ -313,7 +377,7 @@ func (t TaskerConfig) validate() []error {
 		}
 	}
 	unit := func(key string, v float64) {
-		if v < 0 || v > 1 {
+		if !(v >= 0 && v <= 1) { // NaN fails too
 			errs = append(errs, fmt.Errorf("%s: %s must be between 0.0 and 1.0 (got: %s)", key, key, rubyFloat(v)))
 		}
 	}

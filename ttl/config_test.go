@@ -1,6 +1,7 @@
 package ttl
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -81,7 +82,27 @@ func TestValidate(t *testing.T) {
 			[]string{"cost_aware.stale_read_cost: must be positive (got: 0s)", "cost_aware.jitter: must be between 0 and 0.5 (got: 0.7)"}},
 		{"backoff", func(c *Config) { c.RetryBackoffMin = 0; c.RetryBackoffMax = -1 },
 			[]string{"retry_backoff_min: must be positive (got: 0s)", "retry_backoff_max: must not be less than retry_backoff_min 0s (got: -1ns)"}},
-		{"l1", func(c *Config) { c.L1MaxEntries = 0 }, []string{"l1_max_entries: must be positive (got: 0)"}},
+		{"l1 bytes", func(c *Config) { c.L1MaxBytes = 1<<20 - 1 }, []string{"l1_max_bytes: must be at least 1048576 (1 MiB) (got: 1048575)"}},
+		{"l1 entries removed", func(c *Config) { c.RemovedL1MaxEntries = 10000 },
+			[]string{"l1_max_entries: removed: the in-process level is bounded by bytes now; set l1_max_bytes instead (default 33554432, 32 MiB)"}},
+		{"max value bytes", func(c *Config) { c.MaxValueBytes = 0 }, []string{"max_value_bytes: must be positive (got: 0)"}},
+		{"max waiters", func(c *Config) { c.Policies[ResourcePerformance] = Policy{MaxWaiters: -1} },
+			[]string{"policies.performance.max_waiters: must not be negative (got: -1)"}},
+		// NaN fails every float check, and infinities are out of range.
+		{"NaN jitter", func(c *Config) { c.CostAware.Jitter = math.NaN() }, []string{"cost_aware.jitter: must be between 0 and 0.5 (got: NaN)"}},
+		{"infinite jitter", func(c *Config) { c.CostAware.Jitter = math.Inf(1) }, []string{"cost_aware.jitter: must be between 0 and 0.5 (got: +Inf)"}},
+		{"NaN grace", func(c *Config) { c.StaleWhileRevalidate = math.NaN() }, []string{"stale_while_revalidate: must be between 0 and 1 (got: NaN)"}},
+		{"NaN refresh-ahead", func(c *Config) { c.RefreshAheadFactor = math.NaN() }, []string{"refresh_ahead_factor: must be a finite number (got: NaN)"}},
+		{"infinite refresh-ahead", func(c *Config) { c.RefreshAheadFactor = math.Inf(1) }, []string{"refresh_ahead_factor: must be a finite number (got: +Inf)"}},
+		{"tasker NaN", func(c *Config) {
+			c.Tasker.HitRateSmoothingFactor = math.NaN()
+			c.Tasker.AccessFrequencyDecayRate = math.Inf(-1)
+			c.Tasker.CachePressureThreshold = math.NaN()
+		}, []string{
+			"tasker.hit_rate_smoothing_factor: hit_rate_smoothing_factor must be between 0.0 and 1.0 (got: NaN)",
+			"tasker.access_frequency_decay_rate: access_frequency_decay_rate must be between 0.0 and 1.0 (got: -Inf)",
+			"tasker.cache_pressure_threshold: cache_pressure_threshold must be between 0.0 and 1.0 (got: NaN)",
+		}},
 		// Tasker's validate!, in Tasker's order and words.
 		{"tasker", func(c *Config) {
 			c.Tasker.DefaultTTL = 0
@@ -127,5 +148,40 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	cfg.Mode = ""
 	if _, err := New(memoryStore(t, ""), nil, nil, cfg, nil, nil); err == nil || !strings.Contains(err.Error(), "mode") {
 		t.Fatalf("New with an invalid config: %v", err)
+	}
+}
+
+// Keys as the sidecar's loader decodes them: the byte bounds and a policy's
+// max_waiters override, and l1_max_entries, replaced by l1_max_bytes, named
+// in an error rather than silently ignored.
+func TestYAMLBounds(t *testing.T) {
+	cfg := DefaultConfig()
+	doc := `
+l1_max_bytes: 8388608
+max_value_bytes: 65536
+policies:
+  performance:
+    max_waiters: 4
+`
+	if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if errs := cfg.Validate(); len(errs) > 0 {
+		t.Fatalf("invalid: %v", errs)
+	}
+	if cfg.L1MaxBytes != 8<<20 || cfg.MaxValueBytes != 64<<10 {
+		t.Fatalf("l1_max_bytes %d, max_value_bytes %d", cfg.L1MaxBytes, cfg.MaxValueBytes)
+	}
+	if p, q := cfg.Policy(ResourcePerformance), cfg.Policy(ResourceBottlenecks); p.MaxWaiters != 4 || q.MaxWaiters != 32 {
+		t.Fatalf("max_waiters: performance %d, bottlenecks %d; want 4 and the default 32", p.MaxWaiters, q.MaxWaiters)
+	}
+
+	old := DefaultConfig()
+	if err := yaml.Unmarshal([]byte("l1_max_entries: 10000\n"), &old); err != nil {
+		t.Fatal(err)
+	}
+	errs := old.Validate()
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "l1_max_entries: removed") || !strings.Contains(errs[0].Error(), "l1_max_bytes") {
+		t.Fatalf("l1_max_entries: errors %v, want one naming l1_max_bytes", errs)
 	}
 }

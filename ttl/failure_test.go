@@ -67,7 +67,7 @@ func TestStoreFailureAndRecovery(t *testing.T) {
 
 			mustGet(t, c, ResourceStatus, "", src)
 			inStore := func(resource string) bool {
-				raw, ok, err := st.Get(context.Background(), c.entry(resource, "").key)
+				raw, ok, err := st.Get(context.Background(), c.entry(resource, "", false).key)
 				return err == nil && ok && strings.HasPrefix(string(raw), envelopeMagic)
 			}
 			if !inStore(ResourceStatus) {

@@ -26,7 +26,7 @@ func TestColdFailureNeverServesPastMaxStaleness(t *testing.T) {
 				// Its cold-miss lock is released by expiry only (800 ms).
 				time.Sleep(time.Second)
 			}
-			pol := c.entry(ResourceStatus, "").pol
+			pol := c.entry(ResourceStatus, "", false).pol
 			// Expired, 100 ms short of max staleness: not servable while
 			// the database is healthy, so the request recomputes, and still
 			// servable if that fails quickly.
@@ -67,7 +67,7 @@ func TestLeaseWaitNeverServesPastMaxStaleness(t *testing.T) {
 			if b.mechanism == detector.MechanismRedisSetNX {
 				time.Sleep(time.Second)
 			}
-			e := c.entry(ResourceStatus, "")
+			e := c.entry(ResourceStatus, "", false)
 			clk.Advance(e.pol.MaxStaleness - 100*time.Millisecond)
 
 			// Another replica holds the refresh lease and never finishes.
@@ -136,7 +136,7 @@ func TestColdFailureKeepsBackoff(t *testing.T) {
 			if b.mechanism == detector.MechanismRedisSetNX {
 				time.Sleep(time.Second)
 			}
-			env := a.entry(ResourceStatus, "").env.Load()
+			env := a.entry(ResourceStatus, "", false).env.Load()
 			clk.Advance(env.ttl + env.ttl/5) // expired (past the 10 % grace), not dead
 
 			// A replica that does not hold the value yet finds it in the
@@ -147,7 +147,7 @@ func TestColdFailureKeepsBackoff(t *testing.T) {
 			if v != gen(1, ResourceStatus) || !info.Cached || !info.Stale {
 				t.Fatalf("first Get = %s %+v, want stale generation 1", v, info)
 			}
-			e := bb.entry(ResourceStatus, "")
+			e := bb.entry(ResourceStatus, "", false)
 			if n, at, want := e.fails.Load(), e.retryAt.Load(), clk.Now().Add(cfg.RetryBackoffMin).UnixNano(); n != 1 || at != want {
 				t.Fatalf("after the failure: fails %d, retry at %d; want 1 and %d (now + %s)", n, at, want, cfg.RetryBackoffMin)
 			}

@@ -26,6 +26,12 @@ type metrics struct {
 	coordErrors *prometheus.CounterVec
 	degraded    prometheus.Gauge
 	mechanism   *prometheus.GaugeVec
+	waiters     *prometheus.GaugeVec
+	rejections  *prometheus.CounterVec
+	tooLarge    *prometheus.CounterVec
+	l1Evictions prometheus.Counter
+	l1Bytes     prometheus.GaugeFunc
+	l1Entries   prometheus.GaugeFunc
 
 	// Children resolved once per resource: the hot path (an L1 hit) then
 	// costs two atomic adds and no label hashing.
@@ -38,6 +44,9 @@ type resourceMetrics struct {
 	miss, coalesced, leaseWait         prometheus.Counter
 	staleRefreshing, staleError        prometheus.Counter
 	ttl, age                           prometheus.Gauge
+	waiters                            prometheus.Gauge
+	rejections                         map[string]prometheus.Counter // by reason
+	tooLargeL1, tooLargeL2             prometheus.Counter
 	computeTime                        map[string]prometheus.Observer // by reason
 }
 
@@ -50,7 +59,13 @@ type resourceMetrics struct {
 // Calls with caching disabled are counted as uncached, and not timed.
 var computeReasons = []string{"cold", "refresh", "retry"}
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// l1Stats reads the in-process level's size for the gauges.
+type l1Stats interface {
+	WeightedSize() uint64
+	EstimatedSize() int
+}
+
+func newMetrics(reg prometheus.Registerer, l1 l1Stats) (*metrics, error) {
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 	}
@@ -69,9 +84,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		staleServes: counter("stale_serves_total",
 			"Values served past their TTL: a refresh was under way (refreshing) or had failed (error).", "resource", "reason"),
 		refreshes: counter("refreshes_total",
-			"Refreshes of values that were due or stale: computed here (ok, error) or found done by another replica (elsewhere).", "resource", "result"),
+			"Refreshes of values that were due or stale: computed here (ok, error), refused by an overloaded compute (overloaded, "+
+				"not a failure: no backoff), or found done by another replica (elsewhere).", "resource", "result"),
 		recomputes: counter("recomputations_total",
-			"Calls of the compute function, i.e. database recomputations, by reason (cold, refresh, retry, uncached) and result.", "resource", "reason", "result"),
+			"Calls of the compute function, i.e. database recomputations, by reason (cold, refresh, retry, uncached) and result "+
+				"(ok, error; cancelled: every request waiting for it went away, or Stop; overloaded: compute refused for lack of capacity).",
+			"resource", "reason", "result"),
 		computeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "recompute_duration_seconds",
 			Help: "Duration of each recomputation, by reason: cold (a request waited for it), refresh (background renewal " +
 				"of a value in service) or retry (renewal while recomputations of the key fail).",
@@ -86,6 +104,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while the shared store has failed and the cache is in-process only."}),
 		mechanism: gauge("coordination_mechanism",
 			"1 for the coordination mechanism the cache used last, 0 for the others.", "mechanism"),
+		waiters: gauge("waiters",
+			"Requests waiting for cold computations (nothing servable in-process), the queue that max_waiters bounds.", "resource"),
+		rejections: counter("rejections_total",
+			"Requests answered without waiting: the resource had max_waiters waiting (waiters) or the request's deadline "+
+				"came first (deadline); served the last value flagged stale if there was one, else an overloaded error.", "resource", "reason"),
+		tooLarge: counter("value_too_large_total",
+			"Values not kept in a level because of their size: l1, larger than an eighth of l1_max_bytes (served only); "+
+				"l2, larger than max_value_bytes (kept in-process only).", "resource", "level"),
+		l1Evictions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "l1_evictions_total",
+			Help: "Entries the in-process level evicted to stay within l1_max_bytes."}),
+		l1Bytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "l1_bytes",
+			Help: "Weighed size of the in-process level: values, keys and a fixed overhead per entry (bounded by l1_max_bytes)."},
+			func() float64 { return float64(l1.WeightedSize()) }),
+		l1Entries: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "l1_entries",
+			Help: "Entries in the in-process level (approximate)."},
+			func() float64 { return float64(l1.EstimatedSize()) }),
 		per: map[string]*resourceMetrics{},
 	}
 	for _, mech := range detector.Mechanisms() {
@@ -95,7 +129,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.hits, m.misses, m.coalesced, m.leaseWaits, m.staleServes, m.refreshes,
-		m.recomputes, m.computeTime, m.ttl, m.age, m.coordErrors, m.degraded, m.mechanism} {
+		m.recomputes, m.computeTime, m.ttl, m.age, m.coordErrors, m.degraded, m.mechanism, m.waiters, m.rejections,
+		m.tooLarge, m.l1Evictions, m.l1Bytes, m.l1Entries} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -129,12 +164,19 @@ func (m *metrics) resource(r string) *resourceMetrics {
 		staleError:      m.staleServes.WithLabelValues(r, "error"),
 		ttl:             m.ttl.WithLabelValues(r),
 		age:             m.age.WithLabelValues(r),
+		waiters:         m.waiters.WithLabelValues(r),
+		rejections:      map[string]prometheus.Counter{},
+		tooLargeL1:      m.tooLarge.WithLabelValues(r, "l1"),
+		tooLargeL2:      m.tooLarge.WithLabelValues(r, "l2"),
 		computeTime:     map[string]prometheus.Observer{},
+	}
+	for _, reason := range []string{RejectWaiters, RejectDeadline} {
+		rm.rejections[reason] = m.rejections.WithLabelValues(r, reason)
 	}
 	for _, reason := range computeReasons {
 		rm.computeTime[reason] = m.computeTime.WithLabelValues(r, reason)
 	}
-	for _, res := range []string{"ok", "error", "elsewhere"} {
+	for _, res := range []string{"ok", "error", "elsewhere", "overloaded"} {
 		m.refreshes.WithLabelValues(r, res)
 	}
 	// At zero from the start, so that dashboards and alerts can tell "no

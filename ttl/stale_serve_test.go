@@ -79,7 +79,7 @@ func TestLosersServeOldValueWhenHolderCrashed(t *testing.T) {
 			setUpExpired(t, b, a, clk, src)
 
 			// The crashed replica won the refresh gate and never wrote.
-			e := crashed.entry(ResourceStatus, "")
+			e := crashed.entry(ResourceStatus, "", false)
 			l, err := coordinatorFor(crashed.st, b.mechanism).gate(context.Background(), e.key, e.pol.leaseTTL())
 			if err != nil || !l.won {
 				t.Fatalf("taking the refresh lease: won %v, %v", l.won, err)
@@ -261,7 +261,7 @@ func TestRetryAfterClusterFailureDoesNotBlock(t *testing.T) {
 			if got := counterValue(t, bb.reg, "tasker_sidecar_cache_recomputations_total", map[string]string{"reason": "retry"}); got != 1 {
 				t.Fatalf("b's recomputations{reason=retry} = %v, want 1", got)
 			}
-			if n := bb.entry(ResourceStatus, "").fails.Load(); n != 2 {
+			if n := bb.entry(ResourceStatus, "", false).fails.Load(); n != 2 {
 				t.Fatalf("b's failures = %d, want 2 (the cluster's)", n)
 			}
 		})

@@ -145,14 +145,15 @@ func newLogger(w io.Writer, cfg config.LogConfig) *slog.Logger {
 
 func checkConfigCmd(_ context.Context, env *environment, args []string) int {
 	fs := newFlagSet(env, "check-config", "check-config [--config FILE] [flags]",
-		"Loads the configuration from defaults, --config, SIDECAR_* variables and flags, reports every\nproblem with its key path (exit 2), or prints the effective configuration with secrets redacted.")
+		"Loads the configuration from defaults, --config, SIDECAR_* variables and flags, reports every\nproblem with its key path (exit 2), or prints the effective configuration with secrets redacted.\nIt runs the same pre-flight checks as run (files readable, every component's options), so a\nconfiguration it accepts gets past start-up.")
 	var f config.Flags
 	f.Register(fs)
 	if code, done := parse(fs, args); done {
 		return code
 	}
 	cfg, ok := loadConfig(env, fs, &f)
-	if !ok {
+	// The same pre-flight as run: what is accepted here must start.
+	if !ok || !preflight(env, cfg) {
 		return exitUsage
 	}
 	fmt.Fprint(env.stdout, cfg.Dump())

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"runtime/debug"
@@ -40,7 +39,7 @@ func runCmd(ctx context.Context, env *environment, args []string) int {
 		return code
 	}
 	cfg, ok := loadConfig(env, fs, &f)
-	if !ok {
+	if !ok || !preflight(env, cfg) {
 		return exitUsage
 	}
 	logger := newLogger(env.stderr, cfg.Log)
@@ -71,13 +70,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready fu
 		versioncollector.NewCollector("tasker_sidecar"),
 	)
 
-	db, err := collector.Open(collector.Options{
-		URL:              cfg.Database.URL.Value(),
-		MaxConns:         cfg.Database.MaxConns,
-		ConnectTimeout:   cfg.Database.ConnectTimeout,
-		StatementTimeout: cfg.Database.StatementTimeout,
-		ApplicationName:  cfg.Database.ApplicationName,
-	}, reg, logger.With("component", "database"))
+	db, err := collector.Open(databaseOptions(cfg), reg, logger.With("component", "database"))
 	if err != nil {
 		return err
 	}
@@ -138,35 +131,27 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready fu
 		MaxStaleness: cfg.Metrics.MaxStaleness,
 	}))
 
-	srv, err := exporters.New(exporters.Options{
-		Listen:            cfg.Server.Listen,
-		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
-		ReadTimeout:       cfg.Server.ReadTimeout,
-		WriteTimeout:      cfg.Server.WriteTimeout,
-		IdleTimeout:       cfg.Server.IdleTimeout,
-		ShutdownTimeout:   cfg.Server.ShutdownTimeout,
-		TLSCertFile:       cfg.Server.TLS.CertFile,
-		TLSKeyFile:        cfg.Server.TLS.KeyFile,
-		Auth:              exporters.Auth{BearerToken: token, BasicUser: cfg.Server.Auth.BasicUsername, BasicPassword: password},
-		ReadinessTimeout:  cfg.Server.ReadinessTimeout,
-		RefreshInterval:   cfg.Collector.RefreshInterval,
-		Registerer:        reg,
-		Gatherer:          reg,
-		Health:            refresher,
-		Checks: []exporters.Checker{
-			exporters.NewDatabaseCheck(db.Ping, db.MissingTables),
-			cache.check(),
-			exporters.NewRefreshCheck(refresher, cfg.Collector.RefreshInterval),
-		},
-		Logger: logger,
-	})
+	var svc *analytics.Service
+	if cfg.Analytics.Enabled {
+		svc = newAnalytics(cfg, db, reg, selfTP, logger)
+	}
+	srvOpts := serverOptions(cfg, token, password) // preflight.go
+	srvOpts.Registerer, srvOpts.Gatherer, srvOpts.Health, srvOpts.Logger = reg, reg, refresher, logger
+	srvOpts.Checks = []exporters.Checker{
+		// A ping that finds the database gone turns the status endpoint at once.
+		exporters.NewDatabaseCheck(db.Ping, db.MissingTables, refresher.ReportUnreachable),
+		cache.check(),
+		exporters.NewRefreshCheck(refresher, cfg.Collector.RefreshInterval),
+		exporters.NewSaturationCheck("admission", saturation(results, svc)),
+	}
+	srv, err := exporters.New(srvOpts)
 	if err != nil {
 		return err
 	}
 	cache.routes(srv)
 
-	if cfg.Analytics.Enabled {
-		stopAnalytics := startAnalytics(ctx, cfg, db, results, srv, reg, selfTP, logger)
+	if svc != nil {
+		stopAnalytics := startAnalytics(ctx, cfg, svc, results, srv, reg, logger)
 		defer stopAnalytics()
 	}
 
@@ -178,7 +163,11 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready fu
 	select {
 	case <-srv.Bound():
 		addr := srv.Addr().String()
-		logger.Info("serving", "addr", addr, "status", "http://"+displayAddr(addr)+exporters.PathStatus)
+		scheme := "http://"
+		if cfg.Server.TLS.CertFile != "" {
+			scheme = "https://"
+		}
+		logger.Info("serving", "addr", addr, "status", scheme+displayAddr(addr)+exporters.PathStatus)
 		if ready != nil {
 			ready(addr)
 		}
@@ -206,9 +195,12 @@ func displayAddr(addr string) string {
 // checkpoint is shared and a lease picks the one replica that exports traces;
 // otherwise the checkpoint is a local file and this replica exports.
 func newStream(cfg config.Config, db *collector.DB, cache *cacheRuntime, reg prometheus.Registerer, logger *slog.Logger, opts []collector.StreamOption) *collector.Stream {
-	ckpt := collector.NewCheckpointer(cache.st, cfg.Stream.Checkpoint)
+	// Preflight resolved the same path, so this cannot fail here.
+	ckptCfg, _ := checkpointConfig(cfg) // preflight.go
+	ckpt := collector.NewCheckpointer(cache.st, ckptCfg)
 	if collector.Distributed(cache.st) {
-		lease, err := collector.NewLease(cache.st, cfg.Stream.Lease)
+		leaseCfg, _ := leaseConfig(cfg) // preflight.go; resolved there like the checkpoint
+		lease, err := collector.NewLease(cache.st, leaseCfg)
 		if err != nil {
 			logger.Warn("no export lease on this cache store: every replica exports traces", "err", err)
 		} else {
@@ -247,14 +239,43 @@ func shutdownTracing(workflows *exporters.WorkflowTraces, self *sdktrace.TracerP
 	}
 }
 
-// startAnalytics mounts the analytics endpoints and starts the gauges'
-// background refresh; the returned function stops it and waits.
-func startAnalytics(ctx context.Context, cfg config.Config, db *collector.DB, results *ttl.Cache, srv *exporters.Server, reg prometheus.Registerer, tp trace.TracerProvider, logger *slog.Logger) func() {
+// newAnalytics is the analytics service with its admission metrics.
+func newAnalytics(cfg config.Config, db *collector.DB, reg prometheus.Registerer, tp trace.TracerProvider, logger *slog.Logger) *analytics.Service {
 	svc := analytics.New(db.Pool(), analytics.Options{
 		StatementTimeout: cfg.Analytics.StatementTimeout,
 		MaxBatch:         cfg.Analytics.MaxBatch,
 		TracerProvider:   tp,
+
+		MaxConcurrent:       cfg.Analytics.MaxConcurrent,
+		MaxWaiters:          cfg.Analytics.MaxWaiters,
+		LookupMaxConcurrent: cfg.Analytics.LookupMaxConcurrent,
+		LookupMaxWaiters:    cfg.Analytics.LookupMaxWaiters,
 	}, logger.With("component", "analytics"))
+	reg.MustRegister(svc) // admission metrics
+	return svc
+}
+
+// saturation reports whether expensive work is being turned away: by the
+// coordinated cache (too many requests waiting on one resource) or by the
+// analytics connection queues (svc may be nil when analytics are off).
+func saturation(results *ttl.Cache, svc *analytics.Service) func() (bool, string) {
+	return func() (bool, string) {
+		var msgs []string
+		if sat, msg := results.Saturated(); sat {
+			msgs = append(msgs, msg)
+		}
+		if svc != nil {
+			if sat, msg := svc.Saturated(); sat {
+				msgs = append(msgs, msg)
+			}
+		}
+		return len(msgs) > 0, strings.Join(msgs, "; ")
+	}
+}
+
+// startAnalytics mounts the analytics endpoints and starts the gauges'
+// background refresh; the returned function stops it and waits.
+func startAnalytics(ctx context.Context, cfg config.Config, svc *analytics.Service, results *ttl.Cache, srv *exporters.Server, reg prometheus.Registerer, logger *slog.Logger) func() {
 	exporters.MountAnalytics(srv.Router(), svc, results, logger)
 	gauges := analytics.NewMetrics(svc, analytics.MetricsOptions{
 		Interval:  cfg.Analytics.MetricsInterval,
@@ -280,26 +301,9 @@ func startAnalytics(ctx context.Context, cfg config.Config, db *collector.DB, re
 // Entries are keyed by the build, the database and the configuration, so
 // sidecars that would compute different answers never share one.
 func newResults(cfg config.Config, cache *cacheRuntime, reg prometheus.Registerer, logger *slog.Logger) (*ttl.Cache, error) {
-	tc := cfg.TTL
+	tc := resultsConfig(cfg) // preflight.go
 	if tc.KeyVersion == "" {
 		tc.KeyVersion = keyVersion(cfg)
-	}
-	// The status counts and the analytics gauges are refreshed on their own
-	// intervals; a shared copy must not outlive them, or readiness would call
-	// the data stale.
-	tc.Policies = maps.Clone(tc.Policies)
-	if tc.Policies == nil {
-		tc.Policies = map[string]ttl.Policy{}
-	}
-	tc.Policies[ttl.ResourceStatus] = fixedTTL(tc.Policy(ttl.ResourceStatus), cfg.Collector.RefreshInterval)
-	tc.Policies[analytics.ResourceMetrics] = fixedTTL(tc.Policy(analytics.ResourceMetrics), cfg.Analytics.MetricsInterval)
-	// The cache bounds each computation by its policy's query timeout; an
-	// analytics computation may take as long as its statement timeout.
-	for _, r := range []string{ttl.ResourcePerformance, ttl.ResourceBottlenecks, ttl.ResourceHandlers,
-		ttl.ResourceTaskGraph, ttl.ResourceTaskContext, ttl.ResourceTaskSteps, ttl.ResourceDefault, analytics.ResourceMetrics} {
-		p := tc.Policy(r)
-		p.QueryTimeout = max(p.QueryTimeout, cfg.Analytics.StatementTimeout)
-		tc.Policies[r] = coverStaleness(p)
 	}
 	det := cache.det
 	return ttl.New(cache.st, det.Report, func(err error) { det.NotifyError(err) }, tc, reg, logger)
@@ -348,18 +352,6 @@ func keyVersion(cfg config.Config) string {
 	parts, _ := json.Marshal([]any{build, cfg.Database.URL.String(), cfg.Metrics, cfg.Analytics, tc})
 	sum := sha256.Sum256(parts)
 	return hex.EncodeToString(sum[:6])
-}
-
-func fixedTTL(p ttl.Policy, d time.Duration) ttl.Policy {
-	p.BaseTTL, p.MinTTL, p.MaxTTL = d, d, d
-	return coverStaleness(p)
-}
-
-// coverStaleness widens max_staleness to what the cache needs after expiry:
-// one refresh, and one more lease period if its holder died.
-func coverStaleness(p ttl.Policy) ttl.Policy {
-	p.MaxStaleness = max(p.MaxStaleness, p.MaxTTL+2*p.QueryTimeout+time.Second)
-	return p
 }
 
 // sharedCounts computes the health counts once per refresh interval across

@@ -6,11 +6,12 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
+	"reflect"
 	"strings"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/exporters"
@@ -46,6 +47,16 @@ type AnalyticsConfig struct {
 	MetricsWindow time.Duration `yaml:"metrics_window"`
 	// MaxBatch caps the task ids of one batch request.
 	MaxBatch int `yaml:"max_batch"`
+	// MaxConcurrent and MaxWaiters bound the expensive computations
+	// (performance, bottlenecks, dashboard gauges): transactions open at
+	// once, and computations queued for one; past the queue a request gets
+	// the last value (stale) or 503 with Retry-After (docs/analytics.md).
+	MaxConcurrent int `yaml:"max_concurrent"`
+	MaxWaiters    int `yaml:"max_waiters"`
+	// LookupMaxConcurrent and LookupMaxWaiters are the same for the
+	// per-task and handler lookups, which have connections of their own.
+	LookupMaxConcurrent int `yaml:"lookup_max_concurrent"`
+	LookupMaxWaiters    int `yaml:"lookup_max_waiters"`
 }
 
 // StreamConfig is the transition stream (docs/stream.md). When enabled, the
@@ -71,8 +82,10 @@ type ServerConfig struct {
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
 	ReadinessTimeout  time.Duration `yaml:"readiness_timeout"`
-	TLS               TLSConfig     `yaml:"tls"`
-	Auth              AuthConfig    `yaml:"auth"`
+	// RequestTimeout is the deadline of every request but the probes.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	TLS            TLSConfig     `yaml:"tls"`
+	Auth           AuthConfig    `yaml:"auth"`
 }
 
 // TLSConfig turns on HTTPS when both files are set.
@@ -154,9 +167,12 @@ func Default() Config {
 			IdleTimeout:      120 * time.Second,
 			ShutdownTimeout:  15 * time.Second,
 			ReadinessTimeout: 5 * time.Second, // Tasker's health.readiness_timeout_seconds
+			RequestTimeout:   30 * time.Second,
 		},
 		Database: DatabaseConfig{
-			MaxConns:         2,
+			// One connection each for the expensive analytics and the
+			// per-task lookups, and one for health (counts, stream, pings).
+			MaxConns:         3,
 			ConnectTimeout:   5 * time.Second,
 			StatementTimeout: 30 * time.Second,
 			ApplicationName:  "tasker-sidecar",
@@ -180,6 +196,12 @@ func Default() Config {
 			MetricsInterval:  time.Minute,
 			MetricsWindow:    time.Hour,
 			MaxBatch:         50,
+			// analytics.Default*: with database.max_conns 3, one
+			// connection is left for health work.
+			MaxConcurrent:       analytics.DefaultMaxConcurrent,
+			MaxWaiters:          analytics.DefaultMaxWaiters,
+			LookupMaxConcurrent: analytics.DefaultLookupMaxConcurrent,
+			LookupMaxWaiters:    analytics.DefaultLookupMaxWaiters,
 		},
 		Tracing: exporters.DefaultTracingConfig(),
 		TTL:     ttl.DefaultConfig(),
@@ -200,8 +222,8 @@ func (c Config) Validate() []error {
 		add("log.format", "must be text or json (got %q)", c.Log.Format)
 	}
 
-	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
-		add("server.listen", "must be host:port or :port (got %q)", c.Server.Listen)
+	if err := checkListen(c.Server.Listen); err != nil { // checks.go
+		add("server.listen", "%v", err)
 	}
 	positive := map[string]time.Duration{
 		"server.read_header_timeout": c.Server.ReadHeaderTimeout,
@@ -210,6 +232,7 @@ func (c Config) Validate() []error {
 		"server.idle_timeout":        c.Server.IdleTimeout,
 		"server.shutdown_timeout":    c.Server.ShutdownTimeout,
 		"server.readiness_timeout":   c.Server.ReadinessTimeout,
+		"server.request_timeout":     c.Server.RequestTimeout,
 		"database.connect_timeout":   c.Database.ConnectTimeout,
 		"database.statement_timeout": c.Database.StatementTimeout,
 		"collector.refresh_interval": c.Collector.RefreshInterval,
@@ -225,8 +248,13 @@ func (c Config) Validate() []error {
 	if c.Server.ReadinessTimeout > 0 && c.Server.WriteTimeout > 0 && c.Server.ReadinessTimeout >= c.Server.WriteTimeout {
 		add("server.readiness_timeout", "must be shorter than server.write_timeout (%s >= %s), or a slow check cuts off the readiness answer", c.Server.ReadinessTimeout, c.Server.WriteTimeout)
 	}
+	if c.Server.RequestTimeout > 0 && c.Server.WriteTimeout > 0 && c.Server.RequestTimeout >= c.Server.WriteTimeout {
+		add("server.request_timeout", "must be shorter than server.write_timeout (%s >= %s), or a request that uses all of it cannot write its answer", c.Server.RequestTimeout, c.Server.WriteTimeout)
+	}
 	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
 		add("server.tls", "cert_file and key_file must be set together")
+	} else if err := checkTLSFiles(c.Server.TLS); err != nil {
+		add("server.tls", "%v", err)
 	}
 	a := c.Server.Auth
 	if a.BearerToken != "" && a.BearerTokenFile != "" {
@@ -277,6 +305,10 @@ func (c Config) Validate() []error {
 
 	if err := checkCacheURL(string(c.Cache.URL)); err != nil {
 		add("cache.url", "%v", err)
+	} else if err := checkHostPorts(cacheHosts(string(c.Cache.URL))); err != nil {
+		add("cache.url", "%v", err)
+	} else if err := store.CheckKeyPrefix(string(c.Cache.URL), c.Cache.KeyPrefix); err != nil {
+		add("cache.key_prefix", "%v", err)
 	}
 	for _, err := range c.Cache.Detection.Validate() {
 		errs = append(errs, fmt.Errorf("cache.%w", err))
@@ -303,6 +335,25 @@ func (c Config) Validate() []error {
 		if c.Analytics.MaxBatch < 1 || c.Analytics.MaxBatch > 1000 {
 			add("analytics.max_batch", "must be between 1 and 1000 (got %d)", c.Analytics.MaxBatch)
 		}
+		for _, f := range []struct {
+			path     string
+			v, limit int
+		}{
+			{"analytics.max_concurrent", c.Analytics.MaxConcurrent, 20},
+			{"analytics.lookup_max_concurrent", c.Analytics.LookupMaxConcurrent, 20},
+			{"analytics.max_waiters", c.Analytics.MaxWaiters, 10000},
+			{"analytics.lookup_max_waiters", c.Analytics.LookupMaxWaiters, 10000},
+		} {
+			if f.v < 1 || f.v > f.limit {
+				add(f.path, "must be between 1 and %d (got %d)", f.limit, f.v)
+			}
+		}
+		// Analytics transactions hold their connection for seconds; the
+		// health counts, the stream and the readiness ping need one too.
+		if n := c.Analytics.MaxConcurrent + c.Analytics.LookupMaxConcurrent; c.Database.MaxConns >= 1 && n >= int(c.Database.MaxConns) {
+			add("analytics.max_concurrent", "with analytics.lookup_max_concurrent must leave at least one of database.max_conns (%d) for health work (got %d + %d)",
+				c.Database.MaxConns, c.Analytics.MaxConcurrent, c.Analytics.LookupMaxConcurrent)
+		}
 	}
 	for _, err := range c.TTL.Validate() {
 		errs = append(errs, fmt.Errorf("ttl.%w", err))
@@ -310,25 +361,10 @@ func (c Config) Validate() []error {
 	for _, err := range c.Tracing.Validate() {
 		errs = append(errs, fmt.Errorf("tracing.%w", err))
 	}
+	// The decoder refuses NaN and infinities from every source; this covers
+	// a Config built in code.
+	errs = append(errs, nonFinite(reflect.ValueOf(c), "")...)
 	return errs
-}
-
-func checkDatabaseURL(raw string) error {
-	if strings.Contains(raw, "://") {
-		u, err := url.Parse(raw)
-		if err != nil {
-			return fmt.Errorf("not a valid URL: %s", scrubURLError(err))
-		}
-		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-			return fmt.Errorf("scheme must be postgres or postgresql (got %q)", u.Scheme)
-		}
-		return nil
-	}
-	// pgx also accepts the key=value form (host=… dbname=…).
-	if !strings.Contains(raw, "=") {
-		return fmt.Errorf("must be a postgres:// URL or a key=value connection string")
-	}
-	return nil
 }
 
 func checkCacheURL(raw string) error {

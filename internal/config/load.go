@@ -4,12 +4,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -141,7 +143,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *[]error) {
 			return
 		}
 		fields := structFields(v)
-		for i := 0; i+1 < len(n.Content); i += 2 {
+		for _, i := range uniqueKeys(n, path, errs) {
 			key, val := n.Content[i].Value, n.Content[i+1]
 			child := join(path, key)
 			fv, ok := fields[key]
@@ -175,7 +177,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *[]error) {
 		if v.IsNil() {
 			v.Set(reflect.MakeMap(v.Type()))
 		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
+		for _, i := range uniqueKeys(n, path, errs) {
 			key := n.Content[i].Value
 			elem := reflect.New(v.Type().Elem()).Elem()
 			if cur := v.MapIndex(reflect.ValueOf(key)); cur.IsValid() {
@@ -184,6 +186,12 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *[]error) {
 			decodeNode(n.Content[i+1], elem, join(path, key), errs)
 			v.SetMapIndex(reflect.ValueOf(key), elem)
 		}
+		return
+	}
+	// A leaf may still be a mapping (tracing.headers): its repeated keys
+	// are reported like the others rather than in yaml.v3's words.
+	if dups := duplicateKeys(n, path); len(dups) > 0 {
+		*errs = append(*errs, dups...)
 		return
 	}
 	target := reflect.New(v.Type())
@@ -197,7 +205,51 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *[]error) {
 		}
 		return
 	}
+	if bad := nonFinite(target.Elem(), path); len(bad) > 0 {
+		for _, err := range bad {
+			*errs = append(*errs, fmt.Errorf("%w (line %d)", err, n.Line))
+		}
+		return
+	}
 	v.Set(target.Elem())
+}
+
+// uniqueKeys returns the index in n.Content of each key of mapping n seen
+// for the first time, and reports every repetition: yaml.v3 keeps the last
+// value of a repeated key without a word when decoding into a Node, so a
+// setting written twice would silently lose its first value.
+func uniqueKeys(n *yaml.Node, path string, errs *[]error) []int {
+	first := map[string]int{} // key -> line
+	var out []int
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if line, seen := first[k.Value]; seen && k.Kind == yaml.ScalarNode {
+			*errs = append(*errs, fmt.Errorf("%s: duplicate key (line %d; first at line %d)", join(path, k.Value), k.Line, line))
+			continue
+		}
+		if k.Kind == yaml.ScalarNode {
+			first[k.Value] = k.Line
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// duplicateKeys reports the repeated keys of every mapping inside n. Aliases
+// are not followed: the anchored node is checked where it is written.
+func duplicateKeys(n *yaml.Node, path string) []error {
+	var errs []error
+	switch n.Kind {
+	case yaml.MappingNode:
+		for _, i := range uniqueKeys(n, path, &errs) {
+			errs = append(errs, duplicateKeys(n.Content[i+1], join(path, n.Content[i].Value))...)
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			errs = append(errs, duplicateKeys(item, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return errs
 }
 
 // stripLine drops yaml.v3's "line N: " prefix; decodeNode adds its own.
@@ -355,6 +407,10 @@ func setLeaf(v reflect.Value, s string) error {
 		if err != nil {
 			return fmt.Errorf("invalid number %q", s)
 		}
+		// ParseFloat accepts NaN and Inf, which no setting means.
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("must be a finite number (got %q)", s)
+		}
 		v.SetFloat(f)
 	default:
 		return fmt.Errorf("cannot be set from a string")
@@ -363,10 +419,24 @@ func setLeaf(v reflect.Value, s string) error {
 }
 
 func join(path, key string) string {
+	key = keyName(key)
 	if path == "" {
 		return key
 	}
 	return path + "." + key
+}
+
+// keyName is a key as it appears in a key path: quoted (and clipped) when
+// it is empty or holds characters that would make the path ambiguous or
+// unreadable, as a fuzzed or mistyped file can have.
+func keyName(key string) string {
+	odd := key == "" || strings.ContainsFunc(key, func(r rune) bool {
+		return r == '.' || r == ':' || r == '"' || r == ' ' || !unicode.IsPrint(r)
+	})
+	if !odd && len(key) <= 64 {
+		return key
+	}
+	return strconv.Quote(clip(key))
 }
 
 func sortedKeys[V any](m map[string]V) []string {
