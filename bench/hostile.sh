@@ -10,6 +10,7 @@
 #   bench/hostile.sh                 # after (this checkout) and before (BEFORE=<commit>)
 #   BEFORE= bench/hostile.sh         # this checkout only
 #   SCENARIOS="params lock" bench/hostile.sh
+#   KEEP=1 BEFORE= SCENARIOS=lock bench/hostile.sh   # keep the logs
 #
 # About 4 minutes per build. Prints one markdown row per build and scenario
 # (bench/hostile/main.go says what each scenario sends).
@@ -26,7 +27,8 @@ rdb=${SIDECAR_BENCH_REDIS_DB:-5}
 redis_url="redis://127.0.0.1:6379/$rdb"
 listen=127.0.0.1:9395
 work=$(mktemp -d /tmp/hostile.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# KEEP=1 keeps the sidecars' logs (and the builds) in $work.
+trap 'kill $(jobs -p) 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then echo "logs in $work" >&2; else rm -rf "$work"; fi' EXIT
 
 bench/seed.sh 20000 "$db" >&2
 make -s build
@@ -42,6 +44,9 @@ fi
 
 run() { # $1 = build, $2 = scenario
   redis-cli -n "$rdb" flushdb >/dev/null
+  # GOMEMLIMIT as the shipped manifest sets it for its 128Mi limit
+  # (deploy/kubernetes/deployment.yaml); MEMLIMIT= runs without one.
+  GOMEMLIMIT="${MEMLIMIT-110MiB}" \
   SIDECAR_DATABASE_URL="$url" SIDECAR_CACHE_URL="$redis_url" SIDECAR_LISTEN="$listen" \
     SIDECAR_CACHE_KEY_PREFIX="hostile:" SIDECAR_STREAM_CHECKPOINT_FILE="$work/checkpoint-$1.json" \
     "$work/$1" run >"$work/$1-$2.log" 2>&1 &

@@ -235,10 +235,14 @@ func (c *Cache) Degraded() (bool, string) {
 // failures never surface. The returned bytes are shared with other callers:
 // do not modify them.
 func (c *Cache) Get(ctx context.Context, resource, params string, compute func(ctx context.Context) ([]byte, error), opts ...Option) ([]byte, Info, error) {
-	ctx, span := c.tracer.Start(ctx, "cache.get", trace.WithAttributes(attribute.String("cache.resource", resource)))
+	ctx, span := c.tracer.Start(ctx, "cache.get")
 	v, info, err := c.get(ctx, resource, params, compute, getOptions(opts))
-	span.SetAttributes(attribute.Bool("cache.cached", info.Cached), attribute.Bool("cache.stale", info.Stale),
-		attribute.Float64("cache.age_seconds", info.AgeSeconds))
+	// Attributes only for a span that records: building them costs the
+	// hit path most of its time and all its allocations.
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("cache.resource", resource), attribute.Bool("cache.cached", info.Cached),
+			attribute.Bool("cache.stale", info.Stale), attribute.Float64("cache.age_seconds", info.AgeSeconds))
+	}
 	endSpan(span, err)
 	return v, info, err
 }

@@ -184,7 +184,12 @@ const lookupMaxWaiters = 256
 
 // Bounds of the in-process level and the shared store's values.
 const (
-	defaultL1MaxBytes    = 32 << 20 // a quarter of the shipped 128 MiB container limit
+	// An eighth of the shipped 128 MiB container limit: the Go heap holds
+	// about twice the accounted bytes (the decoded and re-encoded answers
+	// around them, and free space the GC has not returned yet), and with
+	// 32 MiB a flood of distinct batch requests took the sidecar to 130 MiB
+	// (docs/benchmarks.md, "Hostile load").
+	defaultL1MaxBytes    = 16 << 20
 	minL1MaxBytes        = 1 << 20
 	defaultMaxValueBytes = 1 << 20 // memcached's default item size limit
 )
@@ -280,7 +285,7 @@ func (c Config) Validate() []error {
 		add("mode", "must be %s or %s (got: %q)", ModeCostAware, ModeTasker, c.Mode)
 	}
 	if c.RemovedL1MaxEntries != nil {
-		add("l1_max_entries", "removed: the in-process level is bounded by bytes now; set l1_max_bytes instead (default %d, 32 MiB)", defaultL1MaxBytes)
+		add("l1_max_entries", "removed: the in-process level is bounded by bytes now; set l1_max_bytes instead (default %d, 16 MiB)", defaultL1MaxBytes)
 	}
 	if c.L1MaxBytes < minL1MaxBytes {
 		add("l1_max_bytes", "must be at least %d (1 MiB) (got: %d)", minL1MaxBytes, c.L1MaxBytes)

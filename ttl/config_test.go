@@ -84,7 +84,7 @@ func TestValidate(t *testing.T) {
 			[]string{"retry_backoff_min: must be positive (got: 0s)", "retry_backoff_max: must not be less than retry_backoff_min 0s (got: -1ns)"}},
 		{"l1 bytes", func(c *Config) { c.L1MaxBytes = 1<<20 - 1 }, []string{"l1_max_bytes: must be at least 1048576 (1 MiB) (got: 1048575)"}},
 		{"l1 entries removed", func(c *Config) { c.RemovedL1MaxEntries = 10000 },
-			[]string{"l1_max_entries: removed: the in-process level is bounded by bytes now; set l1_max_bytes instead (default 33554432, 32 MiB)"}},
+			[]string{"l1_max_entries: removed: the in-process level is bounded by bytes now; set l1_max_bytes instead (default 16777216, 16 MiB)"}},
 		{"max value bytes", func(c *Config) { c.MaxValueBytes = 0 }, []string{"max_value_bytes: must be positive (got: 0)"}},
 		{"max waiters", func(c *Config) { c.Policies[ResourcePerformance] = Policy{MaxWaiters: -1} },
 			[]string{"policies.performance.max_waiters: must not be negative (got: -1)"}},
