@@ -13,7 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Tasker's handler lookup rules (facts §4.9).
+// Tasker's handler lookup rules (app/controllers/tasker/handlers_controller.rb;
+// docs/analytics.md describes them).
 const (
 	DefaultHandlerVersion = "0.1.0"
 	LatestVersion         = "latest"

@@ -28,7 +28,8 @@ func roundHalfAway(x float64, places int) float64 {
 	return math.Round(x*p) / p
 }
 
-// Weights of Tasker's dependency_graph configuration defaults (facts §7).
+// Weights of Tasker's dependency_graph configuration defaults, as
+// lib/tasker/analysis/runtime_graph_analyzer.rb applies them (docs/analytics.md).
 const (
 	weightDownstream    = 5
 	weightBlocked       = 15

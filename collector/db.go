@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
 
@@ -101,7 +100,7 @@ func Open(opts Options, reg prometheus.Registerer, logger *slog.Logger) (*DB, er
 	}
 	db := &DB{
 		logger:   logger,
-		redacted: redact(opts.URL),
+		redacted: redact.URL(opts.URL),
 	}
 	db.schemaStale.Store(true)
 	cfg.AfterConnect = func(context.Context, *pgx.Conn) error {
@@ -125,7 +124,7 @@ func Open(opts Options, reg prometheus.Registerer, logger *slog.Logger) (*DB, er
 
 // forcedParams are startup parameters we never let the URL override: UTC
 // because Tasker's naive timestamps are UTC and PostgreSQL interprets them in
-// the session zone (facts §1.5); read-only because the sidecar is an observer.
+// the session zone (docs/tasker-semantics.md#time-zone); read-only because the sidecar is an observer.
 // Startup parameters outrank ALTER DATABASE/ROLE settings and -c options.
 func forcedParams() [][2]string {
 	return [][2]string{{"TimeZone", "UTC"}, {"default_transaction_read_only", "on"}}
@@ -331,48 +330,6 @@ func (db *DB) noteReachable(err error) {
 	}
 }
 
-var (
-	kvPassword    = regexp.MustCompile(`(?i)\b((?:ssl)?password)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s]*)`)
-	queryPassword = regexp.MustCompile(`(?i)([?&](?:ssl)?password)=[^&]*`)
-)
-
-// redact masks passwords in a URL or keyword/value connection string.
-func redact(conn string) string {
-	u, err := url.Parse(conn)
-	if err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		q := u.Query()
-		masked := false
-		for k := range q {
-			if isPasswordKey(k) {
-				q.Set(k, "xxxxx")
-				masked = true
-			}
-		}
-		if masked {
-			u.RawQuery = q.Encode()
-		}
-		return u.Redacted()
-	}
-	for _, scheme := range []string{"postgres://", "postgresql://"} {
-		if rest, ok := strings.CutPrefix(conn, scheme); ok {
-			return scheme + redactBrokenURL(rest)
-		}
-	}
-	return kvPassword.ReplaceAllString(conn, "$1=xxxxx")
-}
-
-// redactBrokenURL masks a URL that net/url rejects, where the userinfo
-// boundaries are ambiguous: it masks from the first ':' to the last '@',
-// preferring to hide too much over leaking a password containing '@'.
-func redactBrokenURL(rest string) string {
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		if colon := strings.Index(rest[:at], ":"); colon >= 0 {
-			rest = rest[:colon+1] + "xxxxx" + rest[at:]
-		}
-	}
-	return queryPassword.ReplaceAllString(rest, "$1=xxxxx")
-}
-
 // parseError describes an unusable URL without its password. pgx's own text
 // quotes the input, redacted only on a best-effort basis, so we keep just the
 // reason that follows the quoted input and scrub that as well.
@@ -384,54 +341,7 @@ func parseError(conn string, err error) error {
 			reason = reason[i+len("`: "):]
 		}
 	}
-	return fmt.Errorf("invalid database URL %s: %s", redact(conn), scrub(reason, conn))
-}
-
-func isPasswordKey(k string) bool {
-	k = strings.ToLower(k)
-	return k == "password" || k == "sslpassword"
-}
-
-// scrub removes every password candidate of conn from msg. Parse errors of a
-// malformed URL can quote the raw input (net/url does), where structured
-// redaction cannot find the password reliably, so we search for the secret
-// text itself.
-func scrub(msg, conn string) string {
-	var secrets []string
-	if _, rest, ok := strings.Cut(conn, "://"); ok {
-		// Both ends of the userinfo are ambiguous in broken input: try the
-		// first and the last '@'.
-		for _, at := range []int{strings.Index(rest, "@"), strings.LastIndex(rest, "@")} {
-			if at < 0 {
-				continue
-			}
-			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
-				secrets = append(secrets, pw)
-			}
-		}
-		if _, query, ok := strings.Cut(rest, "?"); ok {
-			for _, kv := range strings.Split(query, "&") {
-				if k, v, ok := strings.Cut(kv, "="); ok && isPasswordKey(k) {
-					secrets = append(secrets, v)
-				}
-			}
-		}
-	}
-	for _, m := range kvPassword.FindAllStringSubmatch(conn, -1) {
-		secrets = append(secrets, strings.Trim(m[2], "'"))
-	}
-	for _, s := range secrets {
-		variants := []string{s, url.QueryEscape(s), url.PathEscape(s), url.UserPassword("", s).String()}
-		if u, err := url.PathUnescape(s); err == nil {
-			variants = append(variants, u)
-		}
-		for _, v := range variants {
-			if v != "" && v != ":" {
-				msg = strings.ReplaceAll(msg, v, "xxxxx")
-			}
-		}
-	}
-	return redact(msg)
+	return fmt.Errorf("invalid database URL %s: %s", redact.URL(conn), redact.Scrub(reason, redact.Secrets(conn)...))
 }
 
 // poolCollector exports pgxpool.Stat at scrape time, shaped after

@@ -106,9 +106,9 @@ func TestRedacted(t *testing.T) {
 		{"postgres://sidecar:s3cr3t@db:5432/tasker?sslmode=disable", "postgres://sidecar:xxxxx@db:5432/tasker?sslmode=disable"},
 		{"postgres://sidecar@db/tasker", "postgres://sidecar@db/tasker"},
 		{"postgresql://db/tasker?password=s3cr3t", "postgresql://db/tasker?password=xxxxx"},
-		{"postgres://db/tasker?user=x&sslpassword=s3cr3t", "postgres://db/tasker?sslpassword=xxxxx&user=x"},
+		{"postgres://db/tasker?user=x&sslpassword=s3cr3t", "postgres://db/tasker?user=x&sslpassword=xxxxx"},
 		{"host=db password=s3cr3t dbname=tasker", "host=db password=xxxxx dbname=tasker"},
-		{"host=db password = 's3 cr3t' dbname=tasker", "host=db password=xxxxx dbname=tasker"},
+		{"host=db password = 's3 cr3t' dbname=tasker", "host=db password = xxxxx dbname=tasker"},
 	} {
 		db, err := Open(Options{URL: tc.in}, nil, nil)
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The queries below reproduce get_system_health_counts_v01 (facts §3.3)
+// The queries below reproduce get_system_health_counts_v01 (docs/tasker-semantics.md#health-counts)
 // without calling it: the function may be absent or a different version in
 // the database we observe. Shared rules:
 //   - current state is the transition row with most_recent = true, joined

@@ -21,7 +21,7 @@ type stateKey struct {
 }
 
 // Retry classes of a step currently in error, as get_system_health_counts_v01
-// defines them (facts §3.3). in_backoff is a subset of retryable.
+// defines them (docs/tasker-semantics.md#health-counts). in_backoff is a subset of retryable.
 const (
 	classRetryable uint8 = 1 << iota
 	classExhausted

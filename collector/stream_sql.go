@@ -27,11 +27,11 @@ import (
 // The previous state of a transition is the row before it for the same
 // entity by sort_key (a LATERAL probe of the unique (parent, sort_key)
 // index), never from_state, which Tasker leaves NULL, and never sort_key
-// arithmetic (facts §2.3).
+// arithmetic (docs/tasker-semantics.md#how-transitions-are-written).
 
 // terminalTaskStates end a run of a task: its span ends there and the task
 // duration is observed. Only cancelled is final in Tasker's machine
-// (facts §2.2); the others can be followed by a retry or a cancellation,
+// (docs/tasker-semantics.md#states-and-state-machines); the others can be followed by a retry or a cancellation,
 // which starts a new run.
 var terminalTaskStates = []string{"complete", "error", "cancelled", "resolved_manually"}
 
@@ -118,7 +118,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (SELECT t.named_task_id FROM tasker_tasks t WHERE t.task_id = s.task_id LIMIT 1) t ON true`, fmt.Sprintf(newAndLate, "tasker_workflow_step_transitions"))
 
 // The classes of the steps currently in error, in the full count's
-// snapshot, with the full count's definitions (facts §3.3).
+// snapshot, with the full count's definitions (docs/tasker-semantics.md#health-counts).
 const errorStepsSQL = `
 SELECT s.workflow_step_id,
        COALESCE(s.attempts < s.retry_limit AND COALESCE(s.retryable, true), false),

@@ -14,7 +14,7 @@ const (
 var States = []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"}
 
 // HealthCounts has exactly the columns and semantics of Tasker's
-// get_system_health_counts_v01() (tasker-facts §3.3). Entities with no
+// get_system_health_counts_v01() (docs/tasker-semantics.md#health-counts). Entities with no
 // transition row count in the totals only.
 type HealthCounts struct {
 	TotalTasks      int64 `json:"total_tasks"`

@@ -14,7 +14,8 @@ package detector
 
 import "slices"
 
-// Capability names. The first seven are Tasker's (tasker-facts §8.1); the
+// Capability names. The first seven are Tasker's
+// (docs/tasker-semantics.md#cache-strategy-and-capabilities); the
 // rest are what a coordinator needs beyond them.
 const (
 	Distributed        = "distributed"

@@ -11,7 +11,7 @@ import "fmt"
 // properties of the product itself (Memcached has no scripting, an in-process
 // map is not shared) are answered for every version.
 //
-// Version facts are from cache-algorithms.md §4 and §1.5.
+// The version facts are listed in docs/cache-detection.md#built-in-constants.
 
 type fact struct {
 	value any

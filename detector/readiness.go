@@ -18,7 +18,8 @@ const (
 	StatusUnhealthy = "unhealthy"
 )
 
-// ReadinessCheck is Tasker's readiness cache check (tasker-facts §4.4):
+// ReadinessCheck is Tasker's readiness cache check
+// (docs/tasker-semantics.md#readiness-cache-check):
 // write tasker_readiness_check_<16 hex> = epoch seconds with a 60 s TTL,
 // read it back, delete it. The details carry Tasker's fields (status,
 // message, response_time_ms, cache_store, coordination_strategy, and on

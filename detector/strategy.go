@@ -2,7 +2,7 @@ package detector
 
 import "github.com/tasker-systems/tasker-sidecar/store"
 
-// Strategies, with Tasker's names (tasker-facts §8.3).
+// Strategies, with Tasker's names (docs/tasker-semantics.md#cache-strategy-and-capabilities).
 const (
 	StrategyDistributedAtomic = "distributed_atomic"
 	StrategyDistributedBasic  = "distributed_basic"
@@ -15,7 +15,7 @@ func Strategies() []string {
 }
 
 // Mechanisms: how the coordinator coordinates under the chosen strategy
-// (cache-algorithms.md §4.3 tiers).
+// (docs/cache-detection.md#strategy-and-mechanism).
 const (
 	// R-script: a miss is one Lua round trip (GET or SET-NX-placeholder);
 	// locks are released by a token-checked script.

@@ -2,13 +2,13 @@ package exporters
 
 import (
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	credentials "github.com/tasker-systems/tasker-sidecar/internal/redact"
 )
 
 // railsTime renders like Rails renders a TimeWithZone in JSON, so clients
@@ -69,21 +69,14 @@ const (
 // JSON matches the reason label of tasker_sidecar_refresh_errors_total.
 func errorClass(err error) string { return collector.Classify(err) }
 
-var (
-	// scheme://user:password@host
-	urlSecret = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@`)
-	// libpq key=value strings and similar: password=..., pass: ...
-	kvSecret = regexp.MustCompile(`(?i)\b(password|passwd|pwd|pass|token|secret)(\s*[=:]\s*)('[^']*'|"[^"]*"|\S+)`)
-)
-
 const maxMessage = 500
 
 // redact removes anything that looks like a credential from an error message
-// before it leaves the process. Driver errors normally carry no password,
-// but a DSN echoed by a wrapper would, and the endpoints may be public.
+// before it leaves the process, and bounds its length. Driver errors normally
+// carry no password, but a DSN echoed by a wrapper would, and the endpoints
+// may be public.
 func redact(msg string) string {
-	msg = urlSecret.ReplaceAllString(msg, "${1}xxxxx@")
-	msg = kvSecret.ReplaceAllString(msg, "${1}${2}xxxxx")
+	msg = credentials.Text(msg)
 	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	if utf8.RuneCountInString(msg) > maxMessage {
 		msg = string([]rune(msg)[:maxMessage]) + "…"

@@ -9,7 +9,7 @@
 #    copied into the cache and built there.
 # 2. Starts it with its built-in all-in-one configuration: in-memory storage,
 #    OTLP on 4317 (gRPC) and 4318 (HTTP), the query API and UI on 16686.
-# 3. Runs TestJaegerE2E (exporters/traces_e2e_test.go) once per OTLP protocol:
+# 3. Runs TestJaegerE2E (traces/e2e_test.go) once per OTLP protocol:
 #    a throwaway Tasker database, a short simulated workload, the transition
 #    stream and the trace exporter sending to Jaeger, then
 #    /api/traces?service=tasker&tags={"tasker.task_id":"<id>"} for a completed
@@ -75,7 +75,7 @@ for protocol in http/protobuf grpc; do
   SIDECAR_E2E_JAEGER_OTLP_HTTP=http://127.0.0.1:4318 \
   SIDECAR_E2E_JAEGER_OTLP_GRPC=127.0.0.1:4317 \
   SIDECAR_E2E_JAEGER_PROTOCOL=$protocol \
-    go test -tags e2e -race -count=1 -run '^TestJaegerE2E$' -v ./exporters/ | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|traces_e2e_test'
+    go test -tags e2e -race -count=1 -run '^TestJaegerE2E$' -v ./traces/ | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|e2e_test'
 done
 if [ "${KEEP_JAEGER:-}" = 1 ]; then
   echo "e2e-jaeger: Jaeger left running (pid $pid): http://127.0.0.1:16686" >&2

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 )
 
 // Conditional is how a Redis store performs CompareAndSwap or
@@ -64,7 +66,7 @@ type Redis struct {
 func openRedis(p *parsedURL, opts Options) (*Redis, error) {
 	secret, _ := p.raw.User.Password()
 	fail := func(err error) (*Redis, error) {
-		return nil, p.invalid(scrub(strings.TrimPrefix(err.Error(), "redis: "), secret))
+		return nil, p.invalid(redact.Scrub(strings.TrimPrefix(err.Error(), "redis: "), secret))
 	}
 	r := &Redis{topology: p.topology, url: p.redacted, prefix: opts.KeyPrefix, watch: &dialWatch{}}
 	r.swap.Store(CondScript)

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 )
 
 // Kinds returned by Store.Kind.
@@ -174,5 +176,5 @@ func Open(rawURL string, opts Options) (Store, error) {
 	case KindNone:
 		return None{}, nil
 	}
-	return nil, fmt.Errorf("invalid cache URL %q: unsupported scheme", Redact(rawURL))
+	return nil, fmt.Errorf("invalid cache URL %q: unsupported scheme", redact.URL(rawURL))
 }

@@ -3,10 +3,13 @@ package store
 import (
 	"errors"
 	"fmt"
-	"github.com/redis/go-redis/v9"
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 )
 
 // Redis topologies, as reported by (*Redis).Topology.
@@ -15,8 +18,6 @@ const (
 	TopologyCluster    = "cluster"
 	TopologySentinel   = "sentinel"
 )
-
-const redacted = "xxxxx"
 
 // parsedURL is a cache URL split into what the openers need. raw keeps the
 // credentials and must never be logged or put in an error.
@@ -32,59 +33,8 @@ type parsedURL struct {
 	redacted string
 }
 
-// Redact returns rawURL with the password and the value of any
-// secret-looking query parameter (password, sentinel_password, token...)
-// replaced by "xxxxx". It works on the text, so it never fails and changes
-// nothing else, even for a URL that does not parse.
-func Redact(rawURL string) string {
-	scheme, rest, ok := strings.Cut(rawURL, "://")
-	if !ok {
-		return redactQuery(rawURL)
-	}
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	authority, tail := rest[:end], rest[end:]
-	if at := strings.LastIndex(authority, "@"); at >= 0 {
-		userinfo, hosts := authority[:at], authority[at+1:]
-		if user, _, hasPass := strings.Cut(userinfo, ":"); hasPass {
-			authority = user + ":" + redacted + "@" + hosts
-		}
-	}
-	return scheme + "://" + authority + redactQuery(tail)
-}
-
-func redactQuery(s string) string {
-	q := strings.Index(s, "?")
-	if q < 0 {
-		return s
-	}
-	query, fragment := s[q+1:], ""
-	if h := strings.Index(query, "#"); h >= 0 {
-		query, fragment = query[:h], query[h:]
-	}
-	parts := strings.Split(query, "&")
-	for i, part := range parts {
-		k, _, hasValue := strings.Cut(part, "=")
-		name, err := url.QueryUnescape(k)
-		if err != nil {
-			name = k
-		}
-		if hasValue && secretParam(name) {
-			parts[i] = k + "=" + redacted
-		}
-	}
-	return s[:q+1] + strings.Join(parts, "&") + fragment
-}
-
-func secretParam(name string) bool {
-	n := strings.ToLower(name)
-	return strings.Contains(n, "pass") || strings.Contains(n, "secret") || strings.Contains(n, "token")
-}
-
 func invalidURL(raw, reason string) error {
-	return fmt.Errorf("invalid cache URL %q: %s", Redact(raw), reason)
+	return fmt.Errorf("invalid cache URL %q: %s", redact.URL(raw), reason)
 }
 
 func parseURL(raw string) (*parsedURL, error) {
@@ -113,7 +63,7 @@ func parseURL(raw string) (*parsedURL, error) {
 	if u.Opaque != "" || (u.Scheme != "" && !strings.Contains(raw, "://")) {
 		return nil, invalidURL(raw, "want scheme://address")
 	}
-	p := &parsedURL{raw: u, redacted: Redact(raw)}
+	p := &parsedURL{raw: u, redacted: redact.URL(raw)}
 	scheme := strings.ToLower(u.Scheme)
 	switch scheme {
 	case "redis", "valkey", "rediss", "valkeys",
@@ -163,7 +113,7 @@ func parseRedisURL(raw string, u *url.URL, scheme string, p *parsedURL) (*parsed
 // parseMemcachedURL is done by hand because a list of hosts with IPv6
 // literals is not something net/url accepts as a host.
 func parseMemcachedURL(raw string) (*parsedURL, error) {
-	p := &parsedURL{kind: KindMemcached, redacted: Redact(raw)}
+	p := &parsedURL{kind: KindMemcached, redacted: redact.URL(raw)}
 	_, rest, _ := strings.Cut(raw, "://")
 	if strings.ContainsAny(rest, "?#") {
 		return nil, invalidURL(raw, "memcached URLs take no options")
@@ -221,15 +171,6 @@ func withDefaultPort(host, port string) string {
 	return host
 }
 
-// scrub removes a secret from an error message coming from a driver, in case
-// the driver echoes its input.
-func scrub(msg, secret string) string {
-	if secret == "" {
-		return msg
-	}
-	return strings.ReplaceAll(msg, secret, redacted)
-}
-
 func (p *parsedURL) invalid(reason string) error {
 	return fmt.Errorf("invalid cache URL %q: %s", p.redacted, reason)
 }
@@ -255,7 +196,8 @@ func CheckURL(rawURL string) error {
 		_, err = redis.ParseURL(p.goRedis)
 	}
 	if err != nil {
-		return p.invalid(scrub(err.Error(), p.pass))
+		secret, _ := p.raw.User.Password()
+		return p.invalid(redact.Scrub(err.Error(), secret))
 	}
 	return nil
 }

@@ -93,27 +93,6 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 	}
 }
 
-func TestRedact(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"redis://user:pw@h:1/0", "redis://user:xxxxx@h:1/0"},
-		{"redis://:pw@h:1", "redis://:xxxxx@h:1"},
-		{"redis://user@h:1", "redis://user@h:1"},
-		{"redis://h:1?password=pw&db=1", "redis://h:1?password=xxxxx&db=1"},
-		{"redis://h:1?sentinel_password=pw", "redis://h:1?sentinel_password=xxxxx"},
-		{"redis://u:pw%zz@h:1", "redis://u:xxxxx@h:1"},
-		{"redis://u:pw%zz@h:1?password=x&a=b", "redis://u:xxxxx@h:1?password=xxxxx&a=b"},
-		{"redis://u:p@ss@h:1/0#frag", "redis://u:xxxxx@h:1/0#frag"},
-		{"redis://h:1?db=1&token=abc#x", "redis://h:1?db=1&token=xxxxx#x"},
-		{"memcached://u:pw@a:1,b:2", "memcached://u:xxxxx@a:1,b:2"},
-		{"not a url", "not a url"},
-	}
-	for _, tt := range tests {
-		if got := Redact(tt.in); got != tt.want {
-			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestOptionsOverrideURLCredentials(t *testing.T) {
 	st, err := Open("redis://urluser:urlpass@h:1", Options{Username: "u2", Password: "p2"})
 	if err != nil {

@@ -23,8 +23,8 @@ func (f *atomicFloat) update(fn func(float64) float64) {
 
 // ---- tasker mode ------------------------------------------------------------
 
-// taskerTTL is Tasker's CacheConfig#calculate_adaptive_ttl (tasker-facts
-// §8.5): the multipliers in Tasker's order, in float64, truncated toward
+// taskerTTL is Tasker's CacheConfig#calculate_adaptive_ttl
+// (docs/tasker-semantics.md#adaptive-ttl): the multipliers in Tasker's order, in float64, truncated toward
 // zero, clamped to [min_adaptive_ttl, max_adaptive_ttl]. Seconds.
 func taskerTTL(cfg TaskerConfig, base int, hitRate, genTime, freq float64) int {
 	if !cfg.AdaptiveTTLEnabled {
@@ -52,7 +52,7 @@ func taskerTTL(cfg TaskerConfig, base int, hitRate, genTime, freq float64) int {
 	return min(max(int(t), cfg.MinAdaptiveTTL), cfg.MaxAdaptiveTTL)
 }
 
-// taskerRecord is Tasker's performance record (tasker-facts §8.6), kept per
+// taskerRecord is Tasker's performance record (docs/tasker-semantics.md#adaptive-ttl), kept per
 // replica with one atomic update per field instead of Tasker's shared
 // read-modify-write of the whole record: each field's update depends only on
 // that field, so the per-field updates are exactly Tasker's, without lost

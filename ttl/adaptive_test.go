@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// The worked numbers of Tasker's cache_config_spec (tasker-facts §8.5, §10):
+// The worked numbers of Tasker's cache_config_spec
+// (docs/tasker-semantics.md#adaptive-ttl):
 // min 60, max 1800 unless the case says otherwise.
 func TestTaskerTTLWorkedNumbers(t *testing.T) {
 	base := DefaultConfig().Tasker
@@ -50,7 +51,7 @@ func TestTaskerTTLWorkedNumbers(t *testing.T) {
 	}
 }
 
-// Tasker's performance record updates (tasker-facts §8.6) and their derived
+// Tasker's performance record updates (docs/tasker-semantics.md#adaptive-ttl) and their derived
 // behaviour with the defaults.
 func TestTaskerRecord(t *testing.T) {
 	cfg := DefaultConfig().Tasker

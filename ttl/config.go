@@ -11,7 +11,7 @@ import (
 )
 
 // Resources with a built-in policy: the expensive results Tasker caches,
-// with the base TTLs its endpoints use (tasker-facts §11 item 9). Any other
+// with the base TTLs its endpoints use (docs/tasker-semantics.md#adaptive-ttl). Any other
 // resource name gets the "default" policy.
 const (
 	ResourceStatus      = "status"       // GET /health/status body
@@ -123,7 +123,7 @@ type CostAwareConfig struct {
 	Jitter float64 `yaml:"jitter"`
 }
 
-// TaskerConfig is Tasker's CacheConfig (tasker-facts §8.7), same names and
+// TaskerConfig is Tasker's CacheConfig (docs/tasker-semantics.md#adaptive-ttl), same names and
 // defaults. TTLs are whole seconds, as in Tasker.
 type TaskerConfig struct {
 	DefaultTTL         int  `yaml:"default_ttl"`

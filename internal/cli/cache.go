@@ -70,7 +70,8 @@ func (c *cacheRuntime) routes(srv *exporters.Server) {
 	})
 }
 
-// check is the readiness cache check: Tasker's round trip (facts §4.4) plus
+// check is the readiness cache check: Tasker's round trip
+// (docs/tasker-semantics.md#readiness-cache-check) plus
 // the store, strategy and capabilities, "degraded" on capability conflicts.
 func (c *cacheRuntime) check() exporters.Checker {
 	return exporters.CheckFunc("cache", func(ctx context.Context) exporters.CheckResult {

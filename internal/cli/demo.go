@@ -8,6 +8,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 )
 
@@ -88,7 +89,7 @@ func demoCmd(ctx context.Context, env *environment, args []string) int {
 
 	ready := func(addr string) {
 		base := "http://" + displayAddr(addr)
-		fmt.Fprintf(env.stdout, "\ntasker-sidecar demo is running on %s (Ctrl-C to stop)\n", config.RedactURL(*dbURL))
+		fmt.Fprintf(env.stdout, "\ntasker-sidecar demo is running on %s (Ctrl-C to stop)\n", redact.URL(*dbURL))
 		for _, p := range []string{exporters.PathStatus, exporters.PathReady, exporters.PathLive, exporters.PathMetrics} {
 			fmt.Fprintf(env.stdout, "  %s%s\n", base, p)
 		}

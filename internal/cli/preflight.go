@@ -15,6 +15,7 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/traces/otlp"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
 
@@ -65,7 +66,7 @@ func Preflight(cfg config.Config) error {
 	}
 
 	if cfg.Tracing.Enabled {
-		exp, err := exporters.NewSpanExporter(context.Background(), cfg.Tracing)
+		exp, err := otlp.NewSpanExporter(context.Background(), cfg.Tracing)
 		if err == nil {
 			_ = exp.Shutdown(context.Background())
 		}

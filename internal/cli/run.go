@@ -27,6 +27,8 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
 	"github.com/tasker-systems/tasker-sidecar/store"
+	"github.com/tasker-systems/tasker-sidecar/traces"
+	"github.com/tasker-systems/tasker-sidecar/traces/otlp"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
 
@@ -213,24 +215,24 @@ func newStream(cfg config.Config, db *collector.DB, cache *cacheRuntime, reg pro
 // startTracing builds the workflow trace pipeline and, when enabled, the
 // tracer provider of the sidecar's own spans. Each has its own exporter
 // because each shuts its exporter down.
-func startTracing(ctx context.Context, cfg config.Config, db *collector.DB, reg prometheus.Registerer, logger *slog.Logger) (*exporters.WorkflowTraces, *sdktrace.TracerProvider, error) {
-	exp, err := exporters.NewSpanExporter(ctx, cfg.Tracing)
+func startTracing(ctx context.Context, cfg config.Config, db *collector.DB, reg prometheus.Registerer, logger *slog.Logger) (*traces.Workflows, *sdktrace.TracerProvider, error) {
+	exp, err := otlp.NewSpanExporter(ctx, cfg.Tracing)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tracing: %w", err)
 	}
-	workflows := exporters.NewWorkflowTraces(cfg.Tracing, exp, db, reg, logger.With("component", "traces"))
+	workflows := traces.NewWorkflows(cfg.Tracing, exp, db, reg, logger.With("component", "traces"))
 	if !cfg.Tracing.SidecarSpans {
 		return workflows, nil, nil
 	}
-	selfExp, err := exporters.NewSpanExporter(ctx, cfg.Tracing)
+	selfExp, err := otlp.NewSpanExporter(ctx, cfg.Tracing)
 	if err != nil {
 		_ = workflows.Shutdown(context.Background())
 		return nil, nil, fmt.Errorf("tracing: %w", err)
 	}
-	return workflows, exporters.NewSidecarTracerProvider(cfg.Tracing, selfExp), nil
+	return workflows, traces.NewSidecarTracerProvider(cfg.Tracing, selfExp), nil
 }
 
-func shutdownTracing(workflows *exporters.WorkflowTraces, self *sdktrace.TracerProvider) {
+func shutdownTracing(workflows *traces.Workflows, self *sdktrace.TracerProvider) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = workflows.Shutdown(ctx)

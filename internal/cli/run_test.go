@@ -192,6 +192,10 @@ func TestRunStartsWithDatabaseDown(t *testing.T) {
 	if db, _ := checks["database"].(map[string]any); db == nil || db["status"] != "unhealthy" {
 		t.Errorf("database check: %v", checks["database"])
 	}
+	// Nothing is turned away: the saturation check is wired and healthy.
+	if adm, _ := checks["admission"].(map[string]any); adm == nil || adm["status"] != "healthy" {
+		t.Errorf("admission check: %v", checks["admission"])
+	}
 	if code, _ := sc.get(t, "/tasker/health/status"); code != 503 {
 		t.Errorf("status = %d, want 503", code)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
 
@@ -46,14 +46,14 @@ func schemaCmd(ctx context.Context, env *environment, args []string) int {
 		fmt.Fprintf(env.stderr, "schema apply: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintf(env.stdout, "Tasker schema applied to %s\n", config.RedactURL(*dbURL))
+	fmt.Fprintf(env.stdout, "Tasker schema applied to %s\n", redact.URL(*dbURL))
 	return exitOK
 }
 
 func applySchema(ctx context.Context, dbURL string) error {
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", config.RedactURL(dbURL), redactErr(err, dbURL))
+		return fmt.Errorf("connect to %s: %w", redact.URL(dbURL), redactErr(err, dbURL))
 	}
 	defer conn.Close(context.Background())
 	// Quiet the "already exists, skipping" notices of a re-run.
@@ -68,7 +68,7 @@ func applySchema(ctx context.Context, dbURL string) error {
 func ensureDatabase(ctx context.Context, dbURL string) error {
 	cfg, err := pgx.ParseConfig(dbURL)
 	if err != nil {
-		return fmt.Errorf("invalid database URL %s", config.RedactURL(dbURL))
+		return fmt.Errorf("invalid database URL %s", redact.URL(dbURL))
 	}
 	name := cfg.Database
 	cfg.Database = "postgres"
@@ -88,13 +88,19 @@ func ensureDatabase(ctx context.Context, dbURL string) error {
 	return nil
 }
 
-// redactErr keeps a password that pgx quotes in a connection error out of output.
+// redactErr keeps a password that pgx quotes in a connection error out of
+// output: the URL's own and the one pgx found elsewhere (PGPASSWORD, a
+// passfile).
 func redactErr(err error, dbURL string) error {
 	if err == nil {
 		return nil
 	}
+	secrets := redact.Secrets(dbURL)
 	if cfg, perr := pgx.ParseConfig(dbURL); perr == nil && cfg.Password != "" {
-		return errors.New(strings.ReplaceAll(err.Error(), cfg.Password, "xxxxx"))
+		secrets = append(secrets, cfg.Password)
+	}
+	if msg := redact.Scrub(err.Error(), secrets...); msg != err.Error() {
+		return errors.New(msg)
 	}
 	return err
 }

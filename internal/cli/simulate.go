@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 )
 
@@ -58,7 +58,7 @@ func simulateCmd(ctx context.Context, env *environment, args []string) int {
 		}
 	}
 	if *rate > 0 {
-		fmt.Fprintf(env.stderr, "simulate: live activity at %.1f tasks/s on %s\n", *rate, config.RedactURL(*dbURL))
+		fmt.Fprintf(env.stderr, "simulate: live activity at %.1f tasks/s on %s\n", *rate, redact.URL(*dbURL))
 		st, err := simulate.Live(ctx, pool, *rate, *duration, opts, nil)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			fmt.Fprintf(env.stderr, "simulate: %v\n", err)
@@ -89,7 +89,7 @@ func bulk(ctx context.Context, w io.Writer, pool *pgxpool.Pool, tasks int, opts 
 func writerPool(ctx context.Context, dbURL string, conns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
-		return nil, fmt.Errorf("invalid database URL %s", config.RedactURL(dbURL))
+		return nil, fmt.Errorf("invalid database URL %s", redact.URL(dbURL))
 	}
 	cfg.MaxConns = int32(conns)
 	cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"
@@ -102,7 +102,7 @@ func writerPool(ctx context.Context, dbURL string, conns int) (*pgxpool.Pool, er
 	defer cancel()
 	if err := pool.Ping(pingCtx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to %s: %w", config.RedactURL(dbURL), redactErr(err, dbURL))
+		return nil, fmt.Errorf("connect to %s: %w", redact.URL(dbURL), redactErr(err, dbURL))
 	}
 	return pool, nil
 }

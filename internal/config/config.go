@@ -14,8 +14,8 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/detector"
-	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/store"
+	"github.com/tasker-systems/tasker-sidecar/traces"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
 
@@ -23,16 +23,16 @@ import (
 // used in files, in error messages and (upper-cased, dots as underscores,
 // SIDECAR_ prefix) as environment variable names.
 type Config struct {
-	Log       LogConfig               `yaml:"log"`
-	Server    ServerConfig            `yaml:"server"`
-	Database  DatabaseConfig          `yaml:"database"`
-	Collector CollectorConfig         `yaml:"collector"`
-	Metrics   MetricsConfig           `yaml:"metrics"`
-	Cache     CacheConfig             `yaml:"cache"`
-	Stream    StreamConfig            `yaml:"stream"`
-	Analytics AnalyticsConfig         `yaml:"analytics"`
-	TTL       ttl.Config              `yaml:"ttl"`
-	Tracing   exporters.TracingConfig `yaml:"tracing"`
+	Log       LogConfig       `yaml:"log"`
+	Server    ServerConfig    `yaml:"server"`
+	Database  DatabaseConfig  `yaml:"database"`
+	Collector CollectorConfig `yaml:"collector"`
+	Metrics   MetricsConfig   `yaml:"metrics"`
+	Cache     CacheConfig     `yaml:"cache"`
+	Stream    StreamConfig    `yaml:"stream"`
+	Analytics AnalyticsConfig `yaml:"analytics"`
+	TTL       ttl.Config      `yaml:"ttl"`
+	Tracing   traces.Config   `yaml:"tracing"`
 }
 
 // AnalyticsConfig is the workflow analytics endpoints and gauges.
@@ -203,7 +203,7 @@ func Default() Config {
 			LookupMaxConcurrent: analytics.DefaultLookupMaxConcurrent,
 			LookupMaxWaiters:    analytics.DefaultLookupMaxWaiters,
 		},
-		Tracing: exporters.DefaultTracingConfig(),
+		Tracing: traces.DefaultConfig(),
 		TTL:     ttl.DefaultConfig(),
 	}
 }

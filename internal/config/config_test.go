@@ -145,7 +145,7 @@ func TestInvalidFiles(t *testing.T) {
 		"ttl_tasker_hit_rate_smoothing_factor":     {"ttl.tasker.hit_rate_smoothing_factor: hit_rate_smoothing_factor must be between 0.0 and 1.0 (got: 1.5)"},
 		"ttl_tasker_access_frequency_decay_rate":   {"ttl.tasker.access_frequency_decay_rate: access_frequency_decay_rate must be between 0.0 and 1.0 (got: -0.1)"},
 		"ttl_tasker_cache_pressure_threshold":      {"ttl.tasker.cache_pressure_threshold: cache_pressure_threshold must be between 0.0 and 1.0 (got: 2.0)"},
-		// exporters.TracingConfig.Validate, reported under tracing.
+		// traces.Config.Validate, reported under tracing.
 		"tracing_protocol":               {`tracing.protocol: must be grpc or http/protobuf (got "thrift")`},
 		"tracing_endpoint_url":           {`tracing.endpoint: must be an http(s) URL or host:port (got "ftp://collector:4318")`},
 		"tracing_endpoint_port":          {`tracing.endpoint: host:port needs a port (got "collector")`},
@@ -323,15 +323,15 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
+func TestSecretURLString(t *testing.T) {
 	cases := []struct{ in, want string }{
 		{"postgres://u:pw@h:5432/db?sslmode=disable", "postgres://u:xxxxx@h:5432/db?sslmode=disable"},
 		{"postgres://u@h/db", "postgres://u@h/db"},
 		{"postgres://h/db?password=pw&sslmode=require", "postgres://h/db?password=xxxxx&sslmode=require"},
 		{"redis://:pw@h:6379/0", "redis://:xxxxx@h:6379/0"},
-		{"host=h user=u password=pw dbname=d", "host=h user=u password=<redacted> dbname=d"},
-		{"host=h password='p w' dbname=d", "host=h password=<redacted> dbname=d"},
-		{"postgres://u:p%zz@h/db", "postgres://<redacted>@h/db"},
+		{"host=h user=u password=pw dbname=d", "host=h user=u password=xxxxx dbname=d"},
+		{"host=h password='p w' dbname=d", "host=h password=xxxxx dbname=d"},
+		{"postgres://u:p%zz@h/db", "postgres://u:xxxxx@h/db"},
 		{"memory://", "memory://"},
 		{"redis://h:6379/0?dial_timeout=2s&a=1", "redis://h:6379/0?dial_timeout=2s&a=1"},
 		{"redis+sentinel://h:26379/0?master_name=m&sentinel_password=s3", "redis+sentinel://h:26379/0?master_name=m&sentinel_password=xxxxx"},
@@ -339,8 +339,8 @@ func TestRedactURL(t *testing.T) {
 		{"", ""},
 	}
 	for _, c := range cases {
-		if got := RedactURL(c.in); got != c.want {
-			t.Errorf("RedactURL(%q) = %q, want %q", c.in, got, c.want)
+		if got := SecretURL(c.in).String(); got != c.want {
+			t.Errorf("SecretURL(%q).String() = %q, want %q", c.in, got, c.want)
 		}
 	}
 }

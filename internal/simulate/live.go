@@ -265,7 +265,8 @@ func (l *live) create(ctx context.Context, seq uint64) (*taskSim, Stats, error) 
 }
 
 // dbSink writes one transition per transaction the way Statesman's
-// ActiveRecord adapter does (facts §2.3): clear most_recent on the current
+// ActiveRecord adapter does
+// (docs/tasker-semantics.md#how-transitions-are-written): clear most_recent on the current
 // row, insert the new row with sort_key = last + 10, together with the step
 // executor's column updates.
 type dbSink struct {

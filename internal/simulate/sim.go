@@ -541,13 +541,13 @@ func (t *taskSim) decide(i int, failP float64) time.Duration {
 }
 
 // failureBackoff is the readiness SQL's wait after an error transition:
-// min(2^attempts, 30) seconds (facts §3.1).
+// min(2^attempts, 30) seconds (docs/tasker-semantics.md#retry-and-backoff).
 func failureBackoff(attempts int32) time.Duration {
 	return time.Duration(min(1<<min(max(attempts, 0), 5), 30)) * time.Second
 }
 
 // finish ends a running attempt with the step executor's column updates
-// (facts §2.4) in the same transaction as the transition.
+// (docs/tasker-semantics.md#retry-and-backoff) in the same transaction as the transition.
 func (t *taskSim) finish(i int, at time.Time, k sink) error {
 	r := t.rng
 	s := &t.steps[i]
@@ -585,7 +585,8 @@ func (t *taskSim) finish(i int, at time.Time, k sink) error {
 		return nil
 	}
 	// The engine runs it again once both the requested backoff and the
-	// readiness SQL's failure backoff have passed (facts §3.1), on a later pass.
+	// readiness SQL's failure backoff have passed
+	// (docs/tasker-semantics.md#retry-and-backoff), on a later pass.
 	ready := s.lastAt.Add(failureBackoff(s.attempts))
 	if s.backoff > 0 {
 		ready = maxTime(ready, s.lastAttempted.Add(time.Duration(s.backoff)*time.Second))
@@ -756,7 +757,8 @@ func errorFor(d *stepDef, kind failKind, r *rand.Rand) (class, msg string) {
 }
 
 // backoffSeconds is Tasker's BackoffConfig#calculate_backoff_seconds with the
-// default configuration (facts §2.4): the table [1,2,4,8,16,32], then n²,
+// default configuration
+// (docs/tasker-semantics.md#retry-and-backoff): the table [1,2,4,8,16,32], then n²,
 // capped at 300, then ±10 % jitter floored at 1.
 func backoffSeconds(n int, r *rand.Rand, jitter bool) int {
 	if n <= 0 {

@@ -193,7 +193,8 @@ func parseState(s string) (state, error) {
 	return none, fmt.Errorf("unknown state %q", s)
 }
 
-// taskMoveAllowed is Tasker's task state machine (facts §2.2). An entity without
+// taskMoveAllowed is Tasker's task state machine
+// (docs/tasker-semantics.md#states-and-state-machines). An entity without
 // rows is in the initial state pending, so none moves like pending.
 func taskMoveAllowed(from, to state) bool {
 	switch from {
@@ -209,7 +210,8 @@ func taskMoveAllowed(from, to state) bool {
 	return false
 }
 
-// stepMoveAllowed is Tasker's step state machine (facts §2.2). There is no
+// stepMoveAllowed is Tasker's step state machine
+// (docs/tasker-semantics.md#states-and-state-machines). There is no
 // error → in_progress: a retried step has to pass through pending.
 func stepMoveAllowed(from, to state) bool {
 	switch from {

@@ -1,4 +1,10 @@
-package exporters
+// Package traces is the workflow trace pipeline: it turns the transition
+// stream's ended task runs into one OpenTelemetry trace per task (Workflows),
+// builds the provider of the sidecar's own spans, and owns the `tracing:`
+// configuration (Config). The OTLP exporter is built by traces/otlp, so
+// that importing this package (internal/config does) links no gRPC or OTLP
+// package. See docs/traces.md.
+package traces
 
 import (
 	"context"
@@ -19,7 +25,8 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/collector"
 )
 
-// Span names, as Tasker's TelemetrySubscriber names them (facts §6.1).
+// Span names, as Tasker's TelemetrySubscriber names them (docs/traces.md,
+// "Tasker's spans").
 const (
 	SpanTask = "tasker.task.execution"
 	SpanStep = "tasker.step.execution"
@@ -38,14 +45,14 @@ type TaskHistorySource interface {
 	TaskHistories(ctx context.Context, taskIDs []int64) ([]collector.TaskHistory, error)
 }
 
-// WorkflowTraces turns the transition stream into one trace per task: it
+// Workflows turns the transition stream into one trace per task: it
 // is a collector.Sink. When a task reaches a terminal state (complete,
 // error, cancelled, resolved_manually) it reads the task's history and
 // exports a span for that run of the task with a child span per step
 // attempt, synchronously, so the stream's checkpoint only moves past
 // exported tasks. See docs/traces.md for the span model.
-type WorkflowTraces struct {
-	cfg     TracingConfig
+type Workflows struct {
+	cfg     Config
 	src     TaskHistorySource
 	exp     sdktrace.SpanExporter
 	tp      *sdktrace.TracerProvider
@@ -83,11 +90,11 @@ const (
 	resultRetried     = "retrying" // export failed; kept for another try
 )
 
-// NewWorkflowTraces returns the trace pipeline for workflow traces. exp
-// receives the spans (NewSpanExporter, or any SpanExporter in tests) and is
-// shut down by Shutdown; src reads task histories; metrics go to reg (nil
-// skips them).
-func NewWorkflowTraces(cfg TracingConfig, exp sdktrace.SpanExporter, src TaskHistorySource, reg prometheus.Registerer, logger *slog.Logger) *WorkflowTraces {
+// NewWorkflows returns the trace pipeline for workflow traces. exp
+// receives the spans (otlp.NewSpanExporter, or any SpanExporter in tests)
+// and is shut down by Shutdown; src reads task histories; metrics go to reg
+// (nil skips them).
+func NewWorkflows(cfg Config, exp sdktrace.SpanExporter, src TaskHistorySource, reg prometheus.Registerer, logger *slog.Logger) *Workflows {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -105,12 +112,12 @@ func NewWorkflowTraces(cfg TracingConfig, exp sdktrace.SpanExporter, src TaskHis
 		sdktrace.WithSpanProcessor(rec),
 		sdktrace.WithRawSpanLimits(limits),
 	)
-	w := &WorkflowTraces{
+	w := &Workflows{
 		cfg:     cfg,
 		src:     src,
 		exp:     exp,
 		tp:      tp,
-		tracer:  tp.Tracer("github.com/tasker-systems/tasker-sidecar/exporters"),
+		tracer:  tp.Tracer("github.com/tasker-systems/tasker-sidecar/traces"),
 		rec:     rec,
 		sampler: sdktrace.TraceIDRatioBased(cfg.SamplingRatio),
 		logger:  logger,
@@ -149,7 +156,7 @@ func NewWorkflowTraces(cfg TracingConfig, exp sdktrace.SpanExporter, src TaskHis
 
 // TraceID is the trace id of the task's trace and whether the task is
 // sampled.
-func (w *WorkflowTraces) TraceID(taskID int64) (trace.TraceID, bool) {
+func (w *Workflows) TraceID(taskID int64) (trace.TraceID, bool) {
 	id := TaskTraceID(w.cfg.TraceIDSalt, taskID)
 	r := w.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: id, Name: SpanTask})
 	return id, r.Decision == sdktrace.RecordAndSample
@@ -157,7 +164,7 @@ func (w *WorkflowTraces) TraceID(taskID int64) (trace.TraceID, bool) {
 
 // ExemplarTraceID is TraceID as collector.WithExemplars wants it: the hex
 // id, and false for tasks that are not traced.
-func (w *WorkflowTraces) ExemplarTraceID(taskID int64) (string, bool) {
+func (w *Workflows) ExemplarTraceID(taskID int64) (string, bool) {
 	id, ok := w.TraceID(taskID)
 	if !ok {
 		return "", false
@@ -168,7 +175,7 @@ func (w *WorkflowTraces) ExemplarTraceID(taskID int64) (string, bool) {
 // Consume implements collector.Sink: it exports the runs that ended in ts
 // (and those whose export failed earlier), and returns the export error,
 // if any, after keeping the failed runs for another try.
-func (w *WorkflowTraces) Consume(ctx context.Context, ts []collector.Transition) error {
+func (w *Workflows) Consume(ctx context.Context, ts []collector.Transition) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ends := w.pending
@@ -199,7 +206,7 @@ func (w *WorkflowTraces) Consume(ctx context.Context, ts []collector.Transition)
 }
 
 // keep queues ends for another try, dropping what does not fit.
-func (w *WorkflowTraces) keep(ends []taskEnd) {
+func (w *Workflows) keep(ends []taskEnd) {
 	room := max(w.cfg.MaxPendingTasks-len(w.pending), 0)
 	if len(ends) > room {
 		w.tasks.WithLabelValues(resultDropped).Add(float64(len(ends) - room))
@@ -210,7 +217,7 @@ func (w *WorkflowTraces) keep(ends []taskEnd) {
 	w.pendingGauge.Set(float64(len(w.pending)))
 }
 
-func (w *WorkflowTraces) export(ctx context.Context, ends []taskEnd) error {
+func (w *Workflows) export(ctx context.Context, ends []taskEnd) error {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
 	// The rate limit is applied before reading histories, so a flood of
@@ -261,12 +268,12 @@ func (w *WorkflowTraces) export(ctx context.Context, ends []taskEnd) error {
 	return nil
 }
 
-func (w *WorkflowTraces) fail(ends []taskEnd) {
+func (w *Workflows) fail(ends []taskEnd) {
 	w.pausedUntil = w.now().Add(retryAfter)
 	w.keep(ends)
 }
 
-func (w *WorkflowTraces) histories(ctx context.Context, ends []taskEnd) (map[int64]collector.TaskHistory, error) {
+func (w *Workflows) histories(ctx context.Context, ends []taskEnd) (map[int64]collector.TaskHistory, error) {
 	var ids []int64
 	seen := map[int64]bool{}
 	for _, e := range ends {
@@ -289,7 +296,7 @@ func (w *WorkflowTraces) histories(ctx context.Context, ends []taskEnd) (map[int
 }
 
 // Shutdown tries the pending runs once more and shuts the exporter down.
-func (w *WorkflowTraces) Shutdown(ctx context.Context) error {
+func (w *Workflows) Shutdown(ctx context.Context) error {
 	w.mu.Lock()
 	pending := w.pending
 	w.pending = nil
@@ -326,7 +333,7 @@ type attempt struct {
 
 // build starts and ends the spans of the run of h that ended at e and
 // returns how many; false when the history does not contain e.
-func (w *WorkflowTraces) build(h collector.TaskHistory, e taskEnd) (int, bool) {
+func (w *Workflows) build(h collector.TaskHistory, e taskEnd) (int, bool) {
 	traceID := TaskTraceID(w.cfg.TraceIDSalt, h.TaskID)
 	runEnd := slices.IndexFunc(h.Transitions, func(t collector.HistoryTransition) bool { return t.SortKey == e.sortKey })
 	if runEnd < 0 || !isTerminalTask(h.Transitions[runEnd].ToState) {
@@ -411,7 +418,7 @@ func (w *WorkflowTraces) build(h collector.TaskHistory, e taskEnd) (int, bool) {
 	return 1 + len(mine), true
 }
 
-func (w *WorkflowTraces) stepSpan(ctx context.Context, h collector.TaskHistory, traceID trace.TraceID, a attempt, all []attempt) {
+func (w *Workflows) stepSpan(ctx context.Context, h collector.TaskHistory, traceID trace.TraceID, a attempt, all []attempt) {
 	s := a.step
 	attrs := []attribute.KeyValue{
 		str("tasker.task_id", h.TaskID),
@@ -540,7 +547,8 @@ func sampledContext(traceID trace.TraceID, spanID trace.SpanID) trace.SpanContex
 }
 
 // str renders an id as Tasker does: every tasker.* attribute is a string
-// (facts §6.1), which is also what tag searches in Jaeger match.
+// (docs/traces.md, "Tasker's spans"), which is also what tag searches in
+// Jaeger match.
 func str(key string, v int64) attribute.KeyValue {
 	return attribute.String(key, strconv.FormatInt(v, 10))
 }
@@ -619,4 +627,4 @@ func (l *spanLimiter) settle(spans int) {
 	l.estimate = 0.9*l.estimate + 0.1*float64(spans)
 }
 
-var _ collector.Sink = (*WorkflowTraces)(nil)
+var _ collector.Sink = (*Workflows)(nil)

@@ -1,4 +1,4 @@
-package exporters
+package traces
 
 import (
 	"context"
@@ -92,7 +92,7 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 	defer db.Close()
 	reg := prometheus.NewRegistry()
 	recv, addr := startGRPCReceiver(t)
-	traces := NewWorkflowTraces(testTracing(), grpcExporter(t, addr), db, reg, logger)
+	traces := NewWorkflows(testTracing(), grpcExporter(t, addr), db, reg, logger)
 	defer func() { _ = traces.Shutdown(context.Background()) }()
 
 	selfRecv, selfAddr := startGRPCReceiver(t)

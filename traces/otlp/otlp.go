@@ -1,4 +1,8 @@
-package exporters
+// Package otlp builds the OTLP trace exporter, gRPC or HTTP, that
+// traces.Config describes. It is apart from package traces so that loading
+// configuration (internal/config imports traces) links no gRPC or OTLP
+// package; see docs/traces.md.
+package otlp
 
 import (
 	"context"
@@ -7,22 +11,21 @@ import (
 	"os"
 	"strings"
 
-	"github.com/prometheus/common/version"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/tasker-systems/tasker-sidecar/traces"
 )
 
 // NewSpanExporter builds the OTLP trace exporter cfg describes. The
 // exporter packages read the OTEL_EXPORTER_OTLP_* variables (endpoint,
 // headers, timeout, TLS, compression) themselves; explicit configuration
 // wins over them. Nothing is dialled until the first export.
-func NewSpanExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExporter, error) {
+func NewSpanExporter(ctx context.Context, cfg traces.Config) (sdktrace.SpanExporter, error) {
 	hasScheme := strings.Contains(cfg.Endpoint, "://")
-	switch p := cfg.protocol(); p {
-	case ProtocolGRPC:
+	switch p := cfg.ResolvedProtocol(); p {
+	case traces.ProtocolGRPC:
 		var opts []otlptracegrpc.Option
 		switch {
 		case hasScheme:
@@ -44,7 +47,7 @@ func NewSpanExporter(ctx context.Context, cfg TracingConfig) (sdktrace.SpanExpor
 			return nil, fmt.Errorf("OTLP gRPC trace exporter: %w", err)
 		}
 		return exp, nil
-	case ProtocolHTTP, "http":
+	case traces.ProtocolHTTP, "http":
 		var opts []otlptracehttp.Option
 		switch {
 		case hasScheme:
@@ -118,25 +121,4 @@ func tracesPath(endpoint string) string {
 		return ""
 	}
 	return "/v1/traces"
-}
-
-// NewSidecarTracerProvider returns the provider for the sidecar's own spans
-// (service cfg.SidecarServiceName), sampled at cfg.SidecarSamplingRatio and
-// batched to exp. Pass it to the components (collector.WithTracerProvider,
-// RefresherOptions.TracerProvider); it is never installed globally. The
-// caller shuts it down, which also shuts exp down.
-func NewSidecarTracerProvider(cfg TracingConfig, exp sdktrace.SpanExporter) *sdktrace.TracerProvider {
-	return sdktrace.NewTracerProvider(
-		sdktrace.WithResource(serviceResource(cfg.SidecarServiceName, version.Version)),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SidecarSamplingRatio))),
-		sdktrace.WithBatcher(exp),
-	)
-}
-
-func serviceResource(name, ver string) *resource.Resource {
-	attrs := []attribute.KeyValue{attribute.String("service.name", name)}
-	if ver != "" {
-		attrs = append(attrs, attribute.String("service.version", ver))
-	}
-	return resource.NewSchemaless(attrs...)
 }

@@ -2,8 +2,9 @@
 
 // The Jaeger end-to-end test needs a Jaeger that scripts/e2e-jaeger.sh builds
 // and starts; it only compiles with -tags e2e, so the normal suite never skips it.
+// It is an external test of traces, as it uses traces/otlp (see otlp_test.go).
 
-package exporters
+package traces_test
 
 import (
 	"context"
@@ -18,11 +19,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
+	"github.com/tasker-systems/tasker-sidecar/traces"
+	"github.com/tasker-systems/tasker-sidecar/traces/otlp"
 )
 
 // jaegerTrace is the part of Jaeger's /api/traces answer the test reads.
@@ -56,13 +58,13 @@ func TestJaegerE2E(t *testing.T) {
 	if query == "" {
 		t.Fatal("SIDECAR_E2E_JAEGER_QUERY is unset: run make e2e-jaeger, which starts Jaeger")
 	}
-	cfg := testTracing()
+	cfg := traces.TestingConfig()
 	cfg.Protocol = os.Getenv("SIDECAR_E2E_JAEGER_PROTOCOL")
 	if cfg.Protocol == "" {
-		cfg.Protocol = ProtocolHTTP
+		cfg.Protocol = traces.ProtocolHTTP
 	}
 	cfg.Endpoint = os.Getenv("SIDECAR_E2E_JAEGER_OTLP_HTTP")
-	if cfg.Protocol == ProtocolGRPC {
+	if cfg.Protocol == traces.ProtocolGRPC {
 		cfg.Endpoint, cfg.Insecure = os.Getenv("SIDECAR_E2E_JAEGER_OTLP_GRPC"), true
 	}
 	// Task ids restart at 1 in every test database; the salt keeps this
@@ -74,23 +76,23 @@ func TestJaegerE2E(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	pg := pgtest.NewTasker(t)
-	pool := writerPool(t, pg.URL)
-	logger := testLogger(t)
+	pool := traces.WriterPool(t, pg.URL)
+	logger := traces.NewLogger(t)
 	db, err := collector.Open(collector.Options{URL: pg.URL}, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	exp, err := NewSpanExporter(ctx, cfg)
+	exp, err := otlp.NewSpanExporter(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	traces := NewWorkflowTraces(cfg, exp, db, prometheus.NewRegistry(), logger)
-	defer func() { _ = traces.Shutdown(context.Background()) }()
+	workflows := traces.NewWorkflows(cfg, exp, db, prometheus.NewRegistry(), logger)
+	defer func() { _ = workflows.Shutdown(context.Background()) }()
 	scfg := collector.DefaultStreamConfig()
 	scfg.PollInterval = 50 * time.Millisecond
 	scfg.Checkpoint.File = ""
-	stream := collector.NewStream(db, scfg, nil, nil, logger, collector.WithSink(traces))
+	stream := collector.NewStream(db, scfg, nil, nil, logger, collector.WithSink(workflows))
 	stream.Start(ctx)
 	defer stream.Stop()
 	<-stream.Ready()
@@ -103,7 +105,7 @@ func TestJaegerE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn := pg.Conn(t)
-	want := expectedSpans(t, conn)
+	want := traces.ExpectedSpans(t, conn)
 	var task int64
 	best := -1
 	for id, w := range want {
@@ -115,12 +117,12 @@ func TestJaegerE2E(t *testing.T) {
 		t.Fatal("no task completed in the simulation")
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for testutil.ToFloat64(traces.tasks.WithLabelValues(resultExported)) < float64(len(want)) && time.Now().Before(deadline) {
+	for traces.ExportedRuns(workflows) < float64(len(want)) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	stream.Stop()
 
-	traceID := TaskTraceID(cfg.TraceIDSalt, task).String()
+	traceID := traces.TaskTraceID(cfg.TraceIDSalt, task).String()
 	tags, _ := json.Marshal(map[string]string{"tasker.task_id": fmt.Sprint(task)})
 	u := fmt.Sprintf("%s/api/traces?service=%s&tags=%s&lookback=1h&limit=20", query, cfg.ServiceName, url.QueryEscape(string(tags)))
 	// Earlier runs against the same Jaeger have tasks with the same id
@@ -154,11 +156,11 @@ func TestJaegerE2E(t *testing.T) {
 			t.Errorf("span %s of service %q", s.OperationName, svc)
 		}
 		switch s.OperationName {
-		case SpanTask:
+		case traces.SpanTask:
 			if len(s.References) == 0 {
 				root = s.SpanID
 			}
-		case SpanStep:
+		case traces.SpanStep:
 			steps++
 			for _, r := range s.References {
 				if r.RefType == "FOLLOWS_FROM" {
@@ -173,7 +175,7 @@ func TestJaegerE2E(t *testing.T) {
 		t.Error("no root task span")
 	}
 	for _, s := range tr.Spans {
-		if s.OperationName != SpanStep {
+		if s.OperationName != traces.SpanStep {
 			continue
 		}
 		if len(s.References) == 0 || s.References[0].RefType != "CHILD_OF" || s.References[0].SpanID != root {
@@ -194,11 +196,11 @@ func TestJaegerE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	end.TaskID, end.ToState = task, "complete"
-	exp2, err := NewSpanExporter(ctx, cfg)
+	exp2, err := otlp.NewSpanExporter(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again := NewWorkflowTraces(cfg, exp2, db, nil, logger)
+	again := traces.NewWorkflows(cfg, exp2, db, nil, logger)
 	defer func() { _ = again.Shutdown(context.Background()) }()
 	if err := again.Consume(ctx, []collector.Transition{end}); err != nil {
 		t.Fatal(err)

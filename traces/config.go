@@ -1,4 +1,4 @@
-package exporters
+package traces
 
 import (
 	"fmt"
@@ -10,16 +10,16 @@ import (
 	"time"
 )
 
-// Protocols the OTLP trace exporter speaks.
+// Protocols the OTLP trace exporter (traces/otlp) speaks.
 const (
 	ProtocolGRPC = "grpc"
 	ProtocolHTTP = "http/protobuf"
 )
 
-// TracingConfig configures OTLP trace export (the `tracing:` section):
+// Config configures OTLP trace export (the `tracing:` section):
 // workflow traces built from the transition stream, and the sidecar's own
-// spans. Start from DefaultTracingConfig.
-type TracingConfig struct {
+// spans. Start from DefaultConfig.
+type Config struct {
 	Enabled bool `yaml:"enabled"`
 	// Endpoint of the OTLP receiver: a URL (http://jaeger:4318, or
 	// http://jaeger:4317 for gRPC) or host:port. Empty takes
@@ -71,10 +71,10 @@ type TracingConfig struct {
 	SidecarSamplingRatio float64 `yaml:"sidecar_sampling_ratio"`
 }
 
-// DefaultTracingConfig returns the defaults documented in docs/traces.md.
+// DefaultConfig returns the defaults documented in docs/traces.md.
 // Tracing is off until enabled.
-func DefaultTracingConfig() TracingConfig {
-	return TracingConfig{
+func DefaultConfig() Config {
+	return Config{
 		Timeout:              10 * time.Second,
 		ServiceName:          "tasker",
 		SamplingRatio:        1,
@@ -89,16 +89,16 @@ func DefaultTracingConfig() TracingConfig {
 
 // Validate returns every problem, each prefixed with its key path relative
 // to the tracing section.
-func (c TracingConfig) Validate() []error {
+func (c Config) Validate() []error {
 	var errs []error
 	add := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 	}
 	switch c.Protocol {
 	case "", ProtocolGRPC, ProtocolHTTP:
-		// Empty takes the environment's, which NewSpanExporter refuses
+		// Empty takes the environment's, which otlp.NewSpanExporter refuses
 		// when it is neither.
-		if p := c.protocol(); c.Enabled && p != ProtocolGRPC && p != ProtocolHTTP && p != "http" {
+		if p := c.ResolvedProtocol(); c.Enabled && p != ProtocolGRPC && p != ProtocolHTTP && p != "http" {
 			add("protocol", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf (got %q)", p)
 		}
 	default:
@@ -149,9 +149,10 @@ func validPort(p string) bool {
 	return err == nil && n >= 1
 }
 
-// protocol resolves the protocol: configuration, then the signal-specific
-// and the general OTLP environment variable, then http/protobuf.
-func (c TracingConfig) protocol() string {
+// ResolvedProtocol is the protocol the exporter speaks: configuration,
+// then the signal-specific and the general OTLP environment variable, then
+// http/protobuf. traces/otlp builds its exporter for it.
+func (c Config) ResolvedProtocol() string {
 	if c.Protocol != "" {
 		return c.Protocol
 	}

@@ -1,4 +1,4 @@
-package exporters
+package traces
 
 import (
 	"bytes"

@@ -1,18 +1,17 @@
-package exporters
+package traces
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
@@ -80,26 +79,29 @@ func retriedTask() collector.TaskHistory {
 	}
 }
 
-func testTracing() TracingConfig {
-	c := DefaultTracingConfig()
+func testTracing() Config {
+	c := DefaultConfig()
 	c.Enabled = true
 	c.Timeout = 5 * time.Second
 	return c
 }
 
-func newTestTraces(t *testing.T, cfg TracingConfig, exp sdktrace.SpanExporter, src TaskHistorySource) (*WorkflowTraces, *prometheus.Registry) {
+func newTestTraces(t *testing.T, cfg Config, exp sdktrace.SpanExporter, src TaskHistorySource) (*Workflows, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w := NewWorkflowTraces(cfg, exp, src, reg, slog.New(slog.DiscardHandler))
+	w := NewWorkflows(cfg, exp, src, reg, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { _ = w.Shutdown(context.Background()) })
 	return w, reg
 }
 
+// grpcExporter is the exporter otlp.NewSpanExporter builds for protocol
+// grpc, endpoint addr, insecure and testTracing's timeout. It is built here
+// because this internal test cannot import traces/otlp, which imports
+// traces; otlp_test.go covers NewSpanExporter itself.
 func grpcExporter(t *testing.T, addr string) sdktrace.SpanExporter {
 	t.Helper()
-	cfg := testTracing()
-	cfg.Protocol, cfg.Endpoint, cfg.Insecure = ProtocolGRPC, addr, true
-	exp, err := NewSpanExporter(context.Background(), cfg)
+	exp, err := otlptracegrpc.New(context.Background(),
+		otlptracegrpc.WithEndpoint(addr), otlptracegrpc.WithInsecure(), otlptracegrpc.WithTimeout(testTracing().Timeout))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +133,7 @@ func TestTaskTraceID(t *testing.T) {
 		t.Error("salt or task id does not change the trace id")
 	}
 	// Ratio sampling reads the low bytes; sequential task ids must spread.
-	w := NewWorkflowTraces(TracingConfig{SamplingRatio: 0.5, ServiceName: "tasker", MaxSpansPerTrace: 1}, nil, nil, nil, nil)
+	w := NewWorkflows(Config{SamplingRatio: 0.5, ServiceName: "tasker", MaxSpansPerTrace: 1}, nil, nil, nil, nil)
 	n := 0
 	for id := int64(1); id <= 10000; id++ {
 		if _, ok := w.TraceID(id); ok {
@@ -456,163 +458,5 @@ func TestWorkflowTracesRetryAfterReceiverFailure(t *testing.T) {
 	w.keep([]taskEnd{{taskID: 1}, {taskID: 2}})
 	if n := testutil.ToFloat64(w.tasks.WithLabelValues(resultDropped)); n != 2 {
 		t.Errorf("dropped = %v, want 2", n)
-	}
-}
-
-func TestWorkflowTracesOverHTTP(t *testing.T) {
-	t.Parallel()
-	recv, url := startHTTPReceiver(t)
-	cfg := testTracing()
-	cfg.Protocol, cfg.Endpoint = ProtocolHTTP, url
-	cfg.Headers = map[string]string{"X-Tenant": "acme"}
-	exp, err := NewSpanExporter(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := newTestTraces(t, cfg, exp, &fakeHistories{tasks: map[int64]collector.TaskHistory{42: retriedTask()}})
-	if err := w.Consume(context.Background(), []collector.Transition{ended(42, "complete", 20)}); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(recv.all()); n != 4 {
-		t.Errorf("received %d spans over HTTP, want 4", n)
-	}
-	if h := recv.lastHeaders(); h["X-Tenant"] != "acme" {
-		t.Errorf("headers %v lack the configured header", h)
-	}
-}
-
-// The standard environment variables choose the protocol, endpoint and
-// headers when the configuration leaves them empty. Not parallel: Setenv.
-func TestExporterHonoursOTLPEnvironment(t *testing.T) {
-	httpRecv, url := startHTTPReceiver(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
-	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cr3t,x-scope=tasker")
-	exportOne(t, testTracing())
-	if n := len(httpRecv.all()); n != 4 {
-		t.Fatalf("HTTP receiver from the environment got %d spans", n)
-	}
-	if h := httpRecv.lastHeaders(); h["Authorization"] != "Bearer s3cr3t" || h["X-Scope"] != "tasker" {
-		t.Errorf("headers from OTEL_EXPORTER_OTLP_HEADERS missing: %v", h)
-	}
-
-	grpcRecv, addr := startGRPCReceiver(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"+addr)
-	exportOne(t, testTracing())
-	if n := len(grpcRecv.all()); n != 4 {
-		t.Fatalf("gRPC receiver from the traces-specific variables got %d spans", n)
-	}
-	if h := grpcRecv.lastHeaders(); h["x-scope"] != "tasker" {
-		t.Errorf("gRPC metadata lacks the environment headers: %v", h)
-	}
-}
-
-func exportOne(t *testing.T, cfg TracingConfig) {
-	t.Helper()
-	exp, err := NewSpanExporter(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := newTestTraces(t, cfg, exp, &fakeHistories{tasks: map[int64]collector.TaskHistory{42: retriedTask()}})
-	if err := w.Consume(context.Background(), []collector.Transition{ended(42, "complete", 20)}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestTracingConfigValidate(t *testing.T) {
-	t.Parallel()
-	if errs := DefaultTracingConfig().Validate(); len(errs) != 0 {
-		t.Fatalf("defaults invalid: %v", errs)
-	}
-	c := DefaultTracingConfig()
-	c.Protocol = "http/json"
-	c.Endpoint = "jaeger"
-	c.Timeout = 0
-	c.ServiceName = ""
-	c.SamplingRatio = 1.5
-	c.MaxSpansPerSecond = -1
-	c.MaxSpansPerTrace = 0
-	var got []string
-	for _, err := range c.Validate() {
-		got = append(got, err.Error())
-	}
-	for _, want := range []string{"protocol:", "endpoint:", "timeout:", "service_name:", "sampling_ratio:", "max_spans_per_second:", "max_spans_per_trace:"} {
-		if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, want) }) {
-			t.Errorf("no error for %s in %v", want, got)
-		}
-	}
-	c = DefaultTracingConfig()
-	c.Endpoint = "ftp://x:1"
-	if len(c.Validate()) != 1 {
-		t.Error("ftp endpoint accepted")
-	}
-}
-
-func TestNewSpanExporterRejectsUnknownProtocol(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-	if _, err := NewSpanExporter(context.Background(), testTracing()); err == nil {
-		t.Error("http/json accepted")
-	}
-}
-
-func TestTracesPath(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"http://jaeger:4318":            "/v1/traces",
-		"http://jaeger:4318/":           "/v1/traces",
-		"https://otlp.example/api/v1/x": "",
-	} {
-		if got := tracesPath(in); got != want {
-			t.Errorf("tracesPath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-// Configured headers are added to the environment's, and win on a
-// conflict: a token the pod gets through OTEL_EXPORTER_OTLP_HEADERS is not
-// lost when the config adds a tenant header. Not parallel: Setenv.
-func TestConfiguredHeadersAddToTheEnvironment(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cr3t,x-tenant=from-env")
-	cfg := testTracing()
-	cfg.Headers = map[string]string{"X-Tenant": "acme", "x-config": "c"}
-
-	httpRecv, url := startHTTPReceiver(t)
-	cfg.Protocol, cfg.Endpoint = ProtocolHTTP, url
-	exportOne(t, cfg)
-	if h := httpRecv.lastHeaders(); h["Authorization"] != "Bearer s3cr3t" || h["X-Tenant"] != "acme" || h["X-Config"] != "c" {
-		t.Errorf("HTTP headers = %v, want the environment's authorization and the configured x-tenant and x-config", h)
-	}
-
-	grpcRecv, addr := startGRPCReceiver(t)
-	cfg.Protocol, cfg.Endpoint, cfg.Insecure = ProtocolGRPC, addr, true
-	exportOne(t, cfg)
-	if h := grpcRecv.lastHeaders(); h["authorization"] != "Bearer s3cr3t" || h["x-tenant"] != "acme" || h["x-config"] != "c" {
-		t.Errorf("gRPC metadata = %v, want the environment's authorization and the configured x-tenant and x-config", h)
-	}
-}
-
-func TestMergedHeaders(t *testing.T) {
-	for _, tc := range []struct {
-		name           string
-		generic, trace string
-		cfg            map[string]string
-		want           map[string]string
-	}{
-		{"config only", "", "", map[string]string{"a": "1"}, map[string]string{"a": "1"}},
-		{"generic and config", "b=2, a=0", "", map[string]string{"a": "1"}, map[string]string{"a": "1", "b": "2"}},
-		{"the traces variable replaces the generic one", "b=2", "c=3", map[string]string{"a": "1"}, map[string]string{"a": "1", "c": "3"}},
-		{"percent-encoded values", "auth=Basic%20eDp5", "", nil, map[string]string{"auth": "Basic eDp5"}},
-		{"malformed pairs are skipped", "novalue,=x,bad=%zz,ok=1", "", nil, map[string]string{"ok": "1"}},
-		{"names match whatever their case", "authorization=env,b=2", "", map[string]string{"Authorization": "cfg"},
-			map[string]string{"Authorization": "cfg", "b": "2"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			env := map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": tc.generic, "OTEL_EXPORTER_OTLP_TRACES_HEADERS": tc.trace}
-			got := mergedHeaders(tc.cfg, func(k string) string { return env[k] })
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
-			}
-		})
 	}
 }
