@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
 )
 
 // Scope narrows the bottleneck analysis; empty fields do not filter. It
@@ -237,7 +239,7 @@ func recommend(b *Bottlenecks) []string {
 	a := b.BottleneckAnalysis
 	if n, total := slowOver(a.SlowestTasks, 60); n > 0 {
 		out = append(out, fmt.Sprintf("Consider optimizing long-running tasks (%ss average)",
-			rubyFloat(roundHalfAway(total/float64(len(a.SlowestTasks)), 1))))
+			Float(rubyjson.Round(total/float64(len(a.SlowestTasks)), 1))))
 	}
 	retried := 0
 	for _, s := range a.SlowestSteps {

@@ -7,26 +7,10 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
+	"github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
 )
-
-// Float is a computed (not database) number, rendered as Ruby renders a
-// Float so that Tasker clients see the same text.
-type Float float64
-
-// MarshalJSON renders f as Ruby's Float#to_s.
-func (f Float) MarshalJSON() ([]byte, error) {
-	v := float64(f)
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return []byte("null"), nil
-	}
-	return []byte(rubyFloat(v)), nil
-}
-
-// roundHalfAway rounds as Ruby's Float#round does for the values we make.
-func roundHalfAway(x float64, places int) float64 {
-	p := math.Pow(10, float64(places))
-	return math.Round(x*p) / p
-}
 
 // Weights of Tasker's dependency_graph configuration defaults, as
 // lib/tasker/analysis/runtime_graph_analyzer.rb applies them (docs/analytics.md).
@@ -437,7 +421,7 @@ func (g *analyzer) leaves() []int64 {
 	return orEmpty(r)
 }
 
-func completedState(s string) bool { return s == StateComplete || s == StateResolvedManually }
+func completedState(s string) bool { return engine.SatisfiesDependency(s) }
 
 func (g *analyzer) criticalPaths(maxPaths int) CriticalPaths {
 	cp := CriticalPaths{RootNodes: g.roots(), LeafNodes: g.leaves(), Paths: []PathInfo{}}
@@ -572,7 +556,7 @@ func (g *analyzer) pathInfo(path []int64, health float64) PathInfo {
 	raw := 10*n - penaltyCompleted*float64(p.CompletedSteps) + penaltyBlocked*float64(p.BlockedSteps)*health +
 		penaltyError*float64(p.ErrorSteps)*health + penaltyRetry*float64(p.RetrySteps) + 2*float64(p.EstimatedDuration)/60
 	p.CriticalityScore = Float(max(0, raw*(1-0.3*completion/100)))
-	p.CompletionPercentage = Float(roundHalfAway(completion, 1))
+	p.CompletionPercentage = Float(rubyjson.Round(completion, 1))
 	return p
 }
 
@@ -654,7 +638,7 @@ func (g *analyzer) parallelism() Parallelism {
 		p.Levels = append(p.Levels, ls)
 	}
 	if len(p.Levels) > 0 {
-		p.ParallelismEfficiency = Float(roundHalfAway(float64(highLevels)/float64(len(p.Levels))*100, 1))
+		p.ParallelismEfficiency = Float(rubyjson.Round(float64(highLevels)/float64(len(p.Levels))*100, 1))
 	}
 	return p
 }
@@ -719,7 +703,7 @@ func (g *analyzer) errorChains(now time.Time) ErrorChains {
 		return ec
 	}
 	if c.TotalSteps > 0 {
-		ec.ErrorPercentage = Float(roundHalfAway(float64(c.FailedSteps)/float64(c.TotalSteps)*100, 1))
+		ec.ErrorPercentage = Float(rubyjson.Round(float64(c.FailedSteps)/float64(c.TotalSteps)*100, 1))
 	}
 	for i := range g.steps {
 		s := &g.steps[i]
@@ -776,7 +760,7 @@ func (g *analyzer) bottlenecks(now time.Time) GraphBottlenecks {
 	c := g.ctx
 	gb := GraphBottlenecks{Bottlenecks: []GraphBottleneck{}, OverallImpact: "None"}
 	if c.TotalSteps > 0 {
-		gb.FailedStepsRatio = Float(roundHalfAway(float64(c.FailedSteps)/float64(c.TotalSteps)*100, 1))
+		gb.FailedStepsRatio = Float(rubyjson.Round(float64(c.FailedSteps)/float64(c.TotalSteps)*100, 1))
 	}
 	if c.FailedSteps == 0 && c.PendingSteps == 0 && c.ReadySteps == c.TotalSteps {
 		return gb
@@ -817,7 +801,7 @@ func (g *analyzer) bottlenecks(now time.Time) GraphBottlenecks {
 		if s.Exhausted() {
 			p += 20
 		}
-		score := int64(roundHalfAway(float64(weightDownstream*len(down)+weightBlocked*len(blocked))*m+p, 0))
+		score := int64(rubyjson.Round(float64(weightDownstream*len(down)+weightBlocked*len(blocked))*m+p, 0))
 		gb.Bottlenecks = append(gb.Bottlenecks, GraphBottleneck{
 			StepID: s.WorkflowStepID, StepName: s.Name, CurrentState: s.CurrentState,
 			BottleneckType: bottleneckType(s), ImpactScore: score, Severity: priorityLevel(int(score)),

@@ -8,16 +8,18 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
-// Step states, as Tasker stores them.
+// Step states, as Tasker stores them (package engine names them).
 const (
-	StatePending          = "pending"
-	StateInProgress       = "in_progress"
-	StateComplete         = "complete"
-	StateError            = "error"
-	StateCancelled        = "cancelled"
-	StateResolvedManually = "resolved_manually"
+	StatePending          = engine.Pending
+	StateInProgress       = engine.InProgress
+	StateComplete         = engine.Complete
+	StateError            = engine.Error
+	StateCancelled        = engine.Cancelled
+	StateResolvedManually = engine.ResolvedManually
 )
 
 // StepReadiness is one row of get_step_readiness_status (v02), followed by

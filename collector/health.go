@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // The queries below reproduce get_system_health_counts_v01 (docs/tasker-semantics.md#health-counts)
@@ -211,17 +213,17 @@ func (s *Snapshot) tallyTasks() {
 	for _, g := range s.Tasks {
 		c.TotalTasks += g.Count
 		switch g.State {
-		case "pending":
+		case engine.Pending:
 			c.PendingTasks += g.Count
-		case "in_progress":
+		case engine.InProgress:
 			c.InProgressTasks += g.Count
-		case "complete":
+		case engine.Complete:
 			c.CompleteTasks += g.Count
-		case "error":
+		case engine.Error:
 			c.ErrorTasks += g.Count
-		case "cancelled":
+		case engine.Cancelled:
 			c.CancelledTasks += g.Count
-		case "resolved_manually":
+		case engine.ResolvedManually:
 			s.ResolvedManuallyTasks += g.Count
 		}
 	}
@@ -240,17 +242,17 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 			retryCounts{retryable: g.retryable, exhausted: g.exhausted, backoff: g.backoff})
 		s.OldestInProgressStep = earliest(s.OldestInProgressStep, g.oldestInProgress)
 		switch g.State {
-		case "pending":
+		case engine.Pending:
 			c.PendingSteps += g.Count
-		case "in_progress":
+		case engine.InProgress:
 			c.InProgressSteps += g.Count
-		case "complete":
+		case engine.Complete:
 			c.CompleteSteps += g.Count
-		case "error":
+		case engine.Error:
 			c.ErrorSteps += g.Count
-		case "cancelled":
+		case engine.Cancelled:
 			s.CancelledSteps += g.Count
-		case "resolved_manually":
+		case engine.ResolvedManually:
 			s.ResolvedManuallySteps += g.Count
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // group is a (namespace, task name) pair, the breakdown of Snapshot.Tasks
@@ -106,13 +108,13 @@ func (s *countState) moveTask(g group, from, to string) {
 func (s *countState) moveStep(g group, stepID int64, from, to string, class uint8, at time.Time) {
 	move(s.steps, g, from, to)
 	delete(s.inProgress, stepID)
-	if to == "in_progress" {
+	if to == engine.InProgress {
 		s.inProgress[stepID] = at
 	}
-	if from == "error" {
+	if from == engine.Error {
 		s.clearErrorStep(stepID)
 	}
-	if to == "error" {
+	if to == engine.Error {
 		s.clearErrorStep(stepID) // a missed exit must not count the step twice
 		s.setErrorStep(stepID, class, g)
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // OtherLabel is the namespace and task label of (namespace, task) pairs
@@ -299,12 +301,12 @@ func (m *streamMetrics) emit(t table, r *row, ns, task string, ex prometheus.Lab
 		from = *r.fromState
 	}
 	switch {
-	case from == "in_progress" && (to == "complete" || to == "error" || to == "cancelled") && r.fromAt != nil:
+	case from == engine.InProgress && engine.EndsAttempt(to) && r.fromAt != nil:
 		m.observe(m.stepDuration.WithLabelValues(ns, task, to), r.at.Sub(*r.fromAt), ex)
-	case from == "error" && (to == "pending" || to == "in_progress"):
+	case engine.IsRetry(from, to):
 		m.inc(m.stepRetries.WithLabelValues(ns, task), ex)
 	}
-	if to == "in_progress" && r.lastErrorAt != nil {
+	if to == engine.InProgress && r.lastErrorAt != nil {
 		m.observe(m.stepBackoff.WithLabelValues(ns, task), r.at.Sub(*r.lastErrorAt), ex)
 	}
 }

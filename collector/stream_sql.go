@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // The stream's reads. Every query takes the same three inputs: the
@@ -30,18 +32,11 @@ import (
 // arithmetic (docs/tasker-semantics.md#how-transitions-are-written).
 
 // terminalTaskStates end a run of a task: its span ends there and the task
-// duration is observed. Only cancelled is final in Tasker's machine
-// (docs/tasker-semantics.md#states-and-state-machines); the others can be followed by a retry or a cancellation,
-// which starts a new run.
-var terminalTaskStates = []string{"complete", "error", "cancelled", "resolved_manually"}
+// duration is observed (engine.RunEndStates). The queries take them as a
+// parameter.
+var terminalTaskStates = engine.RunEndStates()
 
-func isTerminalTaskState(s string) bool {
-	switch s {
-	case "complete", "error", "cancelled", "resolved_manually":
-		return true
-	}
-	return false
-}
+func isTerminalTaskState(s string) bool { return engine.EndsRun(s) }
 
 const newAndLate = `
     (SELECT * FROM %[1]s WHERE id > $1 ORDER BY id LIMIT $2)
@@ -89,7 +84,7 @@ LEFT JOIN LATERAL (
     WHERE p.task_id = n.task_id AND p.sort_key < n.sort_key
     ORDER BY p.sort_key DESC LIMIT 1) p ON true
 LEFT JOIN LATERAL (
-    SELECT t.named_task_id, t.created_at FROM tasker_tasks t WHERE t.task_id = n.task_id LIMIT 1) t ON true`, fmt.Sprintf(newAndLate, "tasker_task_transitions"))
+    SELECT t.named_task_id, t.created_at FROM tasker_tasks t WHERE t.task_id = n.task_id LIMIT 1) t ON true`, fmt.Sprintf(newAndLate, engine.RailsTables.TaskTransitions))
 
 // The retry class uses the step's columns as they are now, with the same
 // NULL handling as the full count (stepGroupsSQL): a NULL comparison
@@ -115,7 +110,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT s.task_id, s.attempts, s.retry_limit, s.retryable, s.last_attempted_at
     FROM tasker_workflow_steps s WHERE s.workflow_step_id = n.workflow_step_id LIMIT 1) s ON true
-LEFT JOIN LATERAL (SELECT t.named_task_id FROM tasker_tasks t WHERE t.task_id = s.task_id LIMIT 1) t ON true`, fmt.Sprintf(newAndLate, "tasker_workflow_step_transitions"))
+LEFT JOIN LATERAL (SELECT t.named_task_id FROM tasker_tasks t WHERE t.task_id = s.task_id LIMIT 1) t ON true`, fmt.Sprintf(newAndLate, engine.RailsTables.StepTransitions))
 
 // The classes of the steps currently in error, in the full count's
 // snapshot, with the full count's definitions (docs/tasker-semantics.md#health-counts).
@@ -221,7 +216,8 @@ const (
 )
 
 func (t table) String() string {
-	return [...]string{"tasker_tasks", "tasker_workflow_steps", "tasker_task_transitions", "tasker_workflow_step_transitions"}[t]
+	tables := engine.RailsTables
+	return [...]string{tables.Tasks, tables.Steps, tables.TaskTransitions, tables.StepTransitions}[t]
 }
 
 func (t table) idColumn() string {

@@ -1,17 +1,20 @@
 package collector
 
-import "time"
+import (
+	"time"
 
-// Retry classes of steps in error, as get_system_health_counts_v01 defines
-// them (in_backoff is a subset of retryable).
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
+)
+
+// Retry classes of steps in error, named in package engine.
 const (
-	RetryClassRetryable = "retryable"
-	RetryClassExhausted = "exhausted"
-	RetryClassInBackoff = "in_backoff"
+	RetryClassRetryable = engine.RetryClassRetryable
+	RetryClassExhausted = engine.RetryClassExhausted
+	RetryClassInBackoff = engine.RetryClassInBackoff
 )
 
 // States are the six states Tasker's state machines use for tasks and steps.
-var States = []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"}
+var States = engine.States()
 
 // HealthCounts has exactly the columns and semantics of Tasker's
 // get_system_health_counts_v01() (docs/tasker-semantics.md#health-counts). Entities with no

@@ -13,6 +13,8 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/statetimeline"
 	"github.com/grafana/grafana-foundation-sdk/go/table"
 	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // query is one PromQL expression of a panel. Range windows are written
@@ -44,8 +46,8 @@ func withExemplars(expr, legend string) query {
 // quantile.
 
 // finalTaskStates are the task states a run ends in (error included: a
-// retried task can end again).
-const finalTaskStates = `complete|error|cancelled|resolved_manually`
+// retried task can end again), as a PromQL regular expression.
+var finalTaskStates = strings.Join(engine.RunEndStates(), "|")
 
 // rateOf is the per-second rate of a counter, keeping the labels in by.
 func rateOf(metric, selector string, by ...string) string {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // DefaultMaxGroups caps the (namespace, task) pairs exported by name.
@@ -134,17 +135,17 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(desc, max(rest, 0), StateNew)
 	}
 	byState(d.tasks, c.TotalTasks, map[string]int64{
-		"pending": c.PendingTasks, "in_progress": c.InProgressTasks, "complete": c.CompleteTasks,
-		"error": c.ErrorTasks, "cancelled": c.CancelledTasks, "resolved_manually": snap.ResolvedManuallyTasks,
+		engine.Pending: c.PendingTasks, engine.InProgress: c.InProgressTasks, engine.Complete: c.CompleteTasks,
+		engine.Error: c.ErrorTasks, engine.Cancelled: c.CancelledTasks, engine.ResolvedManually: snap.ResolvedManuallyTasks,
 	})
 	byState(d.steps, c.TotalSteps, map[string]int64{
-		"pending": c.PendingSteps, "in_progress": c.InProgressSteps, "complete": c.CompleteSteps,
-		"error": c.ErrorSteps, "cancelled": snap.CancelledSteps, "resolved_manually": snap.ResolvedManuallySteps,
+		engine.Pending: c.PendingSteps, engine.InProgress: c.InProgressSteps, engine.Complete: c.CompleteSteps,
+		engine.Error: c.ErrorSteps, engine.Cancelled: snap.CancelledSteps, engine.ResolvedManually: snap.ResolvedManuallySteps,
 	})
 
-	gauge(d.errorSteps, c.RetryableErrorSteps, "retryable")
-	gauge(d.errorSteps, c.ExhaustedRetrySteps, "exhausted")
-	gauge(d.errorSteps, c.InBackoffSteps, "in_backoff")
+	gauge(d.errorSteps, c.RetryableErrorSteps, engine.RetryClassRetryable)
+	gauge(d.errorSteps, c.ExhaustedRetrySteps, engine.RetryClassExhausted)
+	gauge(d.errorSteps, c.InBackoffSteps, engine.RetryClassInBackoff)
 	now := d.now()
 	age := func(since time.Time) float64 {
 		if since.IsZero() {
@@ -152,9 +153,9 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return max(now.Sub(since).Seconds(), 0)
 	}
-	ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestInProgressStep), "in_progress")
+	ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestInProgressStep), engine.InProgress)
 	if !snap.OldestRetryableUnknown {
-		ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestRetryableErrorStep), "error")
+		ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestRetryableErrorStep), engine.Error)
 	}
 	gauge(d.connActive, c.ActiveConnections)
 	gauge(d.connMax, c.MaxConnections)
@@ -289,13 +290,13 @@ func stateLabel(s string) (string, bool) {
 	if s == "" {
 		return StateNew, true
 	}
-	return s, slices.Contains(collector.States, s)
+	return s, engine.IsState(s)
 }
 
 // retryClassLabel keeps the retry_class label to the three classes.
 func retryClassLabel(s string) (string, bool) {
 	switch s {
-	case collector.RetryClassRetryable, collector.RetryClassExhausted, collector.RetryClassInBackoff:
+	case engine.RetryClassRetryable, engine.RetryClassExhausted, engine.RetryClassInBackoff:
 		return s, true
 	}
 	return "", false

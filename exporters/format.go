@@ -1,62 +1,37 @@
 package exporters
 
 import (
-	"math"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	credentials "github.com/tasker-systems/tasker-sidecar/internal/redact"
+	"github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
 )
 
-// railsTime renders like Rails renders a TimeWithZone in JSON, so clients
-// written against Tasker parse our timestamps unchanged.
-type railsTime time.Time
-
-func (t railsTime) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Time(t).UTC().Format("2006-01-02T15:04:05.000Z") + `"`), nil
-}
-
-// liveTime matches Tasker's live endpoint, which calls .iso8601 explicitly and
-// so has no fraction.
-type liveTime time.Time
-
-func (t liveTime) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Time(t).UTC().Format("2006-01-02T15:04:05Z") + `"`), nil
-}
-
-// jsonFloat always carries a decimal point: Ruby clients (and Tasker's specs)
-// tell 5 from 5.0 when parsing, and Tasker sends floats for these fields.
-type jsonFloat float64
-
-func (f jsonFloat) MarshalJSON() ([]byte, error) {
-	v := float64(f)
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return []byte("null"), nil
-	}
-	b := strconv.AppendFloat(nil, v, 'f', -1, 64)
-	if !strings.ContainsRune(string(b), '.') {
-		b = append(b, ".0"...)
-	}
-	return b, nil
-}
+// Tasker's JSON conventions live in internal/rubyjson; these names keep
+// the handlers short.
+type (
+	// railsTime renders as Rails renders a TimeWithZone: UTC, milliseconds.
+	railsTime = rubyjson.Time
+	// liveTime matches Tasker's live endpoint, which calls .iso8601
+	// explicitly and so has no fraction.
+	liveTime = rubyjson.ISO8601
+	// jsonFloat always carries a decimal point: Ruby clients (and Tasker's
+	// specs) tell 5 from 5.0 when parsing, and Tasker sends floats for
+	// these fields.
+	jsonFloat = rubyjson.PlainFloat
+)
 
 // round rounds half away from zero, as Ruby's Float#round does.
-func round(x float64, places int) float64 {
-	p := math.Pow(10, float64(places))
-	return math.Round(x*p) / p
-}
+func round(x float64, places int) float64 { return rubyjson.Round(x, places) }
 
-func seconds(d time.Duration) jsonFloat { return jsonFloat(round(d.Seconds(), 6)) }
+func seconds(d time.Duration) jsonFloat { return rubyjson.Seconds(d) }
 
 // rubySeconds formats a duration the way Ruby prints a Float, because
 // Tasker's timeout message interpolates one ("after 5.0 seconds").
-func rubySeconds(d time.Duration) string {
-	b, _ := jsonFloat(d.Seconds()).MarshalJSON()
-	return string(b)
-}
+func rubySeconds(d time.Duration) string { return rubyjson.Float(d.Seconds()).String() }
 
 // Classes of error_class beyond collector's refresh reasons (timeout,
 // connection, query, schema).

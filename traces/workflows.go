@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // Span names, as Tasker's TelemetrySubscriber names them (docs/traces.md,
@@ -309,13 +310,7 @@ func (w *Workflows) Shutdown(ctx context.Context) error {
 	return errors.Join(w.tp.Shutdown(ctx), w.exp.Shutdown(ctx))
 }
 
-func isTerminalTask(s string) bool {
-	switch s {
-	case "complete", "error", "cancelled", "resolved_manually":
-		return true
-	}
-	return false
-}
+func isTerminalTask(s string) bool { return engine.EndsRun(s) }
 
 // attempt is one execution of a step: from an in_progress row to the row
 // after it; or a failure before any execution (an error row not preceded by
@@ -406,9 +401,9 @@ func (w *Workflows) build(h collector.TaskHistory, e taskEnd) (int, bool) {
 	}
 
 	switch last.ToState {
-	case "complete":
+	case engine.Complete:
 		runSpan.SetStatus(codes.Ok, "")
-	case "error":
+	case engine.Error:
 		runSpan.SetStatus(codes.Error, "task failed")
 	}
 	if dropped > 0 {
@@ -442,7 +437,7 @@ func (w *Workflows) stepSpan(ctx context.Context, h collector.TaskHistory, trace
 		attrs = append(attrs, attribute.String("tasker.backoff_request_seconds", strconv.Itoa(int(*s.BackoffRequestSeconds))))
 	}
 	errMsg := ""
-	if a.end.ToState == "error" && a.last && s.Error != "" {
+	if a.end.ToState == engine.Error && a.last && s.Error != "" {
 		errMsg = s.Error
 		attrs = append(attrs, attribute.String("tasker.error", s.Error), attribute.String("tasker.exception_class", s.ErrorClass))
 	}
@@ -459,9 +454,9 @@ func (w *Workflows) stepSpan(ctx context.Context, h collector.TaskHistory, trace
 		trace.WithTimestamp(a.start.At), trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attrs...), trace.WithLinks(links...))
 	switch a.end.ToState {
-	case "complete":
+	case engine.Complete:
 		span.SetStatus(codes.Ok, "")
-	case "error":
+	case engine.Error:
 		if errMsg == "" {
 			errMsg = "step failed"
 		}
@@ -491,7 +486,7 @@ func stepActivity(h collector.TaskHistory, traceID trace.TraceID) ([]attempt, []
 				prev = s.Transitions[j-1].ToState
 			}
 			switch {
-			case t.ToState == "in_progress" && j+1 < len(s.Transitions):
+			case t.ToState == engine.InProgress && j+1 < len(s.Transitions):
 				n++
 				a := attempt{step: s, number: n, start: t, end: s.Transitions[j+1],
 					spanID: spanIDFor(traceID, "step", s.StepID, int64(t.SortKey))}
@@ -499,18 +494,18 @@ func stepActivity(h collector.TaskHistory, traceID trace.TraceID) ([]attempt, []
 					a.waited = t.At.Sub(lastFailure)
 				}
 				attempts = append(attempts, a)
-			case t.ToState == "in_progress":
+			case t.ToState == engine.InProgress:
 				// Still running: its span comes with the run it ends in.
-			case prev == "in_progress":
+			case prev == engine.InProgress:
 				// The end of an attempt, drawn by it.
-			case t.ToState == "error":
+			case t.ToState == engine.Error:
 				n++
 				attempts = append(attempts, attempt{step: s, number: n, start: t, end: t, preflight: true,
 					spanID: spanIDFor(traceID, "step", s.StepID, int64(t.SortKey))})
 			default:
 				events = append(events, stepEvent{s, t})
 			}
-			if t.ToState == "error" {
+			if t.ToState == engine.Error {
 				lastFailure = t.At
 			}
 		}
@@ -528,7 +523,7 @@ func completedAttempt(all []attempt, step int64, at time.Time) (trace.SpanID, bo
 	var best *attempt
 	for i := range all {
 		a := &all[i]
-		if a.step.StepID == step && a.end.ToState == "complete" && !a.end.At.After(at) {
+		if a.step.StepID == step && a.end.ToState == engine.Complete && !a.end.At.After(at) {
 			if best == nil || a.end.At.After(best.end.At) {
 				best = a
 			}

@@ -5,9 +5,10 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
 )
 
 // Resources with a built-in policy: the expensive results Tasker caches,
@@ -383,7 +384,7 @@ func (t TaskerConfig) validate() []error {
 	}
 	unit := func(key string, v float64) {
 		if !(v >= 0 && v <= 1) { // NaN fails too
-			errs = append(errs, fmt.Errorf("%s: %s must be between 0.0 and 1.0 (got: %s)", key, key, rubyFloat(v)))
+			errs = append(errs, fmt.Errorf("%s: %s must be between 0.0 and 1.0 (got: %s)", key, key, rubyjson.Float(v)))
 		}
 	}
 	positive("default_ttl", t.DefaultTTL)
@@ -398,14 +399,4 @@ func (t TaskerConfig) validate() []error {
 	unit("cache_pressure_threshold", t.CachePressureThreshold)
 	positive("adaptive_calculation_interval", t.AdaptiveCalculationInterval)
 	return errs
-}
-
-// rubyFloat prints a float as Ruby's Float#to_s does for ordinary values
-// (1.5, 2.0), so messages match Tasker's.
-func rubyFloat(f float64) string {
-	s := strconv.FormatFloat(f, 'f', -1, 64)
-	if !strings.ContainsAny(s, ".eEnN") {
-		s += ".0"
-	}
-	return s
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 //go:embed tasker.sql
@@ -18,16 +20,7 @@ func DDL() string { return ddl }
 
 // Required lists the Tasker tables the sidecar queries. A database missing any of
 // them is not a Tasker database the sidecar can observe.
-var Required = []string{
-	"tasker_tasks",
-	"tasker_workflow_steps",
-	"tasker_task_transitions",
-	"tasker_workflow_step_transitions",
-	"tasker_named_tasks",
-	"tasker_task_namespaces",
-	"tasker_named_steps",
-	"tasker_workflow_step_edges",
-}
+var Required = engine.RailsTables.List()
 
 // Apply creates the schema. It is idempotent, so it can run on every demo start.
 func Apply(ctx context.Context, conn *pgx.Conn) error {

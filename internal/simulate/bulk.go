@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // Bulk writes tasks of history, created over opts.History up to opts.Now and
@@ -317,6 +319,7 @@ func (b *batch) reserveIDs(ctx context.Context, pool *pgxpool.Pool, seqs seqName
 // write copies the batch in one transaction, parents before children.
 func (b *batch) write(ctx context.Context, pool *pgxpool.Pool, skipFK bool) (Stats, error) {
 	var s Stats
+	tables := engine.RailsTables
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		copies := []struct {
 			table string
@@ -324,11 +327,11 @@ func (b *batch) write(ctx context.Context, pool *pgxpool.Pool, skipFK bool) (Sta
 			src   pgx.CopyFromSource
 			n     *int64
 		}{
-			{"tasker_tasks", taskCols(), b.taskSource(), &s.Tasks},
-			{"tasker_workflow_steps", stepCols(), b.stepSource(), &s.Steps},
-			{"tasker_workflow_step_edges", edgeCols(), b.edgeSource(), &s.Edges},
-			{"tasker_task_transitions", transCols("task_id"), b.transSource(b.taskTrans, b.taskIDs), &s.TaskTransitions},
-			{"tasker_workflow_step_transitions", transCols("workflow_step_id"), b.transSource(b.stepTrans, b.stepIDs), &s.StepTransitions},
+			{tables.Tasks, taskCols(), b.taskSource(), &s.Tasks},
+			{tables.Steps, stepCols(), b.stepSource(), &s.Steps},
+			{tables.StepEdges, edgeCols(), b.edgeSource(), &s.Edges},
+			{tables.TaskTransitions, transCols("task_id"), b.transSource(b.taskTrans, b.taskIDs), &s.TaskTransitions},
+			{tables.StepTransitions, transCols("workflow_step_id"), b.transSource(b.stepTrans, b.stepIDs), &s.StepTransitions},
 		}
 		if skipFK {
 			// The rows reference catalog rows and rows copied earlier in this

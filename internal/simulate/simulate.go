@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // Options tunes the generated workload. The zero value is usable: zero fields
@@ -169,17 +171,17 @@ const (
 func (s state) String() string {
 	switch s {
 	case pending:
-		return "pending"
+		return engine.Pending
 	case inProgress:
-		return "in_progress"
+		return engine.InProgress
 	case complete:
-		return "complete"
+		return engine.Complete
 	case errored:
-		return "error"
+		return engine.Error
 	case cancelled:
-		return "cancelled"
+		return engine.Cancelled
 	case resolved:
-		return "resolved_manually"
+		return engine.ResolvedManually
 	}
 	return ""
 }
