@@ -1,63 +1,13 @@
 package analytics
 
 import (
-	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
 	"time"
 )
 
-func TestDecimalRendersAsRubyFloat(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"50.00", "50.0"},
-		{"0.500", "0.5"},
-		{"180.003", "180.003"},
-		{"0", "0.0"},
-		{"0.0", "0.0"},
-		{"100.00", "100.0"},
-		{"255.001", "255.001"},
-		{"-1.50", "-1.5"},
-		{"0.0001", "0.0001"},
-		{"0.00001", "1.0e-05"},
-		{"12345678901234567", "1.2345678901234568e+16"},
-		{"", "null"},
-	} {
-		b, err := json.Marshal(Decimal(tc.in))
-		if err != nil || string(b) != tc.want {
-			t.Errorf("%q: got %s (%v), want %s", tc.in, b, err, tc.want)
-		}
-	}
-	var d Decimal
-	if err := json.Unmarshal([]byte(`"12.50"`), &d); err != nil || d != "12.50" {
-		t.Errorf("unmarshal string: %q %v", d, err)
-	}
-	if err := json.Unmarshal([]byte(`7`), &d); err != nil || d != "7" {
-		t.Errorf("unmarshal number: %q %v", d, err)
-	}
-	if err := json.Unmarshal([]byte(`"x"`), &d); err == nil {
-		t.Error("accepted a non-number")
-	}
-}
-
-func TestTimeRendersLikeRails(t *testing.T) {
-	tm := Time(time.Date(2025, 6, 18, 15, 30, 0, 123456789, time.FixedZone("X", 3600)))
-	b, _ := json.Marshal(tm)
-	if string(b) != `"2025-06-18T14:30:00.123Z"` {
-		t.Errorf("got %s", b)
-	}
-	if b, _ := json.Marshal(Time{}); string(b) != "null" {
-		t.Errorf("zero time: %s", b)
-	}
-	var back Time
-	if err := json.Unmarshal([]byte(`"2025-06-18T14:30:00.123456"`), &back); err != nil ||
-		!back.Std().Equal(time.Date(2025, 6, 18, 14, 30, 0, 123456000, time.UTC)) {
-		t.Errorf("naive timestamp: %v %v", back.Std(), err)
-	}
-	if b, _ := json.Marshal(Float(2)); string(b) != "2.0" {
-		t.Errorf("float: %s", b)
-	}
-}
+// Decimal, Time and Float are internal/rubyjson's, tested there.
 
 func TestPercent(t *testing.T) {
 	for _, tc := range []struct {
