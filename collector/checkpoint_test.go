@@ -18,6 +18,8 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 func sampleCheckpoint() Checkpoint {
@@ -294,7 +296,7 @@ func testHandover(t *testing.T, crash bool) {
 	}
 	seen := map[int64]int{}
 	for _, tr := range append(a.sink.all(), b.sink.all()...) {
-		if !tr.Step && isTerminalTaskState(tr.ToState) {
+		if !tr.Step && engine.EndsRun(tr.ToState) {
 			seen[tr.ID]++
 		}
 	}

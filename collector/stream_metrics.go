@@ -284,7 +284,7 @@ func (m *streamMetrics) emit(t table, r *row, ns, task string, ex prometheus.Lab
 	to := stateValue(r.toState)
 	if t == tableTaskTransitions {
 		m.inc(m.taskTransitions.WithLabelValues(to, ns, task), ex)
-		if isTerminalTaskState(r.toState) {
+		if engine.EndsRun(r.toState) {
 			start := r.taskCreated
 			if r.runStartAt != nil {
 				start = r.runStartAt

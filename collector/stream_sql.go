@@ -36,8 +36,6 @@ import (
 // parameter.
 var terminalTaskStates = engine.RunEndStates()
 
-func isTerminalTaskState(s string) bool { return engine.EndsRun(s) }
-
 const newAndLate = `
     (SELECT * FROM %[1]s WHERE id > $1 ORDER BY id LIMIT $2)
     UNION ALL

@@ -150,6 +150,12 @@ func (a *analyticsAPI) serve(c *gin.Context, resource, params, failure string, s
 		}
 		return json.Marshal(v)
 	}, opts...)
+	a.respond(c, body, info, err, failure, scope)
+}
+
+// respond writes the JSON object body with cache_info appended, or answers
+// err (or a failure to append) with fail.
+func (a *analyticsAPI) respond(c *gin.Context, body []byte, info ttl.Info, err error, failure string, scope *analytics.Scope) {
 	if err == nil {
 		body, err = withCacheInfo(body, info)
 	}
@@ -390,14 +396,7 @@ func one[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
 			body, p.err = appendMember(body, "generated_at", at)
 		}
 	}
-	if p.err == nil {
-		body, p.err = withCacheInfo(body, p.info)
-	}
-	if p.err != nil {
-		a.fail(c, p.err, errTasks, nil)
-		return
-	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+	a.respond(c, body, p.info, p.err, errTasks, nil)
 }
 
 // batchBody answers the ?ids= forms; ids that name no task are listed, not
@@ -476,14 +475,7 @@ func many[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
 		body.GeneratedAt, info = analytics.Time(a.now()), ttl.Info{}
 	}
 	raw, err := json.Marshal(body)
-	if err == nil {
-		raw, err = withCacheInfo(raw, info)
-	}
-	if err != nil {
-		a.fail(c, err, errTasks, nil)
-		return
-	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", raw)
+	a.respond(c, raw, info, err, errTasks, nil)
 }
 
 // taskBatch computes the cache misses of one request's task ids together,

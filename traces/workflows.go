@@ -182,7 +182,7 @@ func (w *Workflows) Consume(ctx context.Context, ts []collector.Transition) erro
 	ends := w.pending
 	w.pending = nil
 	for _, t := range ts {
-		if t.Step || !isTerminalTask(t.ToState) {
+		if t.Step || !engine.EndsRun(t.ToState) {
 			continue
 		}
 		if _, ok := w.TraceID(t.TaskID); !ok {
@@ -310,8 +310,6 @@ func (w *Workflows) Shutdown(ctx context.Context) error {
 	return errors.Join(w.tp.Shutdown(ctx), w.exp.Shutdown(ctx))
 }
 
-func isTerminalTask(s string) bool { return engine.EndsRun(s) }
-
 // attempt is one execution of a step: from an in_progress row to the row
 // after it; or a failure before any execution (an error row not preceded by
 // in_progress), with no duration.
@@ -331,13 +329,13 @@ type attempt struct {
 func (w *Workflows) build(h collector.TaskHistory, e taskEnd) (int, bool) {
 	traceID := TaskTraceID(w.cfg.TraceIDSalt, h.TaskID)
 	runEnd := slices.IndexFunc(h.Transitions, func(t collector.HistoryTransition) bool { return t.SortKey == e.sortKey })
-	if runEnd < 0 || !isTerminalTask(h.Transitions[runEnd].ToState) {
+	if runEnd < 0 || !engine.EndsRun(h.Transitions[runEnd].ToState) {
 		return 0, false
 	}
 	// The run begins after the previous terminal transition.
 	run, runStart := 1, 0
 	for i := range runEnd {
-		if isTerminalTask(h.Transitions[i].ToState) {
+		if engine.EndsRun(h.Transitions[i].ToState) {
 			run++
 			runStart = i + 1
 		}

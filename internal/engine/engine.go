@@ -8,8 +8,6 @@
 // and table names uses this package.
 package engine
 
-import "slices"
-
 // The six states tasks and steps share (lib/tasker/constants.rb;
 // docs/tasker-semantics.md#states-and-state-machines). An entity without
 // any transition row is treated as Pending.
@@ -29,8 +27,15 @@ func States() []string {
 }
 
 // IsState reports whether s is one of the six states. Tasker's models
-// reject any other to_state.
-func IsState(s string) bool { return slices.Contains(States(), s) }
+// reject any other to_state. A switch, not a search of States(): it runs
+// for every label at scrape time and States allocates.
+func IsState(s string) bool {
+	switch s {
+	case Pending, InProgress, Complete, Error, Cancelled, ResolvedManually:
+		return true
+	}
+	return false
+}
 
 // RunEndStates returns the task states that end a run of a task: its span
 // ends there and its duration is observed. Only Cancelled is final in
@@ -39,8 +44,16 @@ func IsState(s string) bool { return slices.Contains(States(), s) }
 // new run (docs/tasker-semantics.md#states-and-state-machines).
 func RunEndStates() []string { return []string{Complete, Error, Cancelled, ResolvedManually} }
 
-// EndsRun reports whether a task entering s ends its run (see RunEndStates).
-func EndsRun(s string) bool { return slices.Contains(RunEndStates(), s) }
+// EndsRun reports whether a task entering s ends its run (see
+// RunEndStates). It runs for every transition the stream reads, so it does
+// not build the slice.
+func EndsRun(s string) bool {
+	switch s {
+	case Complete, Error, Cancelled, ResolvedManually:
+		return true
+	}
+	return false
+}
 
 // EndsAttempt reports whether a step moving from in_progress to s ends an
 // attempt: the moves out of in_progress that

@@ -15,13 +15,7 @@ import (
 type Float float64
 
 // MarshalJSON renders f as Ruby's Float#to_s, or null when not finite.
-func (f Float) MarshalJSON() ([]byte, error) {
-	v := float64(f)
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return []byte("null"), nil
-	}
-	return []byte(rubyFloat(v, true)), nil
-}
+func (f Float) MarshalJSON() ([]byte, error) { return marshal(float64(f), true), nil }
 
 // String is the text Ruby interpolates for f ("after 5.0 seconds"). Not
 // finite values print as Go prints them (NaN, +Inf, -Inf), not as Ruby's
@@ -45,12 +39,15 @@ type PlainFloat float64
 
 // MarshalJSON renders f as Float does below 1e16 and in full above, or
 // null when not finite.
-func (f PlainFloat) MarshalJSON() ([]byte, error) {
-	v := float64(f)
+func (f PlainFloat) MarshalJSON() ([]byte, error) { return marshal(float64(f), false), nil }
+
+// marshal is the JSON of v: null when not finite, else Ruby's text, with
+// the exponent form for large values or not.
+func marshal(v float64, bigExponent bool) []byte {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return []byte("null"), nil
+		return []byte("null")
 	}
-	return []byte(rubyFloat(v, false)), nil
+	return []byte(rubyFloat(v, bigExponent))
 }
 
 // Seconds is d in seconds rounded to the microsecond, as Tasker reports
