@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/tasker-systems/tasker-sidecar/ttl"
+	"github.com/tasker-systems/tasker-sidecar/internal/overload"
 )
 
 // Admission classes. Every computation holds a database connection for its
@@ -24,16 +24,6 @@ const (
 	ClassExpensive = "expensive"
 	// ClassLookup: per-task context, steps and graph; the handler catalog.
 	ClassLookup = "lookup"
-)
-
-// Defaults of the admission Options. With database.max_conns 3 the two
-// classes hold at most two connections and readiness, the refresh and the
-// stream keep the third.
-const (
-	DefaultMaxConcurrent       = 1
-	DefaultMaxWaiters          = 8
-	DefaultLookupMaxConcurrent = 1
-	DefaultLookupMaxWaiters    = 64
 )
 
 // Reasons a computation is refused a connection (the reason label of
@@ -51,7 +41,7 @@ const (
 )
 
 // OverloadedError refuses a computation a connection. It wraps
-// ttl.ErrOverloaded, so that the coordinated cache serves the last value
+// overload.Err, so that the coordinated cache serves the last value
 // (stale) where it has one and the HTTP layer answers 503 with Retry-After
 // where it has none; a refusal at the deadline also wraps the context's
 // error.
@@ -72,13 +62,13 @@ func (e *OverloadedError) Error() string {
 		e.Class, e.Err)
 }
 
-// Unwrap makes errors.Is(err, ttl.ErrOverloaded) true, and
+// Unwrap makes errors.Is(err, overload.Err) true, and
 // errors.Is(err, context.DeadlineExceeded) for a deadline.
 func (e *OverloadedError) Unwrap() []error {
 	if e.Err == nil {
-		return []error{ttl.ErrOverloaded}
+		return []error{overload.Err}
 	}
-	return []error{ttl.ErrOverloaded, e.Err}
+	return []error{overload.Err, e.Err}
 }
 
 // RetryAfter is the wait to suggest in a Retry-After header.
@@ -131,7 +121,7 @@ type admission struct {
 	maxConcurrent, maxWaiters *prometheus.GaugeVec
 }
 
-func newAdmission(o Options) *admission {
+func newAdmission(o Config) *admission {
 	name := func(n string) string { return prometheus.BuildFQName("tasker_sidecar", "analytics", n) }
 	a := &admission{
 		gates: map[string]*gate{},

@@ -41,7 +41,7 @@ func TestLookupsPassSaturatedAggregates(t *testing.T) {
 		f.step(task, "a", stepOpts{attempts: i32(0)})
 	})
 	const waiters = 2
-	svc := New(servicePool(t, db.URL), Options{MaxConcurrent: 1, MaxWaiters: waiters}, nil)
+	svc := New(servicePool(t, db.URL), Config{MaxConcurrent: 1, MaxWaiters: waiters}, nil)
 	ctx := testCtx(t)
 
 	// The blocked aggregate waits on an advisory lock another session holds.
@@ -129,7 +129,7 @@ func TestLookupsPassSaturatedAggregates(t *testing.T) {
 
 // TestAdmissionDefaults: the classes and their caps as documented.
 func TestAdmissionDefaults(t *testing.T) {
-	svc := New(servicePool(t, pgtest.NewTasker(t).URL), Options{}, nil)
+	svc := New(servicePool(t, pgtest.NewTasker(t).URL), Config{}, nil)
 	want := `
 # HELP tasker_sidecar_analytics_max_concurrent Configured cap of open analytics transactions, by admission class.
 # TYPE tasker_sidecar_analytics_max_concurrent gauge

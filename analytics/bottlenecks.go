@@ -162,7 +162,7 @@ func (s *Service) Bottlenecks(ctx context.Context, q BottleneckQuery) (*Bottlene
 	var b *Bottlenecks
 	err := s.read(ctx, ClassExpensive, "bottlenecks", func(tx querier) error {
 		var err error
-		b, err = bottlenecks(ctx, tx, q, s.opts.SlowestLimit, s.opts.StepCreationSlack)
+		b, err = bottlenecks(ctx, tx, q, slowestLimit, stepCreationSlack)
 		return err
 	})
 	return b, err

@@ -74,7 +74,7 @@ func TestHandlerCatalog(t *testing.T) {
 		f.edge(v, c)
 		f.edge(c, n)
 	})
-	svc := New(servicePool(t, db.URL), Options{}, nil)
+	svc := New(servicePool(t, db.URL), Config{}, nil)
 	ctx := testCtx(t)
 
 	cat, err := svc.Handlers(ctx)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 var (
@@ -49,7 +50,7 @@ func installYardsticks(t testing.TB, db pgtest.DB) {
 // servicePool opens the sidecar's own read-only UTC pool on db.
 func servicePool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
-	db, err := collector.Open(collector.Options{URL: url}, nil, slog.New(slog.DiscardHandler))
+	db, err := collector.Open(collector.DBConfig{URL: secret.URL(url)}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("open pool: %v", err)
 	}

@@ -14,14 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tasker-systems/tasker-sidecar/ttl"
-)
-
-// Defaults for zero MetricsOptions fields.
-const (
-	DefaultMetricsInterval  = time.Minute
-	DefaultMetricsWindow    = time.Hour
-	DefaultMetricsMaxGroups = 100
+	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 )
 
 // ResourceMetrics is the cache resource of the dashboard aggregates.
@@ -30,33 +23,21 @@ const ResourceMetrics = "analytics.metrics"
 // OtherGroup labels the (namespace, task) pairs folded by the cap.
 const OtherGroup = "other"
 
-// MetricsOptions configures NewMetrics.
-type MetricsOptions struct {
-	// Interval between refreshes. Default one minute.
-	Interval time.Duration
-	// Window is how far back the task gauges look (tasks created within
-	// it). Default one hour.
-	Window time.Duration
-	// MaxGroups keeps the most active (namespace, task) pairs by name and
-	// sums the rest into namespace="other",task="other". Default 100.
-	MaxGroups int
-	// MaxStaleness withdraws the per-task series once the last successful
-	// refresh is older than this, so a stuck refresher shows as missing
-	// data instead of flat lines. Default three intervals.
-	MaxStaleness time.Duration
-	// Cache, when set, shares one refresh among replicas under
-	// ResourceMetrics; nil computes every refresh.
-	Cache  ttl.Getter
-	Logger *slog.Logger
-}
-
 // Metrics is a prometheus.Collector of dashboard gauges. Scrapes read the
 // result of the last refresh; only Run (or Refresh) queries the database.
 type Metrics struct {
-	svc  *Service
-	opts MetricsOptions
-	log  *slog.Logger
-	now  func() time.Time
+	svc       *Service
+	loop      lifecycle.Loop
+	interval  time.Duration
+	windowLen time.Duration
+	maxGroups int
+	share     ShareFunc
+	// maxStaleness withdraws the per-task series once the last successful
+	// refresh is older than three intervals, so a stuck refresher shows as
+	// missing data instead of flat lines.
+	maxStaleness time.Duration
+	log          *slog.Logger
+	now          func() time.Time
 
 	created, completed, failed, completionRatio, errorRatio *prometheus.Desc
 	duration, ready, blocked, backoff                       *prometheus.Desc
@@ -90,24 +71,27 @@ type groupRow struct {
 	InBackoff int64    `json:"in_backoff"`
 }
 
-// NewMetrics builds the collector; register it, then start Run.
-func NewMetrics(svc *Service, opts MetricsOptions) *Metrics {
-	if opts.Interval <= 0 {
-		opts.Interval = DefaultMetricsInterval
-	}
-	if opts.Window <= 0 {
-		opts.Window = DefaultMetricsWindow
-	}
-	if opts.MaxGroups <= 0 {
-		opts.MaxGroups = DefaultMetricsMaxGroups
-	}
-	if opts.MaxStaleness <= 0 {
-		opts.MaxStaleness = 3 * opts.Interval
-	}
-	log := opts.Logger
+// ShareFunc runs compute once for every caller and replica asking for the
+// same resource and params within its freshness (the coordinated cache,
+// ttl.Cache.Get, in the wiring), so that analytics does not depend on the
+// cache store.
+type ShareFunc func(ctx context.Context, resource, params string, compute func(context.Context) ([]byte, error)) ([]byte, error)
+
+// NewMetrics builds the collector of svc's dashboard gauges, refreshed every
+// analytics.metrics_interval over analytics.metrics_window (svc's Config);
+// register it, then start Run. maxGroups keeps the most active (namespace,
+// task) pairs by name and sums the rest into namespace="other",task="other"
+// (metrics.max_label_groups; zero or less: no cap). share, when set, shares
+// one refresh among replicas under ResourceMetrics; nil computes every
+// refresh. logger nil discards.
+func NewMetrics(svc *Service, maxGroups int, share ShareFunc, log *slog.Logger) *Metrics {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if maxGroups <= 0 {
+		maxGroups = math.MaxInt32
+	}
+	cfg := svc.Config()
 	group := []string{"namespace", "task"}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(prometheus.BuildFQName("tasker", "analytics", name), help, labels, nil)
@@ -116,10 +100,14 @@ func NewMetrics(svc *Service, opts MetricsOptions) *Metrics {
 		return prometheus.NewDesc(prometheus.BuildFQName("tasker_sidecar", "analytics", name), help, nil, nil)
 	}
 	return &Metrics{
-		svc:  svc,
-		opts: opts,
-		log:  log,
-		now:  time.Now,
+		svc:          svc,
+		interval:     cfg.MetricsInterval,
+		windowLen:    cfg.MetricsWindow,
+		maxGroups:    maxGroups,
+		share:        share,
+		maxStaleness: 3 * cfg.MetricsInterval,
+		log:          log,
+		now:          time.Now,
 		created: d("tasks_created", "Tasks created within the analytics window (tasker_analytics_window_seconds), "+
 			"by namespace and task name.", group...),
 		completed: d("tasks_completed", "Tasks created within the analytics window whose own state is now complete.", group...),
@@ -150,30 +138,38 @@ func NewMetrics(svc *Service, opts MetricsOptions) *Metrics {
 
 // Params is the cache key part of the dashboard query.
 func (m *Metrics) params() string {
-	return fmt.Sprintf("window=%s&max_groups=%d", m.opts.Window, m.opts.MaxGroups)
+	return fmt.Sprintf("window=%s&max_groups=%d", m.windowLen, m.maxGroups)
 }
 
-// Run refreshes at once and then every Interval until ctx ends.
-func (m *Metrics) Run(ctx context.Context) {
-	t := time.NewTicker(m.opts.Interval)
-	defer t.Stop()
-	for {
-		if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("analytics metrics refresh failed", "err", err)
+// Start refreshes at once and then every analytics.metrics_interval until
+// ctx ends or Shutdown; a second Start does nothing.
+func (m *Metrics) Start(ctx context.Context) error {
+	m.loop.Start(ctx, func(ctx context.Context) {
+		t := time.NewTicker(m.interval)
+		defer t.Stop()
+		for {
+			if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("analytics metrics refresh failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
+	return nil
 }
+
+// Shutdown stops the refreshes and waits, within ctx, for a running one to
+// return. Safe before Start and twice.
+func (m *Metrics) Shutdown(ctx context.Context) error { return m.loop.Shutdown(ctx) }
 
 // Refresh computes (or fetches from the cache) the dashboard aggregates.
 func (m *Metrics) Refresh(ctx context.Context) error {
 	start := time.Now()
 	compute := func(ctx context.Context) ([]byte, error) {
-		d, err := m.svc.dashboard(ctx, m.opts.Window, m.opts.MaxGroups)
+		d, err := m.svc.dashboard(ctx, m.windowLen, m.maxGroups)
 		if err != nil {
 			return nil, err
 		}
@@ -181,8 +177,8 @@ func (m *Metrics) Refresh(ctx context.Context) error {
 	}
 	var raw []byte
 	var err error
-	if m.opts.Cache != nil {
-		raw, _, err = m.opts.Cache.Get(ctx, ResourceMetrics, m.params(), compute)
+	if m.share != nil {
+		raw, err = m.share(ctx, ResourceMetrics, m.params(), compute)
 	} else {
 		raw, err = compute(ctx)
 	}
@@ -239,7 +235,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 // task before the first one or once it is older than MaxStaleness.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.refreshErrors.Collect(ch)
-	ch <- prometheus.MustNewConstMetric(m.window, prometheus.GaugeValue, m.opts.Window.Seconds())
+	ch <- prometheus.MustNewConstMetric(m.window, prometheus.GaugeValue, m.windowLen.Seconds())
 	m.mu.Lock()
 	snap, took := m.snap, m.tookLast
 	m.mu.Unlock()
@@ -248,7 +244,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(m.lastSuccess, prometheus.GaugeValue, float64(snap.TakenAt.UnixNano())/1e9)
 	ch <- prometheus.MustNewConstMetric(m.refreshSeconds, prometheus.GaugeValue, took.Seconds())
-	if m.now().Sub(snap.TakenAt) > m.opts.MaxStaleness {
+	if m.now().Sub(snap.TakenAt) > m.maxStaleness {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(m.dropped, prometheus.GaugeValue, float64(snap.Dropped))

@@ -18,88 +18,42 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// Defaults for zero Options fields.
+// Limits of the computations, not configurable: they bound work per
+// request rather than tune the sidecar to a deployment.
 const (
-	DefaultStatementTimeout  = 60 * time.Second
-	DefaultMaxBatch          = 50
-	DefaultSlowestLimit      = 10
-	DefaultMaxPaths          = 1000
-	DefaultStepCreationSlack = time.Hour
-)
-
-// Options tunes a Service. Zero fields take the Default* constants.
-type Options struct {
-	// StatementTimeout bounds every query of a computation (SET LOCAL
-	// statement_timeout). It replaces the pool's own timeout inside the
-	// analytics transactions: the 24-hour aggregates on a large database
-	// legitimately take longer than a health count (10-25 s on a million
-	// tasks), and the coordinated cache keeps them from being repeated.
-	StatementTimeout time.Duration
-	// MaxBatch is the most task ids one batch request may name.
-	MaxBatch int
-	// SlowestLimit is the length of the slowest-task and slowest-step lists.
-	SlowestLimit int
-	// MaxPaths caps the root-to-leaf paths enumerated for one task graph;
-	// Tasker enumerates all of them, which is exponential in the DAG's width.
-	MaxPaths int
-	// StepCreationSlack is how long after its task a step may have been
+	// slowestLimit is the length of the slowest-task and slowest-step lists.
+	slowestLimit = 10
+	// maxPaths caps the root-to-leaf paths enumerated for one task graph;
+	// Tasker enumerates all of them, which is exponential in the DAG's
+	// width.
+	maxPaths = 1000
+	// stepCreationSlack is how long after its task a step may have been
 	// created and still be seen by the slowest-steps list: steps have no
 	// creation-time index, so they are found through their tasks. Tasker
 	// creates every step while initialising its task.
-	StepCreationSlack time.Duration
-	// MaxConcurrent bounds the expensive class's transactions open at once
-	// (performance, bottlenecks, dashboard gauges); MaxWaiters bounds its
-	// computations waiting for one, past which they are refused with an
-	// OverloadedError. Defaults 1 and 8.
-	MaxConcurrent int
-	MaxWaiters    int
-	// LookupMaxConcurrent and LookupMaxWaiters are the same for the lookup
-	// class (per-task routes, handler catalog), which has its own
-	// connections so that a lookup never waits behind an aggregate.
-	// Defaults 1 and 64. The two classes together should leave the pool a
-	// connection for health work (internal/config checks it).
-	LookupMaxConcurrent int
-	LookupMaxWaiters    int
-	// TracerProvider receives a span per computation (the sidecar's own
-	// spans); nil records nothing.
-	TracerProvider trace.TracerProvider
-}
+	stepCreationSlack = time.Hour
+)
 
-func (o Options) withDefaults() Options {
-	if o.StatementTimeout <= 0 {
-		o.StatementTimeout = DefaultStatementTimeout
-	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = DefaultMaxBatch
-	}
-	if o.SlowestLimit <= 0 {
-		o.SlowestLimit = DefaultSlowestLimit
-	}
-	if o.MaxPaths <= 0 {
-		o.MaxPaths = DefaultMaxPaths
-	}
-	if o.StepCreationSlack <= 0 {
-		o.StepCreationSlack = DefaultStepCreationSlack
-	}
-	for _, f := range []struct {
-		v   *int
-		def int
-	}{
-		{&o.MaxConcurrent, DefaultMaxConcurrent}, {&o.MaxWaiters, DefaultMaxWaiters},
-		{&o.LookupMaxConcurrent, DefaultLookupMaxConcurrent}, {&o.LookupMaxWaiters, DefaultLookupMaxWaiters},
-	} {
-		if *f.v <= 0 {
-			*f.v = f.def
+// Option supplies what a Service uses besides its configuration.
+type Option func(*Service)
+
+// WithTracerProvider gives every computation a span (the sidecar's own
+// spans); without it nothing is recorded.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(s *Service) {
+		if tp != nil {
+			s.tracer = tp.Tracer(tracerName)
 		}
 	}
-	return o
 }
+
+const tracerName = "github.com/tasker-systems/tasker-sidecar/analytics"
 
 // Service computes analytics from Tasker's database through the sidecar's
 // read-only pool.
 type Service struct {
 	pool   *pgxpool.Pool
-	opts   Options
+	cfg    Config
 	log    *slog.Logger
 	adm    *admission
 	tracer trace.Tracer
@@ -107,22 +61,23 @@ type Service struct {
 
 // New returns a Service reading through pool, which must be the sidecar's
 // read-only UTC pool (collector.DB.Pool): every windowed number compares
-// Tasker's naive UTC timestamps with NOW() in the session's time zone.
-func New(pool *pgxpool.Pool, opts Options, logger *slog.Logger) *Service {
+// Tasker's naive UTC timestamps with NOW() in the session's time zone. Zero
+// fields of cfg take DefaultConfig's values.
+func New(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, opts ...Option) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	opts = opts.withDefaults()
-	tp := opts.TracerProvider
-	if tp == nil {
-		tp = noop.NewTracerProvider()
+	cfg = cfg.withDefaults()
+	s := &Service{pool: pool, cfg: cfg, log: logger, adm: newAdmission(cfg),
+		tracer: noop.NewTracerProvider().Tracer(tracerName)}
+	for _, o := range opts {
+		o(s)
 	}
-	return &Service{pool: pool, opts: opts, log: logger, adm: newAdmission(opts),
-		tracer: tp.Tracer("github.com/tasker-systems/tasker-sidecar/analytics")}
+	return s
 }
 
-// Options returns the effective options, defaults applied.
-func (s *Service) Options() Options { return s.opts }
+// Config returns the effective configuration, defaults applied.
+func (s *Service) Config() Config { return s.cfg }
 
 // ErrNotFound reports an unknown task, namespace or handler.
 var ErrNotFound = errors.New("not found")
@@ -213,7 +168,7 @@ func (s *Service) read(ctx context.Context, class, name string, fn func(q querie
 	// JIT compilation costs seconds on these one-off aggregates and buys
 	// nothing; the statement timeout is the analytics budget, not the pool's.
 	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true), set_config('jit', 'off', true)`,
-		strconv.FormatInt(s.opts.StatementTimeout.Milliseconds(), 10)); err != nil {
+		strconv.FormatInt(s.cfg.StatementTimeout.Milliseconds(), 10)); err != nil {
 		return fmt.Errorf("configure analytics transaction: %w", err)
 	}
 	return fn(tx)

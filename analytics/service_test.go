@@ -47,7 +47,7 @@ func TestNonUTCServer(t *testing.T) {
 		t.Fatalf("the test database does not exercise the zone problem: zone %s, throughput %d", zone, naiveThroughput)
 	}
 
-	svc := New(servicePool(t, db.URL), Options{}, nil)
+	svc := New(servicePool(t, db.URL), Config{}, nil)
 	ctx := testCtx(t)
 	p, err := svc.Performance(ctx, nil)
 	if err != nil {
@@ -85,7 +85,7 @@ func TestNonUTCServer(t *testing.T) {
 // cancellation, not by hanging the endpoint.
 func TestStatementTimeout(t *testing.T) {
 	db := pgtest.NewTasker(t)
-	svc := New(servicePool(t, db.URL), Options{StatementTimeout: 50 * time.Millisecond}, nil)
+	svc := New(servicePool(t, db.URL), Config{StatementTimeout: 50 * time.Millisecond}, nil)
 	err := svc.read(testCtx(t), ClassLookup, "test", func(q querier) error {
 		_, err := q.Exec(context.Background(), "SELECT pg_sleep(1)")
 		return err
@@ -122,9 +122,9 @@ func TestMetrics(t *testing.T) {
 		old := f.task(send, 48*time.Hour, at("error", 47*time.Hour))
 		f.step(old, "o1", stepOpts{attempts: i32(0)})
 	})
-	svc := New(servicePool(t, db.URL), Options{}, nil)
+	svc := New(servicePool(t, db.URL), Config{}, nil)
 
-	m := NewMetrics(svc, MetricsOptions{})
+	m := NewMetrics(svc, 0, nil, nil)
 	if problems, err := testutil.CollectAndLint(m); err != nil || len(problems) > 0 {
 		t.Fatalf("lint before refresh: %v %v", problems, err)
 	}
@@ -171,7 +171,7 @@ tasker_analytics_tasks_failed{namespace="ship",task="send"} 0
 	}
 
 	// A cap of one keeps the busiest pair and folds the other.
-	capped := NewMetrics(svc, MetricsOptions{MaxGroups: 1})
+	capped := NewMetrics(svc, 1, nil, nil)
 	if err := capped.Refresh(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ tasker_sidecar_analytics_groups_dropped 1
 	}
 
 	// A failed refresh counts and keeps the last good data.
-	broken := NewMetrics(New(servicePool(t, "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"), Options{}, nil), MetricsOptions{})
+	broken := NewMetrics(New(servicePool(t, "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"), Config{}, nil), 0, nil, nil)
 	if err := broken.Refresh(testCtx(t)); err == nil {
 		t.Error("refresh against a dead server succeeded")
 	}
@@ -214,7 +214,7 @@ func TestComputationSpans(t *testing.T) {
 	db := pgtest.NewTasker(t)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	svc := New(servicePool(t, db.URL), Options{StatementTimeout: 50 * time.Millisecond, TracerProvider: tp}, nil)
+	svc := New(servicePool(t, db.URL), Config{StatementTimeout: 50 * time.Millisecond}, nil, WithTracerProvider(tp))
 	if _, err := svc.Performance(testCtx(t), nil); err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,7 @@ func TestYardsticksOnSimulatedWorkload(t *testing.T) {
 	statuses := map[string]int{}
 	for _, task := range tasks {
 		statuses[task.context().ExecutionStatus]++
-		g := analyzeGraph(task, DefaultMaxPaths)
+		g := analyzeGraph(task, maxPaths)
 		rows, err := f.tx.Query(f.ctx, `SELECT workflow_step_id, dependency_level FROM calculate_dependency_levels($1)`, task.taskID)
 		if err != nil {
 			t.Fatal(err)

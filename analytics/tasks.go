@@ -221,7 +221,7 @@ func (s *Service) TaskGraphs(ctx context.Context, ids []int64) ([]TaskGraph, []i
 		}
 		out = make([]TaskGraph, len(tasks))
 		for i, t := range tasks {
-			out[i] = analyzeGraph(t, s.opts.MaxPaths)
+			out[i] = analyzeGraph(t, maxPaths)
 		}
 		missing = missingIDs(ids, tasks)
 		return nil

@@ -8,7 +8,7 @@
 #        each of 3 requests (mean reported);
 # warm = the cached JSON is served (2000 requests, mean reported).
 # Requests go through the gin router in-process (no network, auth off), via
-# BenchmarkAnalyticsEndpoints in exporters/analytics_test.go. A route whose
+# BenchmarkAnalyticsEndpoints in api/analytics_test.go. A route whose
 # queries fail (e.g. on the statement timeout) is reported as such.
 # Prints one markdown row per route, after a line describing the database.
 set -uo pipefail
@@ -23,7 +23,7 @@ echo "bench_$size: $tasks tasks, $window created in the last 24 h; load average 
 
 run() { # $1 = cold|warm, $2 = benchtime
   SIDECAR_BENCH_DATABASE_URL="$url" go test -run '^$' -bench "^BenchmarkAnalyticsEndpoints\$/^$1\$/" \
-    -benchtime "$2" -timeout 60m ./exporters 2>&1 | awk -v kind="$1" '
+    -benchtime "$2" -timeout 60m ./api 2>&1 | awk -v kind="$1" '
       $1 ~ /^BenchmarkAnalyticsEndpoints\// {
         split($1, p, "/"); name = p[3]; sub(/-[0-9]+$/, "", name)
         for (i = 1; i <= NF; i++) if ($i == "ns/op") print name, kind, $(i-1)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"testing"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 // BenchmarkRefresh measures one full refresh against a real, preferably
@@ -14,7 +16,7 @@ func BenchmarkRefresh(b *testing.B) {
 	if url == "" {
 		b.Skip("set SIDECAR_BENCH_DATABASE_URL to a Tasker database to run this benchmark")
 	}
-	db, err := Open(Options{URL: url}, nil, nil)
+	db, err := Open(DBConfig{URL: secret.URL(url)}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,8 +19,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/tasker-systems/tasker-sidecar/store"
 )
 
 // checkpointVersion changes when the format does; an unknown version is
@@ -130,27 +128,31 @@ func fileSafe(s string, n int) string {
 	return b.String()
 }
 
+// CheckpointStore is a key-value store the checkpoint can live in: the
+// cache store, as package coord offers it (coord.KeysOf), so that this
+// package does not import the store.
+type CheckpointStore interface {
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
+	// Shared reports whether other processes see the keys (Redis,
+	// Memcached), not only this one (in-process).
+	Shared() bool
+	// String names the store in logs.
+	String() string
+}
+
 // NewCheckpointer picks where the checkpoint lives: in st when it is a
-// distributed store (Redis or Memcached), shared by all replicas; else in
-// cfg.File (resolve it with Path first); nil when neither is available (the stream then starts from a
-// fresh count after every restart).
-func NewCheckpointer(st store.Store, cfg CheckpointConfig) Checkpointer {
-	if st != nil && Distributed(st) {
+// shared store, shared by all replicas; else in cfg.File (resolve it with
+// Path first); nil when neither is available (the stream then starts from
+// a fresh count after every restart).
+func NewCheckpointer(st CheckpointStore, cfg CheckpointConfig) Checkpointer {
+	if st != nil && st.Shared() {
 		return NewStoreCheckpointer(st, cfg.Key)
 	}
 	if cfg.File != "" {
 		return NewFileCheckpointer(cfg.File)
 	}
 	return nil
-}
-
-// Distributed reports whether st is shared between processes.
-func Distributed(st store.Store) bool {
-	switch st.Kind() {
-	case store.KindRedis, store.KindMemcached:
-		return true
-	}
-	return false
 }
 
 func encodeCheckpoint(c Checkpoint) ([]byte, error) {
@@ -242,12 +244,12 @@ func (f *FileCheckpointer) String() string { return "file " + f.path }
 
 // StoreCheckpointer keeps the checkpoint under a key of a cache store.
 type StoreCheckpointer struct {
-	st  store.Store
+	st  CheckpointStore
 	key string
 }
 
 // NewStoreCheckpointer returns a checkpointer on st under key.
-func NewStoreCheckpointer(st store.Store, key string) *StoreCheckpointer {
+func NewStoreCheckpointer(st CheckpointStore, key string) *StoreCheckpointer {
 	return &StoreCheckpointer{st: st, key: key}
 }
 
@@ -281,6 +283,6 @@ func (s *StoreCheckpointer) Save(ctx context.Context, c Checkpoint) error {
 }
 
 // Shared reports whether other processes can see the key.
-func (s *StoreCheckpointer) Shared() bool { return Distributed(s.st) }
+func (s *StoreCheckpointer) Shared() bool { return s.st.Shared() }
 
-func (s *StoreCheckpointer) String() string { return s.st.Kind() + " key " + s.key }
+func (s *StoreCheckpointer) String() string { return s.st.String() + " key " + s.key }

@@ -1,237 +1,34 @@
 package collector
 
-import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"os"
-	"strings"
-	"sync"
-	"time"
+import "context"
 
-	"github.com/tasker-systems/tasker-sidecar/store"
-)
-
-// Lease is a small exclusive lease over a cache store: SetNX to take it,
-// a token-checked compare-and-swap to renew it, compare-and-delete to give
-// it back. It decides which replica exports traces and writes the shared
-// checkpoint. It is deliberately independent of the coordinated cache in
-// package ttl; it needs only store.Adder and store.Swapper.
+// Lease is the exclusive lease that decides which replica exports traces
+// and writes the shared checkpoint. Package coord implements it over the
+// cache store (coord.Coordinator.Lease); this package only holds it, so
+// that what reads the workflow database does not import the cache store.
 //
 // A holder that stalls for longer than the TTL loses the lease without
 // knowing until its next renewal, so two replicas can both believe they
 // hold it for up to one poll. The deterministic trace and span ids make
 // what they both export the same spans, not a second trace.
-type Lease struct {
-	add   store.Adder
-	swap  store.Swapper
-	key   string
-	ttl   time.Duration
-	token []byte
-	now   func() time.Time
-
-	mu      sync.Mutex
-	held    bool
-	renewed time.Time // last successful acquire or renewal
-	// unusable is set when the store refuses the lease's operations after
-	// NewLease accepted it: the store was unreachable then, and a later
-	// capability detection found no compare-and-swap, or the server was
-	// replaced by one with fewer commands. The lease then behaves as if
-	// there were none (every replica holds it) rather than changing hands
-	// every TTL, and checks on each Hold whether the store works again.
-	unusable bool
-	probeKey string
-}
-
-// ErrNoLease is returned by NewLease for a store that cannot hold a
-// lease: one without atomic add and compare-and-swap, or a Redis on which
-// no compare-and-swap method works (the capability detector found neither
-// SET IFEQ nor EVAL). Such a lease could never be renewed and would change
-// hands every TTL.
-var ErrNoLease = errors.New("the cache store cannot hold a lease (needs atomic add and compare-and-swap)")
-
-// leaseProbeTimeout bounds NewLease's compare-and-swap round trip.
-const leaseProbeTimeout = 5 * time.Second
-
-// NewLease returns a lease on st. It fails with ErrNoLease when st lacks
-// the atomic operations a lease needs, or they do not work: a reachable
-// Redis whose conditional method is store.CondNone (set by the capability
-// detector, which must therefore run first), or a compare-and-swap on a
-// probe key that the store refuses as unsupported or unknown. A store that
-// does not answer cannot tell; the lease is returned and behaves as with a
-// store that is down until it answers (for a Redis without a method yet, as
-// no lease until one works: see Lease.unusable).
-func NewLease(st store.Store, cfg LeaseConfig) (*Lease, error) {
-	add, ok1 := st.(store.Adder)
-	swap, ok2 := st.(store.Swapper)
-	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("%s: %w", st.Kind(), ErrNoLease)
-	}
-	if cfg.TTL <= 0 || cfg.Key == "" {
-		return nil, errors.New("lease: key and a positive ttl are required")
-	}
-	buf := make([]byte, 12)
-	_, _ = rand.Read(buf)
-	host, _ := os.Hostname()
-	// The holder's name in the token lets an operator see who holds it.
-	token := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(buf))
-	l := &Lease{add: add, swap: swap, key: cfg.Key, ttl: cfg.TTL, token: []byte(token), now: time.Now,
-		probeKey: cfg.Key + ":probe:" + hex.EncodeToString(buf)}
-	if r, ok := st.(*store.Redis); ok {
-		if m, _ := r.Conditionals(); m == store.CondNone {
-			// The detector found no method, or could not ask a store that
-			// is down (with scripting off it starts without one). Only a
-			// store that answers settles it; otherwise the lease starts
-			// unusable, acting as none, until a re-detection finds one.
-			ctx, cancel := context.WithTimeout(context.Background(), min(cfg.TTL, leaseProbeTimeout))
-			err := st.Ping(ctx)
-			cancel()
-			if err == nil {
-				return nil, fmt.Errorf("%s: no working compare-and-swap (neither SET IFEQ nor EVAL): %w", st.Kind(), ErrNoLease)
-			}
-			l.unusable = true
-			return l, nil
-		}
-	}
-	if err := probeSwap(swap, l.probeKey, min(cfg.TTL, leaseProbeTimeout)); refused(err) {
-		return nil, fmt.Errorf("%s: compare-and-swap does not work: %w (%w)", st.Kind(), ErrNoLease, err)
-	}
-	return l, nil
-}
-
-// probeSwap runs one compare-and-swap on a key that does not exist: a
-// working store answers "no swap" without writing anything.
-func probeSwap(swap store.Swapper, key string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	_, err := swap.CompareAndSwap(ctx, key, []byte("-"), []byte("-"), timeout)
-	return err
-}
-
-// refused reports whether err means the store refused a lease operation
-// itself (unsupported, an unknown command or bad syntax, not permitted),
-// as opposed to not answering, which cannot tell.
-func refused(err error) bool {
-	switch store.Classify(err) {
-	case store.ClassUnsupported, store.ClassProtocol:
-		return true
-	case store.ClassPermission:
-		// NOPERM (an ACL without EVAL) is final; a replica that is read-only
-		// during a failover is not.
-		return !strings.Contains(err.Error(), "READONLY")
-	}
-	return false
-}
-
-// Token identifies this holder.
-func (l *Lease) Token() string { return string(l.token) }
-
-// Hold takes the lease if it is free, or renews it if this process holds
-// it, and reports whether this process holds it now. When the store
-// cannot be reached the lease is assumed held until its TTL would have run
-// out since the last renewal, and lost after. When the store refuses the
-// lease's operations, Hold reports it held, as every replica would without
-// a lease; the first time, its error wraps ErrNoLease.
-func (l *Lease) Hold(ctx context.Context) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.unusable {
-		if _, err := l.swap.CompareAndSwap(ctx, l.probeKey, []byte("-"), []byte("-"), l.ttl); err != nil {
-			return true, nil // still refused, or cannot tell yet
-		}
-		l.unusable = false // works again: take the lease afresh
-	}
-	now := l.now()
-	if l.held {
-		ok, err := l.swap.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
-		if err != nil {
-			if refused(err) {
-				return l.refuse(err)
-			}
-			l.held = now.Sub(l.renewed) < l.ttl
-			return l.held, fmt.Errorf("renew lease: %w", err)
-		}
-		if ok {
-			l.renewed = now
-			return true, nil
-		}
-		l.held = false // expired and possibly taken by another replica
-	}
-	ok, err := l.add.SetNX(ctx, l.key, l.token, l.ttl)
-	if err != nil {
-		if refused(err) {
-			return l.refuse(err)
-		}
-		return false, fmt.Errorf("acquire lease: %w", err)
-	}
-	if ok {
-		l.held, l.renewed = true, now
-	}
-	return l.held, nil
-}
-
-// refuse switches the lease to unusable (see the field). Called with mu held.
-func (l *Lease) refuse(err error) (bool, error) {
-	l.unusable, l.held = true, false
-	return true, fmt.Errorf("%w: %w; every replica exports until it can", ErrNoLease, err)
-}
-
-// Renew extends the lease if this process holds it, and never takes a
-// free one: taking over is the poll's job, because it must replay what
-// the previous holder left unexported first.
-func (l *Lease) Renew(ctx context.Context) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.unusable {
-		return true, nil
-	}
-	if !l.held {
-		return false, nil
-	}
-	now := l.now()
-	ok, err := l.swap.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
-	if err != nil {
-		if refused(err) {
-			return l.refuse(err)
-		}
-		l.held = now.Sub(l.renewed) < l.ttl
-		return l.held, fmt.Errorf("renew lease: %w", err)
-	}
-	l.held = ok
-	if ok {
-		l.renewed = now
-	}
-	return ok, nil
-}
-
-// Held reports the outcome of the last Hold without asking the store.
-func (l *Lease) Held() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.held || l.unusable
-}
-
-// holding reports whether this process holds the lease in the store,
-// not merely as a lease that cannot work.
-func (l *Lease) holding() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.held
-}
-
-// Release gives the lease back if this process holds it, so another replica
-// can take over at once instead of after the TTL.
-func (l *Lease) Release(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.held {
-		return nil // also when unusable: there is nothing to give back
-	}
-	l.held = false
-	if _, err := l.swap.CompareAndDelete(ctx, l.key, l.token); err != nil {
-		return fmt.Errorf("release lease: %w", err)
-	}
-	return nil
+type Lease interface {
+	// Hold takes the lease if it is free, or renews it if this process
+	// holds it, and reports whether this process holds it now. An error
+	// wrapping errors.ErrUnsupported means the store refuses the lease's
+	// operations: the lease then reports held, as every replica would be
+	// without one.
+	Hold(ctx context.Context) (bool, error)
+	// Renew extends the lease if this process holds it, and never takes a
+	// free one: taking over is the poll's job, because it must replay what
+	// the previous holder left unexported first.
+	Renew(ctx context.Context) (bool, error)
+	// Held reports the outcome of the last Hold without asking the store.
+	Held() bool
+	// Holding reports whether this process holds the lease in the store,
+	// not merely as a lease that cannot work.
+	Holding() bool
+	// Token identifies this holder.
+	Token() string
+	// Release gives the lease back if this process holds it.
+	Release(ctx context.Context) error
 }

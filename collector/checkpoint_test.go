@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 
@@ -82,7 +82,7 @@ func uniquePrefix(t *testing.T) string {
 
 func openRedis(t *testing.T, prefix string) store.Store {
 	t.Helper()
-	st, err := store.Open(storetest.RedisURL(t), store.Options{KeyPrefix: prefix})
+	st, err := store.Open(store.Config{URL: secret.URL(storetest.RedisURL(t)), KeyPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestStoreCheckpointer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
-			c := NewStoreCheckpointer(tc.st, "stream:checkpoint")
+			c := NewStoreCheckpointer(checkpointsIn(tc.st), "stream:checkpoint")
 			if _, ok, err := c.Load(ctx); ok || err != nil {
 				t.Fatalf("Load before Save = %v, %v", ok, err)
 			}
@@ -125,85 +125,14 @@ func TestStoreCheckpointer(t *testing.T) {
 func TestNewCheckpointerPicksTheStore(t *testing.T) {
 	t.Parallel()
 	cfg := CheckpointConfig{File: filepath.Join(t.TempDir(), "c.json"), Key: "k"}
-	if _, ok := NewCheckpointer(store.NewMemory(""), cfg).(*FileCheckpointer); !ok {
+	if _, ok := NewCheckpointer(checkpointsIn(store.NewMemory("")), cfg).(*FileCheckpointer); !ok {
 		t.Error("an in-process store must not hold the checkpoint: it dies with the process")
 	}
-	if _, ok := NewCheckpointer(openRedis(t, uniquePrefix(t)), cfg).(*StoreCheckpointer); !ok {
+	if _, ok := NewCheckpointer(checkpointsIn(openRedis(t, uniquePrefix(t))), cfg).(*StoreCheckpointer); !ok {
 		t.Error("a distributed store should hold the checkpoint")
 	}
 	if c := NewCheckpointer(nil, CheckpointConfig{}); c != nil {
 		t.Errorf("no store and no file = %v, want nil", c)
-	}
-}
-
-func TestLease(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		st   store.Store
-	}{
-		{"memory", store.NewMemory("")},
-		{"redis", openRedis(t, uniquePrefix(t))},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t)
-			cfg := LeaseConfig{Key: "stream:lease", TTL: 300 * time.Millisecond}
-			a, err := NewLease(tc.st, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := NewLease(tc.st, cfg)
-			if ok, err := a.Hold(ctx); !ok || err != nil {
-				t.Fatalf("a.Hold = %v, %v", ok, err)
-			}
-			if ok, _ := b.Hold(ctx); ok {
-				t.Fatal("b took a held lease")
-			}
-			if ok, _ := b.Renew(ctx); ok {
-				t.Fatal("b renewed a lease it does not hold")
-			}
-			if ok, _ := a.Hold(ctx); !ok {
-				t.Fatal("a could not renew")
-			}
-			// Renewal keeps it past the first TTL.
-			for range 4 {
-				time.Sleep(100 * time.Millisecond)
-				if ok, _ := a.Hold(ctx); !ok {
-					t.Fatal("a lost a lease it kept renewing")
-				}
-			}
-			if err := a.Release(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if ok, _ := b.Hold(ctx); !ok {
-				t.Fatal("b could not take a released lease")
-			}
-			// b stops renewing: the lease expires and a takes it back.
-			time.Sleep(400 * time.Millisecond)
-			if ok, _ := a.Renew(ctx); ok {
-				t.Fatal("Renew took a free lease")
-			}
-			if ok, _ := a.Hold(ctx); !ok {
-				t.Fatal("a could not take an expired lease")
-			}
-			if ok, _ := b.Hold(ctx); ok || b.Held() {
-				t.Fatal("b still believes it holds the lease")
-			}
-			// Releasing a lease one does not hold leaves the holder alone.
-			if err := b.Release(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if ok, _ := a.Hold(ctx); !ok {
-				t.Fatal("b's release removed a's lease")
-			}
-		})
-	}
-}
-
-func TestLeaseNeedsAtomicStore(t *testing.T) {
-	t.Parallel()
-	if _, err := NewLease(store.None{}, DefaultStreamConfig().Lease); !errors.Is(err, ErrNoLease) {
-		t.Errorf("lease on a store without SetNX: %v, want ErrNoLease", err)
 	}
 }
 
@@ -261,11 +190,11 @@ func testHandover(t *testing.T, crash bool) {
 	cfg := testStreamConfig()
 	cfg.Lease.TTL = 300 * time.Millisecond
 	replica := func() testStream {
-		lease, err := NewLease(st, cfg.Lease)
+		lease, err := newLease(st, cfg.Lease)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return newTestStream(t, pg.URL, cfg, NewCheckpointer(st, cfg.Checkpoint), WithLease(lease))
+		return newTestStream(t, pg.URL, cfg, NewCheckpointer(checkpointsIn(st), cfg.Checkpoint), WithLease(lease))
 	}
 	ctx := testCtx(t)
 	a := replica()
@@ -278,16 +207,29 @@ func testHandover(t *testing.T, crash bool) {
 
 	liveDone := make(chan struct{})
 	go func() { runLive(t, pool, 30, 3*time.Second, 41); close(liveDone) }()
-	time.Sleep(1500 * time.Millisecond)
+	// Hand over once a has exported some of the terminal transitions
+	// checked below and saved where it got to, so both replicas share the
+	// traffic and b resumes from a's checkpoint.
+	saved := NewCheckpointer(checkpointsIn(st), cfg.Checkpoint)
+	waitFor(t, "a to export and checkpoint terminal transitions", func() bool {
+		ended := 0
+		for _, tr := range a.sink.all() {
+			if !tr.Step && engine.EndsRun(tr.ToState) {
+				ended++
+			}
+		}
+		_, ok, err := saved.Load(ctx)
+		return ended >= 3 && ok && err == nil
+	})
 	if crash {
 		a.crash()
 	} else {
-		a.Stop()
+		_ = a.Shutdown(context.Background())
 	}
 	start := a.base.clone()
 	waitFor(t, "b to take the lease", func() bool { return testutil.ToFloat64(b.m.leader) == 1 })
 	<-liveDone
-	b.Stop()
+	_ = b.Shutdown(context.Background())
 	b.drain(t)
 	b.assertMatchesRecount(t)
 
@@ -367,11 +309,11 @@ func TestStreamKeepsLeaseThroughSlowPoll(t *testing.T) {
 	cfg := testStreamConfig()
 	cfg.Lease.TTL = 300 * time.Millisecond
 	replica := func(opts ...StreamOption) testStream {
-		lease, err := NewLease(st, cfg.Lease)
+		lease, err := newLease(st, cfg.Lease)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return newTestStream(t, pg.URL, cfg, NewCheckpointer(st, cfg.Checkpoint), append(opts, WithLease(lease))...)
+		return newTestStream(t, pg.URL, cfg, NewCheckpointer(checkpointsIn(st), cfg.Checkpoint), append(opts, WithLease(lease))...)
 	}
 	ctx := testCtx(t)
 	a := replica(WithSink(&slowSink{d: 1500 * time.Millisecond}))
@@ -388,7 +330,7 @@ func TestStreamKeepsLeaseThroughSlowPoll(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	a.Stop()
+	_ = a.Shutdown(context.Background())
 	waitFor(t, "b to take the lease after a stopped", func() bool { return testutil.ToFloat64(b.m.leader) == 1 })
 }
 
@@ -481,7 +423,7 @@ func TestCheckpointFilesApartPerDatabase(t *testing.T) {
 		<-s.Ready()
 		statesman(t, ctx, f.conn, tableTaskTransitions, task, "in_progress")
 		waitFor(t, "a checkpoint save", func() bool { return testutil.ToFloat64(s.m.checkpoints.WithLabelValues("ok")) > 0 })
-		s.Stop()
+		_ = s.Shutdown(context.Background())
 	}
 	if files[0] == files[1] {
 		t.Fatalf("both databases use %s", files[0])
@@ -523,5 +465,45 @@ func TestScopedKey(t *testing.T) {
 		if got := key(u); got == base {
 			t.Errorf("another database %q shares the key %s", u, got)
 		}
+	}
+}
+
+// TestShutdownWithSpentBudgetSavesCheckpoint: when the shutdown budget is
+// already spent as the stream's turn comes (a long HTTP drain before it),
+// the loop has ended and the final checkpoint still gets its moment.
+func TestShutdownWithSpentBudgetSavesCheckpoint(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewTasker(t)
+	f := newFixture(t, pg)
+	task := f.task(f.namedTask("default", "welcome", "0.1.0"), "pending")
+	cfg := testStreamConfig()
+	// Only the first save and the final one write: what the final save
+	// writes is then observable.
+	cfg.Checkpoint.Interval = time.Hour
+	// A shared store honours the context, as the final save must.
+	ckpt := NewCheckpointer(checkpointsIn(openRedis(t, uniquePrefix(t))), cfg.Checkpoint)
+	s := newTestStream(t, pg.URL, cfg, ckpt)
+	ctx := testCtx(t)
+	_ = s.Start(ctx)
+	<-s.Ready()
+	statesman(t, ctx, f.conn, tableTaskTransitions, task, "in_progress")
+	waitFor(t, "the first checkpoint save", func() bool { return testutil.ToFloat64(s.m.checkpoints.WithLabelValues("ok")) > 0 })
+	statesman(t, ctx, f.conn, tableTaskTransitions, task, "complete")
+	waitFor(t, "the stream to emit the second transition", func() bool { return len(s.sink.all()) > 1 })
+
+	// The loop is stopped first, as if an earlier step of the supervisor
+	// had used the whole budget; Shutdown then gets an ended context.
+	_ = s.loop.Shutdown(context.Background())
+	spent, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(spent); err != nil {
+		t.Fatalf("Shutdown with a spent budget = %v, want nil: the loop had ended", err)
+	}
+	saved, ok, err := ckpt.Load(ctx)
+	if err != nil || !ok {
+		t.Fatalf("no checkpoint: %v, %v", ok, err)
+	}
+	if want := s.pos[tableTaskTransitions].Watermark; saved.TaskTransitions.Watermark != want {
+		t.Errorf("checkpoint at %d, stream stopped at %d: the final save did not happen", saved.TaskTransitions.Watermark, want)
 	}
 }

@@ -21,38 +21,6 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
 
-// Defaults for zero Options fields.
-const (
-	DefaultMaxConns         int32 = 2
-	DefaultConnectTimeout         = 5 * time.Second
-	DefaultStatementTimeout       = 15 * time.Second
-	DefaultLockTimeout            = 2 * time.Second
-	DefaultApplicationName        = "tasker-sidecar"
-)
-
-// Options configures the connection pool to Tasker's database. A zero
-// duration or ApplicationName takes the URL's value if it has one
-// (connect_timeout, statement_timeout, lock_timeout, application_name), else
-// the Default* constant.
-type Options struct {
-	URL string
-	// MaxConns caps the pool; zero means DefaultMaxConns. The URL's
-	// pool_max_conns is ignored so that the sidecar's footprint on Tasker's
-	// connection budget is always this explicit number.
-	MaxConns int32
-	// ConnectTimeout bounds dialling plus the startup handshake.
-	ConnectTimeout time.Duration
-	// StatementTimeout is the server-side ceiling for any single query, so a
-	// refresh cannot keep a snapshot open on Tasker's database indefinitely.
-	StatementTimeout time.Duration
-	// LockTimeout is how long a query may wait for a table lock. Our reads only
-	// need ACCESS SHARE, which only waits behind DDL; giving up quickly keeps
-	// the sidecar from queueing in front of Tasker's own queries during a
-	// migration.
-	LockTimeout     time.Duration
-	ApplicationName string
-}
-
 // ErrClosed is returned by calls on a DB after Close.
 var ErrClosed = errors.New("database handle is closed")
 
@@ -90,7 +58,7 @@ type DB struct {
 // It fails only for an unusable URL or a metrics registration conflict. reg
 // may be nil to skip metrics; logger is used as given (nil discards), so the
 // caller scopes it.
-func Open(opts Options, reg prometheus.Registerer, logger *slog.Logger) (*DB, error) {
+func Open(opts DBConfig, reg prometheus.Registerer, logger *slog.Logger) (*DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -100,7 +68,7 @@ func Open(opts Options, reg prometheus.Registerer, logger *slog.Logger) (*DB, er
 	}
 	db := &DB{
 		logger:   logger,
-		redacted: redact.URL(opts.URL),
+		redacted: redact.URL(opts.URL.Value()),
 	}
 	db.schemaStale.Store(true)
 	cfg.AfterConnect = func(context.Context, *pgx.Conn) error {
@@ -130,22 +98,17 @@ func forcedParams() [][2]string {
 	return [][2]string{{"TimeZone", "UTC"}, {"default_transaction_read_only", "on"}}
 }
 
-// CheckURL reports whether Open would accept url, without opening anything,
-// so that configuration validation and Open cannot disagree (as
-// store.CheckURL). The error never contains the password.
-func CheckURL(url string) error {
-	_, err := poolConfig(Options{URL: url})
-	return err
-}
-
-func poolConfig(opts Options) (*pgxpool.Config, error) {
-	cfg, err := pgxpool.ParseConfig(opts.URL)
+// poolConfig is the pool's configuration: opts over the URL's parameters
+// over DefaultDBConfig.
+func poolConfig(opts DBConfig) (*pgxpool.Config, error) {
+	def := DefaultDBConfig()
+	cfg, err := pgxpool.ParseConfig(opts.URL.Value())
 	if err != nil {
-		return nil, parseError(opts.URL, err)
+		return nil, parseError(opts.URL.Value(), err)
 	}
 	cfg.MaxConns = opts.MaxConns
 	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = DefaultMaxConns
+		cfg.MaxConns = def.MaxConns
 	}
 	// pgxpool's MinConns would dial at construction; we want laziness.
 	cfg.MinConns, cfg.MinIdleConns = 0, 0
@@ -154,7 +117,7 @@ func poolConfig(opts Options) (*pgxpool.Config, error) {
 	if opts.ConnectTimeout > 0 {
 		cc.ConnectTimeout = opts.ConnectTimeout
 	} else if cc.ConnectTimeout == 0 {
-		cc.ConnectTimeout = DefaultConnectTimeout
+		cc.ConnectTimeout = def.ConnectTimeout
 	}
 
 	params := cc.RuntimeParams
@@ -174,12 +137,12 @@ func poolConfig(opts Options) (*pgxpool.Config, error) {
 			params[key] = strconv.FormatInt(def.Milliseconds(), 10)
 		}
 	}
-	millis("statement_timeout", opts.StatementTimeout, DefaultStatementTimeout)
-	millis("lock_timeout", opts.LockTimeout, DefaultLockTimeout)
+	millis("statement_timeout", opts.StatementTimeout, def.StatementTimeout)
+	millis("lock_timeout", opts.lockTimeout, defaultLockTimeout)
 	if opts.ApplicationName != "" {
 		params["application_name"] = opts.ApplicationName
 	} else if params["application_name"] == "" {
-		params["application_name"] = DefaultApplicationName
+		params["application_name"] = def.ApplicationName
 	}
 	for _, f := range forcedParams() {
 		params[f[0]] = f[1]

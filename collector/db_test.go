@@ -2,14 +2,14 @@ package collector
 
 import (
 	"net"
-
-	"github.com/prometheus/client_golang/prometheus"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 // closedPort returns a local TCP port with nothing listening on it.
@@ -28,7 +28,7 @@ func TestOpenWhileDatabaseDown(t *testing.T) {
 	t.Parallel()
 	logger, logs := captureLogger(t)
 	reg := prometheus.NewRegistry()
-	db, err := Open(Options{URL: "postgres://sidecar:s3cr3t@" + closedPort(t) + "/tasker?sslmode=disable&connect_timeout=2"}, reg, logger)
+	db, err := Open(DBConfig{URL: secret.URL("postgres://sidecar:s3cr3t@" + closedPort(t) + "/tasker?sslmode=disable&connect_timeout=2")}, reg, logger)
 	if err != nil {
 		t.Fatalf("Open must not need the database: %v", err)
 	}
@@ -86,7 +86,7 @@ func TestOpenRejectsBadURLWithoutLeakingPassword(t *testing.T) {
 		"host=db.example password='s3cr3t' sslmode=bogus",
 		"postgres://sidecar:s3cr3t@db.example/tasker?statement_timeout=1&pool_max_conns=zero",
 	} {
-		_, err := Open(Options{URL: u}, nil, nil)
+		_, err := Open(DBConfig{URL: secret.URL(u)}, nil, nil)
 		if err == nil {
 			t.Errorf("Open(%q) succeeded, want a parse error", u)
 			continue
@@ -110,7 +110,7 @@ func TestRedacted(t *testing.T) {
 		{"host=db password=s3cr3t dbname=tasker", "host=db password=xxxxx dbname=tasker"},
 		{"host=db password = 's3 cr3t' dbname=tasker", "host=db password = xxxxx dbname=tasker"},
 	} {
-		db, err := Open(Options{URL: tc.in}, nil, nil)
+		db, err := Open(DBConfig{URL: secret.URL(tc.in)}, nil, nil)
 		if err != nil {
 			t.Errorf("Open(%q): %v", tc.in, err)
 			continue
@@ -139,7 +139,7 @@ func TestPoolMetrics(t *testing.T) {
 	want := `
 # HELP tasker_sidecar_db_pool_max_connections Configured maximum size of the pool.
 # TYPE tasker_sidecar_db_pool_max_connections gauge
-tasker_sidecar_db_pool_max_connections 2
+tasker_sidecar_db_pool_max_connections 3
 # HELP tasker_sidecar_db_pool_new_connections_total Connections opened.
 # TYPE tasker_sidecar_db_pool_new_connections_total counter
 tasker_sidecar_db_pool_new_connections_total 1
@@ -160,7 +160,7 @@ tasker_sidecar_db_pool_acquired_connections 0
 	}
 	// The same registry cannot take a second pool: a wiring bug surfaces at
 	// Open instead of as a scrape error.
-	if _, err := Open(Options{URL: "postgres://x@127.0.0.1/x"}, reg, nil); err == nil {
+	if _, err := Open(DBConfig{URL: secret.URL("postgres://x@127.0.0.1/x")}, reg, nil); err == nil {
 		t.Error("second Open on the same registry succeeded")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 // epoch anchors every fixture timestamp. The health counts are not
@@ -67,7 +68,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 func openTest(t testing.TB, url string) (*DB, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	db, err := Open(Options{URL: url}, reg, testLogger(t))
+	db, err := Open(DBConfig{URL: secret.URL(url)}, reg, testLogger(t))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

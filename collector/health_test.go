@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 //go:embed testdata/get_system_health_counts_v01.sql
@@ -262,8 +263,8 @@ func TestSessionTimeZone(t *testing.T) {
 func TestSessionSettings(t *testing.T) {
 	t.Parallel()
 	pg := pgtest.NewTasker(t)
-	db, err := Open(Options{
-		URL: pg.URL, StatementTimeout: 7 * time.Second, LockTimeout: 300 * time.Millisecond,
+	db, err := Open(DBConfig{
+		URL: secret.URL(pg.URL), StatementTimeout: 7 * time.Second, lockTimeout: 300 * time.Millisecond,
 		ApplicationName: "sidecar-under-test",
 	}, nil, testLogger(t))
 	if err != nil {
@@ -285,8 +286,8 @@ func TestSessionSettings(t *testing.T) {
 			t.Errorf("%s = %q, want %q", setting, got, want)
 		}
 	}
-	if got := db.pool.Stat().MaxConns(); got != DefaultMaxConns {
-		t.Errorf("pool max conns = %d, want %d", got, DefaultMaxConns)
+	if got := db.pool.Stat().MaxConns(); got != DefaultDBConfig().MaxConns {
+		t.Errorf("pool max conns = %d, want %d", got, DefaultDBConfig().MaxConns)
 	}
 }
 
@@ -333,7 +334,7 @@ func TestMissingTables(t *testing.T) {
 				}
 			}
 			logger, logs := captureLogger(t)
-			db, err := Open(Options{URL: pg.URL}, nil, logger)
+			db, err := Open(DBConfig{URL: secret.URL(pg.URL)}, nil, logger)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,30 +11,88 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 )
 
-// Defaults for zero RefresherOptions fields.
-const (
-	DefaultRefreshInterval = 15 * time.Second
-	DefaultRefreshTimeout  = 10 * time.Second
-)
-
-// RefresherOptions configures the background refresh loop.
-type RefresherOptions struct {
-	// Interval between the starts of two refreshes.
-	Interval time.Duration
-	// Timeout bounds one refresh. It is capped at Interval: a run slower than
-	// that would delay the next tick anyway, and holding a snapshot open on
+// RefreshConfig is the background refresh of the health counts, the
+// configuration's collector section.
+type RefreshConfig struct {
+	// Interval between the starts of two refreshes; Tasker caches its
+	// status for as long (health.cache_duration_seconds).
+	Interval time.Duration `yaml:"refresh_interval"`
+	// Timeout bounds one refresh; 0 means the interval, at most
+	// maxRefreshTimeout. It is capped at Interval: a run slower than that
+	// would delay the next tick anyway, and holding a snapshot open on
 	// Tasker's database longer buys nothing.
-	Timeout time.Duration
-	// Source produces the counts. Nil means the database's full count; a
-	// *Stream serves its incremental counts instead, so a refresh costs in
-	// proportion to what changed, not to the size of the tables.
-	Source CountSource
-	// TracerProvider traces every refresh (the sidecar's own spans); nil
-	// records nothing.
-	TracerProvider trace.TracerProvider
+	Timeout time.Duration `yaml:"refresh_timeout"`
 }
+
+// maxRefreshTimeout is the refresh timeout when none is set.
+const maxRefreshTimeout = 10 * time.Second
+
+// DefaultRefreshConfig is the collector section's defaults.
+func DefaultRefreshConfig() RefreshConfig {
+	return RefreshConfig{Interval: 15 * time.Second}
+}
+
+// Validate returns every problem, each starting with its key relative to
+// the section.
+func (c RefreshConfig) Validate() []error {
+	var errs []error
+	switch {
+	case c.Interval <= 0:
+		errs = append(errs, fmt.Errorf("refresh_interval: must be a positive duration such as 5s (got %s)", c.Interval))
+	case c.Interval < time.Second:
+		errs = append(errs, fmt.Errorf("refresh_interval: must be at least 1s (got %s)", c.Interval))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("refresh_timeout: must not be negative (got %s); 0 means the refresh interval, at most 10s", c.Timeout))
+	} else if c.Timeout > c.Interval && c.Interval > 0 {
+		errs = append(errs, fmt.Errorf("refresh_timeout: must not exceed collector.refresh_interval (%s > %s)", c.Timeout, c.Interval))
+	}
+	return errs
+}
+
+// withDefaults fills a zero interval from DefaultRefreshConfig and resolves
+// the timeout.
+func (c RefreshConfig) withDefaults() RefreshConfig {
+	if c.Interval <= 0 {
+		c.Interval = DefaultRefreshConfig().Interval
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = maxRefreshTimeout
+	}
+	c.Timeout = min(c.Timeout, c.Interval)
+	return c
+}
+
+// RefresherOption supplies what a Refresher reads from besides its
+// configuration.
+type RefresherOption func(*Refresher)
+
+// WithSource makes the refresher take its counts from src instead of the
+// database's full count: a *Stream serves its incremental counts, so a
+// refresh costs in proportion to what changed, not to the size of the
+// tables.
+func WithSource(src CountSource) RefresherOption {
+	return func(r *Refresher) {
+		if src != nil {
+			r.src = src
+		}
+	}
+}
+
+// WithRefreshTracer traces every refresh (the sidecar's own spans).
+func WithRefreshTracer(tp trace.TracerProvider) RefresherOption {
+	return func(r *Refresher) {
+		if tp != nil {
+			r.tracer = tp.Tracer(tracerName)
+		}
+	}
+}
+
+const tracerName = "github.com/tasker-systems/tasker-sidecar/collector"
 
 // RefreshState is what the loop knows after its latest attempt.
 type RefreshState struct {
@@ -56,7 +115,7 @@ type RefreshState struct {
 // State.
 type Refresher struct {
 	src    CountSource
-	opts   RefresherOptions
+	cfg    RefreshConfig
 	logger *slog.Logger
 	tracer trace.Tracer
 
@@ -75,10 +134,7 @@ type Refresher struct {
 	// before one does not clear it.
 	reports uint64
 
-	lifeMu  sync.Mutex
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	loop lifecycle.Loop
 
 	duration    prometheus.Histogram
 	success     prometheus.Gauge
@@ -88,32 +144,17 @@ type Refresher struct {
 
 // NewRefresher registers the refresh metrics on reg (nil skips them; a
 // duplicate registration panics, being a wiring bug) and returns a refresher
-// that does nothing until Start or Refresh. Zero options take the Default*
-// values; logger is used as given (nil discards).
-func NewRefresher(db *DB, opts RefresherOptions, reg prometheus.Registerer, logger *slog.Logger) *Refresher {
-	if opts.Interval <= 0 {
-		opts.Interval = DefaultRefreshInterval
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultRefreshTimeout
-	}
-	opts.Timeout = min(opts.Timeout, opts.Interval)
+// that does nothing until Start or Refresh. A zero interval takes the
+// default; logger is used as given (nil discards).
+func NewRefresher(db *DB, cfg RefreshConfig, reg prometheus.Registerer, logger *slog.Logger, opts ...RefresherOption) *Refresher {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var src CountSource = db
-	if opts.Source != nil {
-		src = opts.Source
-	}
-	tp := opts.TracerProvider
-	if tp == nil {
-		tp = noop.NewTracerProvider()
-	}
 	r := &Refresher{
-		src:    src,
-		opts:   opts,
+		src:    db,
+		cfg:    cfg.withDefaults(),
 		logger: logger,
-		tracer: tp.Tracer("github.com/tasker-systems/tasker-sidecar/collector"),
+		tracer: noop.NewTracerProvider().Tracer(tracerName),
 		now:    time.Now,
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "tasker_sidecar", Subsystem: "refresh", Name: "duration_seconds",
@@ -132,6 +173,9 @@ func NewRefresher(db *DB, opts RefresherOptions, reg prometheus.Registerer, logg
 			Namespace: "tasker_sidecar", Subsystem: "refresh", Name: "errors_total",
 			Help: "Failed refreshes by reason (timeout, connection, query, schema).",
 		}, []string{"reason"}),
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	r.created = r.now()
 	for _, reason := range Reasons() {
@@ -166,23 +210,14 @@ func (r *Refresher) State() RefreshState {
 }
 
 // Start runs a refresh immediately and then every Interval until ctx ends or
-// Stop is called. Calling Start again, or after Stop, does nothing.
-func (r *Refresher) Start(ctx context.Context) {
-	r.lifeMu.Lock()
-	defer r.lifeMu.Unlock()
-	if r.stopped || r.cancel != nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	r.cancel, r.done = cancel, make(chan struct{})
-
-	tick, stopTick := r.tick, func() {}
-	if tick == nil {
-		t := time.NewTicker(r.opts.Interval)
-		tick, stopTick = t.C, t.Stop
-	}
-	go func() {
-		defer close(r.done)
+// Shutdown is called. Calling Start again, or after Shutdown, does nothing.
+func (r *Refresher) Start(ctx context.Context) error {
+	r.loop.Start(ctx, func(ctx context.Context) {
+		tick, stopTick := r.tick, func() {}
+		if tick == nil {
+			t := time.NewTicker(r.cfg.Interval)
+			tick, stopTick = t.C, t.Stop
+		}
 		defer stopTick()
 		for {
 			r.runLoopOnce(ctx)
@@ -192,7 +227,8 @@ func (r *Refresher) Start(ctx context.Context) {
 			case <-tick:
 			}
 		}
-	}()
+	})
+	return nil
 }
 
 func (r *Refresher) runLoopOnce(ctx context.Context) {
@@ -202,19 +238,9 @@ func (r *Refresher) runLoopOnce(ctx context.Context) {
 	}
 }
 
-// Stop ends the loop and waits for a running refresh to return. It is safe
-// before Start and more than once.
-func (r *Refresher) Stop() {
-	r.lifeMu.Lock()
-	r.stopped = true
-	cancel, done := r.cancel, r.done
-	r.lifeMu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-}
+// Shutdown ends the loop and waits, within ctx, for a running refresh to
+// return. It is safe before Start and more than once.
+func (r *Refresher) Shutdown(ctx context.Context) error { return r.loop.Shutdown(ctx) }
 
 // UnreachableError is what ReportUnreachable records: the database was
 // found unreachable between two refreshes.
@@ -256,7 +282,7 @@ func (r *Refresher) Refresh(ctx context.Context) error {
 	reports := r.reports
 	r.mu.RUnlock()
 
-	runCtx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	runCtx, span := r.tracer.Start(runCtx, "refresh")
 	start := time.Now()

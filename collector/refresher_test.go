@@ -14,6 +14,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 type fakeClock struct {
@@ -35,14 +36,14 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // newTestRefresher wires a refresher to a fake clock that starts at a fixed
 // instant, so timestamps and ages are exact.
-func newTestRefresher(t *testing.T, db *DB, opts RefresherOptions) (*Refresher, *prometheus.Registry, *fakeClock) {
+func newTestRefresher(t *testing.T, db *DB, cfg RefreshConfig, opts ...RefresherOption) (*Refresher, *prometheus.Registry, *fakeClock) {
 	t.Helper()
 	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
 	reg := prometheus.NewRegistry()
-	r := NewRefresher(db, opts, reg, testLogger(t))
+	r := NewRefresher(db, cfg, reg, testLogger(t), opts...)
 	r.now = clock.Now
 	r.created = clock.Now()
-	t.Cleanup(r.Stop)
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
 	return r, reg, clock
 }
 
@@ -61,7 +62,7 @@ func TestRefresherKeepsLastGoodAndRecovers(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	buildMixed(newFixture(t, pg))
 	db, _ := openTest(t, pg.URL)
-	r, reg, clock := newTestRefresher(t, db, RefresherOptions{Interval: time.Minute, Timeout: 20 * time.Second})
+	r, reg, clock := newTestRefresher(t, db, RefreshConfig{Interval: time.Minute, Timeout: 20 * time.Second})
 	ctx := testCtx(t)
 
 	if err := r.Refresh(ctx); err != nil {
@@ -136,7 +137,7 @@ tasker_sidecar_refresh_age_seconds 120
 func TestRefresherSchemaError(t *testing.T) {
 	t.Parallel()
 	db, _ := openTest(t, pgtest.New(t).URL)
-	r, _, _ := newTestRefresher(t, db, RefresherOptions{})
+	r, _, _ := newTestRefresher(t, db, RefreshConfig{})
 	err := r.Refresh(testCtx(t))
 	var se *SchemaError
 	if !errors.As(err, &se) {
@@ -160,12 +161,12 @@ func TestRefresherSchemaError(t *testing.T) {
 func TestRefresherLockTimeout(t *testing.T) {
 	t.Parallel()
 	pg := pgtest.NewTasker(t)
-	db, err := Open(Options{URL: pg.URL, LockTimeout: 50 * time.Millisecond}, nil, testLogger(t))
+	db, err := Open(DBConfig{URL: secret.URL(pg.URL), lockTimeout: 50 * time.Millisecond}, nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	r, _, _ := newTestRefresher(t, db, RefresherOptions{Timeout: 30 * time.Second})
+	r, _, _ := newTestRefresher(t, db, RefreshConfig{Timeout: 30 * time.Second})
 
 	ctx := testCtx(t)
 	locker := pg.Conn(t)
@@ -189,7 +190,7 @@ func TestRefresherLockTimeout(t *testing.T) {
 func TestRefresherCancelledAttemptIsNotAFailure(t *testing.T) {
 	t.Parallel()
 	db, _ := openTest(t, pgtest.NewTasker(t).URL)
-	r, _, _ := newTestRefresher(t, db, RefresherOptions{})
+	r, _, _ := newTestRefresher(t, db, RefreshConfig{})
 	ctx, cancel := context.WithCancel(testCtx(t))
 	cancel()
 	if err := r.Refresh(ctx); err == nil {
@@ -208,7 +209,7 @@ func TestRefresherCancelledAttemptIsNotAFailure(t *testing.T) {
 func TestRefresherMetrics(t *testing.T) {
 	t.Parallel()
 	db, _ := openTest(t, pgtest.NewTasker(t).URL)
-	r, reg, clock := newTestRefresher(t, db, RefresherOptions{})
+	r, reg, clock := newTestRefresher(t, db, RefreshConfig{})
 
 	// Before the first success the age counts from creation.
 	clock.Advance(90 * time.Second)
@@ -259,7 +260,7 @@ tasker_sidecar_refresh_success 1
 func TestRefresherLoop(t *testing.T) {
 	t.Parallel()
 	db, _ := openTest(t, pgtest.NewTasker(t).URL)
-	r, _, _ := newTestRefresher(t, db, RefresherOptions{Interval: time.Hour})
+	r, _, _ := newTestRefresher(t, db, RefreshConfig{Interval: time.Hour})
 	tick := make(chan time.Time)
 	ran := make(chan struct{}, 10)
 	r.tick = tick
@@ -273,8 +274,8 @@ func TestRefresherLoop(t *testing.T) {
 			t.Fatalf("no refresh %s", what)
 		}
 	}
-	r.Start(testCtx(t))
-	r.Start(testCtx(t)) // second Start is a no-op: still one loop
+	_ = r.Start(testCtx(t))
+	_ = r.Start(testCtx(t)) // second Start is a no-op: still one loop
 	wait("immediately after Start")
 	if st := r.State(); st.Last == nil {
 		t.Fatalf("state after first run: %+v", st)
@@ -282,11 +283,11 @@ func TestRefresherLoop(t *testing.T) {
 	tick <- time.Time{}
 	wait("after a tick")
 
-	r.Stop()
-	r.Stop()
+	_ = r.Shutdown(context.Background())
+	_ = r.Shutdown(context.Background())
 	select {
 	case tick <- time.Time{}:
-		t.Error("loop still receiving ticks after Stop")
+		t.Error("loop still receiving ticks after Shutdown")
 	default:
 	}
 	if len(ran) != 0 {
@@ -297,31 +298,31 @@ func TestRefresherLoop(t *testing.T) {
 func TestRefresherStopBeforeStart(t *testing.T) {
 	t.Parallel()
 	db, _ := openTest(t, pgtest.NewTasker(t).URL)
-	r, _, _ := newTestRefresher(t, db, RefresherOptions{})
-	r.onRun = func() { t.Error("loop ran after Stop") }
-	r.Stop()
-	r.Stop()
-	r.Start(testCtx(t)) // no-op after Stop
-	r.Stop()
-	if r.cancel != nil {
-		t.Error("Start after Stop started a loop")
+	r, _, _ := newTestRefresher(t, db, RefreshConfig{})
+	r.onRun = func() { t.Error("loop ran after Shutdown") }
+	_ = r.Shutdown(context.Background())
+	_ = r.Shutdown(context.Background())
+	_ = r.Start(testCtx(t)) // no-op after Shutdown
+	_ = r.Shutdown(context.Background())
+	if r.loop.Done() != nil {
+		t.Error("Start after Shutdown started a loop")
 	}
 }
 
 func TestRefresherContextEndsLoop(t *testing.T) {
 	t.Parallel()
 	db, _ := openTest(t, pgtest.NewTasker(t).URL)
-	r, _, _ := newTestRefresher(t, db, RefresherOptions{})
+	r, _, _ := newTestRefresher(t, db, RefreshConfig{})
 	r.tick = make(chan time.Time)
 	ctx, cancel := context.WithCancel(testCtx(t))
-	r.Start(ctx)
+	_ = r.Start(ctx)
 	cancel()
 	select {
-	case <-r.done:
+	case <-r.loop.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("loop did not end with its context")
 	}
-	r.Stop()
+	_ = r.Shutdown(context.Background())
 }
 
 // TestRefresherConcurrentReaders is for -race: handlers read State and
@@ -331,7 +332,7 @@ func TestRefresherConcurrentReaders(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	buildMixed(newFixture(t, pg))
 	db, reg := openTest(t, pg.URL)
-	r := NewRefresher(db, RefresherOptions{}, reg, testLogger(t))
+	r := NewRefresher(db, RefreshConfig{}, reg, testLogger(t))
 	ctx := testCtx(t)
 
 	var wg sync.WaitGroup
@@ -376,7 +377,7 @@ func TestRefresherReportUnreachable(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	buildMixed(newFixture(t, pg))
 	db, _ := openTest(t, pg.URL)
-	r, _, clock := newTestRefresher(t, db, RefresherOptions{Interval: time.Minute})
+	r, _, clock := newTestRefresher(t, db, RefreshConfig{Interval: time.Minute})
 	ctx := testCtx(t)
 	if err := r.Refresh(ctx); err != nil {
 		t.Fatalf("first refresh: %v", err)
@@ -452,7 +453,7 @@ func (b blockingSource) Refresh(ctx context.Context) (Snapshot, error) {
 func TestRefresherReportDuringRefresh(t *testing.T) {
 	t.Parallel()
 	src := blockingSource{entered: make(chan struct{}), release: make(chan struct{})}
-	r, _, _ := newTestRefresher(t, nil, RefresherOptions{Source: src})
+	r, _, _ := newTestRefresher(t, nil, RefreshConfig{}, WithSource(src))
 	ctx := testCtx(t)
 	done := make(chan error, 1)
 	go func() { done <- r.Refresh(ctx) }()

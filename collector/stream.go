@@ -16,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 )
 
 // Transition is one transition row as the stream emitted it.
@@ -39,6 +41,11 @@ type Transition struct {
 	// replica took the lease over, because the previous holder had not
 	// exported it. Replayed rows carry no FromState.
 	Replay bool
+	// History is set on a transition that ends a task's run when the
+	// stream read every transition of the task and its steps (it saw the
+	// task's row created, within the bounds in stream_runs.go): the trace
+	// exporter then reads only the task's and steps' columns.
+	History *TaskTransitions
 }
 
 // Sink consumes the stream's transitions, each exactly once while this
@@ -73,7 +80,7 @@ func WithTracerProvider(tp trace.TracerProvider) StreamOption {
 
 // WithLease makes the stream hand transitions to its sinks, and write a
 // shared checkpoint, only while it holds l. Without a lease it always does.
-func WithLease(l *Lease) StreamOption { return func(s *Stream) { s.lease = l } }
+func WithLease(l Lease) StreamOption { return func(s *Stream) { s.lease = l } }
 
 // WithSink adds a consumer of the stream's transitions.
 func WithSink(sink Sink) StreamOption { return func(s *Stream) { s.sinks = append(s.sinks, sink) } }
@@ -94,10 +101,11 @@ type Stream struct {
 	db       *DB
 	cfg      StreamConfig
 	ckpt     Checkpointer
-	lease    *Lease
+	lease    Lease
 	sinks    []Sink
 	traceIDs exemplarFunc
 	tracer   trace.Tracer
+	runs     *keptRuns // stream_runs.go
 	logger   *slog.Logger
 	m        *streamMetrics
 	now      func() time.Time
@@ -146,11 +154,9 @@ type Stream struct {
 	tried     chan struct{} // closed when the first count has been tried
 	triedOnce sync.Once
 
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	loop     lifecycle.Loop
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // NewStream registers the stream's metrics on reg (nil skips them; a
@@ -170,6 +176,7 @@ func NewStream(db *DB, cfg StreamConfig, ckpt Checkpointer, reg prometheus.Regis
 		m:      newStreamMetrics(reg),
 		now:    time.Now,
 		labels: newLabeler(cfg.MaxLabelGroups),
+		runs:   newKeptRuns(reg),
 		ready:  make(chan struct{}),
 		tried:  make(chan struct{}),
 	}
@@ -183,46 +190,44 @@ func NewStream(db *DB, cfg StreamConfig, ckpt Checkpointer, reg prometheus.Regis
 func (s *Stream) Ready() <-chan struct{} { return s.ready }
 
 // Start counts once in full, resumes from the checkpoint if there is one,
-// and then polls until ctx ends or Stop is called. A database that is down
-// is retried every poll interval. Calling Start again, or after Stop, does
-// nothing.
-func (s *Stream) Start(ctx context.Context) {
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
-	if s.started || s.stopped {
-		return
-	}
-	s.started = true
-	ctx, s.cancel = context.WithCancel(ctx)
-	s.done = make(chan struct{})
-	go s.run(ctx)
+// and then polls until ctx ends or Shutdown is called. A database that is
+// down is retried every poll interval. Calling Start again, or after
+// Shutdown, does nothing.
+func (s *Stream) Start(ctx context.Context) error {
+	s.loop.Start(ctx, s.run)
+	return nil
 }
 
-// Stop ends the loop, waits for a poll under way, saves the checkpoint and
-// releases the lease. It is safe before Start and more than once.
-func (s *Stream) Stop() {
-	s.lifeMu.Lock()
-	if s.stopped {
-		s.lifeMu.Unlock()
-		return
-	}
-	s.stopped = true
-	cancel, done := s.cancel, s.done
-	s.lifeMu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-	s.shutdown()
+// Shutdown ends the loop, waits for a poll under way, saves the checkpoint
+// and releases the lease, all within ctx. When the loop does not end within
+// ctx, nothing is saved (the poll under way may still move the counts) and
+// ctx's error is returned. It is safe before Start and more than once.
+func (s *Stream) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		started := s.loop.Done() != nil
+		if s.stopErr = s.loop.Shutdown(ctx); s.stopErr == nil && started {
+			if ctx.Err() != nil {
+				// The loop ended just as the budget did: the final
+				// checkpoint still spares a restart or the next replica the
+				// replay, so it gets a moment of its own.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), finalSaveGrace)
+				defer cancel()
+			}
+			s.shutdown(ctx)
+		}
+	})
+	return s.stopErr
 }
+
+// finalSaveGrace bounds the final checkpoint and lease release when the
+// shutdown budget is already spent: one round trip each.
+const finalSaveGrace = time.Second
 
 // shutdown saves the final checkpoint and gives the lease back, so a
 // clean restart or another replica continues exactly where this one
 // stopped.
-func (s *Stream) shutdown() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+func (s *Stream) shutdown(ctx context.Context) {
 	if s.initialized {
 		s.save(ctx, s.now(), true)
 	}
@@ -235,11 +240,10 @@ func (s *Stream) shutdown() {
 }
 
 func (s *Stream) run(ctx context.Context) {
-	defer close(s.done)
 	if s.lease != nil {
 		var wg sync.WaitGroup
 		wg.Go(func() { s.keepLease(ctx) })
-		defer wg.Wait() // before done: Stop releases the lease after it
+		defer wg.Wait() // before the loop ends: Shutdown releases the lease after it
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -287,7 +291,7 @@ func (s *Stream) keepLease(ctx context.Context) {
 			if _, err := s.lease.Renew(hctx); err != nil && ctx.Err() == nil {
 				s.leaseError(err, slog.LevelDebug, "could not renew the stream lease between polls")
 			}
-		} else if s.lease.holding() {
+		} else if s.lease.Holding() {
 			s.logger.Warn("the transition stream has not polled successfully for longer than the lease TTL; giving the lease up so a healthy replica exports traces",
 				"lease_ttl", s.cfg.Lease.TTL)
 			if err := s.lease.Release(hctx); err != nil && ctx.Err() == nil {
@@ -303,7 +307,7 @@ func (s *Stream) keepLease(ctx context.Context) {
 // lease is unusable now, see Lease) always as a warning, others as msg at
 // level.
 func (s *Stream) leaseError(err error, level slog.Level, msg string) {
-	if errors.Is(err, ErrNoLease) {
+	if errors.Is(err, errors.ErrUnsupported) {
 		s.logger.Warn("the cache store refuses the export lease's operations: every replica exports traces, as without a lease", "err", err)
 		return
 	}
@@ -732,6 +736,9 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 	if res.named != nil {
 		s.named = res.named
 	}
+	if len(s.sinks) > 0 { // only the sinks (traces) read the kept runs
+		s.runs.add(&res)
+	}
 	for _, r := range res.rows[tableTasks] {
 		if !s.base[tableTasks].Contains(r.id) {
 			s.state.newTask(s.namedTaskOf(r.namedTask).group)
@@ -783,6 +790,9 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 	slices.SortFunc(out, func(a, b Transition) int {
 		return cmp.Or(cmp.Compare(b2i(a.Step), b2i(b.Step)), cmp.Compare(a.ID, b.ID))
 	})
+	if len(s.sinks) > 0 {
+		s.runs.attach(out, res.pos)
+	}
 
 	for t := range numTables {
 		s.m.rows.WithLabelValues(t.String()).Add(float64(len(res.rows[t])))

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 // BenchmarkStreamPoll measures what the transition stream costs per poll on
@@ -30,7 +32,7 @@ func BenchmarkStreamPoll(b *testing.B) {
 	if url == "" {
 		b.Skip("set SIDECAR_BENCH_DATABASE_URL to a Tasker database to run this benchmark")
 	}
-	db, err := Open(Options{URL: url, StatementTimeout: time.Minute}, nil, nil)
+	db, err := Open(DBConfig{URL: secret.URL(url), StatementTimeout: time.Minute}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func TestStreamSoak(t *testing.T) {
 		t.Skip("set SIDECAR_SOAK_DATABASE_URL to a Tasker database under write load to run the soak test")
 	}
 	duration := envDuration(t, "SIDECAR_SOAK_DURATION", 2*time.Minute)
-	db, err := Open(Options{URL: url, StatementTimeout: time.Minute}, nil, nil)
+	db, err := Open(DBConfig{URL: secret.URL(url), StatementTimeout: time.Minute}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +187,8 @@ func TestStreamSoak(t *testing.T) {
 			}
 		}
 		if !more {
+			// Real time on purpose: the stream's own pause between polls,
+			// measured against live traffic.
 			time.Sleep(cfg.PollInterval)
 		}
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 )
 
@@ -42,7 +44,7 @@ func (c *ctxSink) deadErrs() []error {
 }
 
 // newStreamOn is newTestStream on a DB opened with opts (URL included).
-func newStreamOn(t *testing.T, opts Options, cfg StreamConfig, ckpt Checkpointer, sopts ...StreamOption) testStream {
+func newStreamOn(t *testing.T, opts DBConfig, cfg StreamConfig, ckpt Checkpointer, sopts ...StreamOption) testStream {
 	t.Helper()
 	db, err := Open(opts, nil, testLogger(t))
 	if err != nil {
@@ -52,7 +54,7 @@ func newStreamOn(t *testing.T, opts Options, cfg StreamConfig, ckpt Checkpointer
 	reg := prometheus.NewRegistry()
 	sink := &recordingSink{}
 	s := NewStream(db, cfg, ckpt, reg, testLogger(t), append([]StreamOption{WithSink(sink)}, sopts...)...)
-	t.Cleanup(s.Stop)
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
 	return testStream{Stream: s, db: db, reg: reg, sink: sink}
 }
 
@@ -100,12 +102,12 @@ func TestStreamRecountFailureIsNotFatal(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name        string
-		db          Options
+		db          DBConfig
 		pollTimeout time.Duration
 	}{
-		{"lock timeout", Options{LockTimeout: 100 * time.Millisecond}, 0},
-		{"statement timeout", Options{StatementTimeout: time.Second, LockTimeout: time.Minute}, 0},
-		{"poll timeout", Options{StatementTimeout: time.Minute, LockTimeout: time.Minute}, 2 * time.Second},
+		{"lock timeout", DBConfig{lockTimeout: 100 * time.Millisecond}, 0},
+		{"statement timeout", DBConfig{StatementTimeout: time.Second, lockTimeout: time.Minute}, 0},
+		{"poll timeout", DBConfig{StatementTimeout: time.Minute, lockTimeout: time.Minute}, 2 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -119,7 +121,7 @@ func TestStreamRecountFailureIsNotFatal(t *testing.T) {
 				cfg.PollTimeout = tc.pollTimeout
 			}
 			opts := tc.db
-			opts.URL = pg.URL
+			opts.URL = secret.URL(pg.URL)
 			sink := &ctxSink{}
 			s := newStreamOn(t, opts, cfg, nil, WithSink(sink))
 			clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
@@ -330,12 +332,12 @@ func TestStreamLeaseHealth(t *testing.T) {
 // leaseReplica is a stream on the shared Redis st with its own lease.
 func leaseReplica(t *testing.T, pg pgtest.DB, st store.Store, cfg StreamConfig, opts ...StreamOption) testStream {
 	t.Helper()
-	lease, err := NewLease(st, cfg.Lease)
+	lease, err := newLease(st, cfg.Lease)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newStreamOn(t, Options{URL: pg.URL, StatementTimeout: time.Minute, LockTimeout: time.Minute}, cfg,
-		NewCheckpointer(st, cfg.Checkpoint), append(opts, WithLease(lease))...)
+	return newStreamOn(t, DBConfig{URL: secret.URL(pg.URL), StatementTimeout: time.Minute, lockTimeout: time.Minute}, cfg,
+		NewCheckpointer(checkpointsIn(st), cfg.Checkpoint), append(opts, WithLease(lease))...)
 }
 
 // A leader that can no longer read the database (but still reaches the
@@ -374,7 +376,7 @@ func TestStreamLeaderWithoutDatabaseGivesLeaseUp(t *testing.T) {
 	waitFor(t, "b to export a new transition", func() bool {
 		return slices.Contains(emittedIDs(b.sink.all(), false), id)
 	})
-	ckpt := NewCheckpointer(st, cfg.Checkpoint)
+	ckpt := NewCheckpointer(checkpointsIn(st), cfg.Checkpoint)
 	saved := func() int64 {
 		cp, ok, err := ckpt.Load(ctx)
 		if err != nil || !ok {
@@ -385,7 +387,7 @@ func TestStreamLeaderWithoutDatabaseGivesLeaseUp(t *testing.T) {
 	waitFor(t, "b to save the checkpoint", func() bool { return saved() >= id })
 	// a, which gave the lease up, must not write its older position on
 	// stopping.
-	a.Stop()
+	_ = a.Shutdown(context.Background())
 	if got := saved(); got < id {
 		t.Errorf("shared checkpoint at %d after a stopped, want b's %d", got, id)
 	}
@@ -419,9 +421,8 @@ func TestStreamKeepsLeaseThroughLongRecount(t *testing.T) {
 	since := a.pollEnded.Add(cfg.Lease.TTL)
 	a.mu.RUnlock()
 	waitFor(t, "a to renew the lease while its recount runs", func() bool {
-		a.lease.mu.Lock()
-		defer a.lease.mu.Unlock()
-		return a.lease.held && a.lease.renewed.After(since)
+		l := a.lease.(*coord.Lease)
+		return l.Holding() && l.Renewed().After(since)
 	})
 	if testutil.ToFloat64(b.m.leader) != 0 {
 		t.Error("b took the lease while a was recounting")
@@ -547,6 +548,6 @@ func waitForStats(t *testing.T, ctx context.Context, conn *pgx.Conn) {
 		if time.Now().After(deadline) {
 			t.Fatal("the deletion never reached pg_stat_user_tables")
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // poll interval of this bounded wait
 	}
 }

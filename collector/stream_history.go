@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,19 +55,42 @@ const maxErrorLen = 1024
 // TaskHistories reads the histories of the given tasks in one read-only
 // snapshot, in ascending task id order; unknown ids are skipped. Every
 // query is an index lookup by task or step id.
-func (db *DB) TaskHistories(ctx context.Context, taskIDs []int64) ([]TaskHistory, error) {
+//
+// seen (may be nil) holds the transitions the stream already read for some
+// of the tasks (Transition.History): of those tasks only the transition rows
+// above what the stream had read are queried (an index range over the newest
+// ids), and merged with the stream's; the task's and steps' columns are read
+// for every task.
+func (db *DB) TaskHistories(ctx context.Context, taskIDs []int64, seen map[int64]*TaskTransitions) ([]TaskHistory, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
 	if len(taskIDs) == 0 {
 		return nil, nil
 	}
-	out, err := db.taskHistories(ctx, taskIDs)
+	out, err := db.taskHistories(ctx, taskIDs, seen)
 	db.noteReachable(err)
 	return out, err
 }
 
-func (db *DB) taskHistories(ctx context.Context, taskIDs []int64) ([]TaskHistory, error) {
+func (db *DB) taskHistories(ctx context.Context, taskIDs []int64, seen map[int64]*TaskTransitions) ([]TaskHistory, error) {
+	// unseen tasks get every transition row; known ones the rows above
+	// the lowest position the stream handed theirs over at.
+	var unseen, known []int64
+	var taskThrough, stepThrough int64
+	for _, id := range taskIDs {
+		t := seen[id]
+		if t == nil {
+			unseen = append(unseen, id)
+			continue
+		}
+		if len(known) == 0 {
+			taskThrough, stepThrough = t.TaskThrough, t.StepThrough
+		}
+		known = append(known, id)
+		taskThrough, stepThrough = min(taskThrough, t.TaskThrough), min(stepThrough, t.StepThrough)
+	}
+
 	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("begin read-only transaction: %w", err)
@@ -96,7 +120,11 @@ ORDER BY t.task_id`, taskIDs).Query(func(rows pgx.Rows) error {
 	})
 	b.Queue(`
 SELECT task_id, id, to_state, sort_key, created_at FROM tasker_task_transitions
-WHERE task_id = ANY($1) ORDER BY task_id, sort_key`, taskIDs).Query(func(rows pgx.Rows) error {
+WHERE task_id = ANY($1)
+UNION ALL
+SELECT task_id, id, to_state, sort_key, created_at FROM tasker_task_transitions
+WHERE id > $3 AND task_id = ANY($2)
+ORDER BY 1, 4`, unseen, known, taskThrough).Query(func(rows pgx.Rows) error {
 		var (
 			taskID int64
 			tr     HistoryTransition
@@ -141,7 +169,12 @@ SELECT st.workflow_step_id, st.id, st.to_state, st.sort_key, st.created_at
 FROM tasker_workflow_steps s
 JOIN tasker_workflow_step_transitions st ON st.workflow_step_id = s.workflow_step_id
 WHERE s.task_id = ANY($1)
-ORDER BY st.workflow_step_id, st.sort_key`, taskIDs).Query(func(rows pgx.Rows) error {
+UNION ALL
+SELECT st.workflow_step_id, st.id, st.to_state, st.sort_key, st.created_at
+FROM tasker_workflow_step_transitions st
+JOIN tasker_workflow_steps s ON s.workflow_step_id = st.workflow_step_id
+WHERE st.id > $3 AND s.task_id = ANY($2)
+ORDER BY 1, 4`, unseen, known, stepThrough).Query(func(rows pgx.Rows) error {
 		var (
 			stepID int64
 			tr     HistoryTransition
@@ -174,5 +207,30 @@ ORDER BY 1, 2`, taskIDs).Query(func(rows pgx.Rows) error {
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("read task histories: %w", err)
 	}
+	for i := range tasks {
+		fillTransitions(&tasks[i], seen[tasks[i].TaskID])
+	}
 	return tasks, nil
+}
+
+// fillTransitions merges the transitions the stream read into h, which
+// holds the rows above them, as the queries would have filled h for an
+// unseen task: by sort_key, each row once, nil when there are none.
+func fillTransitions(h *TaskHistory, t *TaskTransitions) {
+	if t == nil {
+		return
+	}
+	h.Transitions = mergeRows(t.Task, h.Transitions)
+	for i := range h.Steps {
+		h.Steps[i].Transitions = mergeRows(t.Steps[h.Steps[i].StepID], h.Steps[i].Transitions)
+	}
+}
+
+func mergeRows(kept, read []HistoryTransition) []HistoryTransition {
+	if len(read) == 0 {
+		return slices.Clone(kept)
+	}
+	out := append(slices.Clone(kept), read...)
+	bySortKey(out)
+	return slices.CompactFunc(out, func(a, b HistoryTransition) bool { return a.ID == b.ID })
 }

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 
@@ -23,7 +24,7 @@ func TestTaskHistories(t *testing.T) {
 	other := f.task(nt) // no transitions, no steps
 
 	db, _ := openTest(t, pg.URL)
-	hs, err := db.TaskHistories(testCtx(t), []int64{other, task, 999_999})
+	hs, err := db.TaskHistories(testCtx(t), []int64{other, task, 999_999}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,48 @@ func TestTaskHistories(t *testing.T) {
 	if len(hs[1].Steps) != 0 || len(hs[1].Transitions) != 0 {
 		t.Errorf("empty task = %+v", hs[1])
 	}
-	if hs, err := db.TaskHistories(testCtx(t), nil); hs != nil || err != nil {
+	if hs, err := db.TaskHistories(testCtx(t), nil, nil); hs != nil || err != nil {
 		t.Errorf("no ids: %v, %v", hs, err)
+	}
+
+	// The transitions the stream read stand in for the queries: the same
+	// histories, whether the stream had read every row, or only part of
+	// them and the rest are read above its position.
+	const maxID = 1 << 62
+	for _, tc := range []struct {
+		name    string
+		keep    func(HistoryTransition) bool
+		through int64
+	}{
+		{"all read", func(HistoryTransition) bool { return true }, maxID},
+		{"all read, position unknown", func(HistoryTransition) bool { return true }, 0},
+		{"the last rows committed after the read", func(tr HistoryTransition) bool { return tr.SortKey < 3 }, -1},
+	} {
+		seen := &TaskTransitions{Steps: map[int64][]HistoryTransition{}, TaskThrough: tc.through, StepThrough: tc.through}
+		for _, tr := range h.Transitions {
+			if tc.keep(tr) {
+				seen.Task = append(seen.Task, tr)
+				if tc.through < 0 {
+					seen.TaskThrough = max(seen.TaskThrough, tr.ID)
+				}
+			}
+		}
+		for _, st := range h.Steps {
+			for _, tr := range st.Transitions {
+				if tc.keep(tr) {
+					seen.Steps[st.StepID] = append(seen.Steps[st.StepID], tr)
+					if tc.through < 0 {
+						seen.StepThrough = max(seen.StepThrough, tr.ID)
+					}
+				}
+			}
+		}
+		again, err := db.TaskHistories(testCtx(t), []int64{other, task}, map[int64]*TaskTransitions{task: seen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(again, hs) {
+			t.Errorf("%s:\n%+v\nwant\n%+v", tc.name, again, hs)
+		}
 	}
 }

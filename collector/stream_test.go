@@ -64,7 +64,7 @@ func newTestStream(t *testing.T, url string, cfg StreamConfig, ckpt Checkpointer
 	reg := prometheus.NewRegistry()
 	sink := &recordingSink{}
 	s := NewStream(db, cfg, ckpt, reg, testLogger(t), append([]StreamOption{WithSink(sink)}, opts...)...)
-	t.Cleanup(s.Stop)
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
 	return testStream{Stream: s, db: db, reg: reg, sink: sink}
 }
 
@@ -93,12 +93,8 @@ func (s testStream) drain(t *testing.T) {
 // crash stops a running stream the way a killed process stops: no final
 // checkpoint, no lease release.
 func (s testStream) crash() {
-	s.lifeMu.Lock()
-	s.stopped = true
-	cancel, done := s.cancel, s.done
-	s.lifeMu.Unlock()
-	cancel()
-	<-done
+	s.stopOnce.Do(func() {}) // no Shutdown work after this
+	_ = s.loop.Shutdown(context.Background())
 }
 
 // assertMatchesRecount checks the incremental counts against the
@@ -375,6 +371,8 @@ func slowWriter(t *testing.T, ctx context.Context, pg pgtest.DB, tasks []int64) 
 				break
 			}
 			statesman(t, wctx, tx, tableTaskTransitions, tasks[i%len(tasks)], states[(i/len(tasks))%len(states)])
+			// Real time on purpose: a slow writer holds its id uncommitted
+			// while others commit higher ones.
 			time.Sleep(time.Duration(5+rand.IntN(40)) * time.Millisecond)
 			if err := tx.Commit(wctx); err != nil {
 				break
@@ -410,7 +408,7 @@ func TestStreamConcurrentWriters(t *testing.T) {
 	cfg.MaxBatchesPerPoll = 2
 	s := newTestStream(t, pg.URL, cfg, nil)
 	ctx, cancel := context.WithCancel(testCtx(t))
-	s.Start(ctx)
+	_ = s.Start(ctx)
 	<-s.Ready()
 
 	wctx, stopSlow := context.WithCancel(ctx)
@@ -418,7 +416,7 @@ func TestStreamConcurrentWriters(t *testing.T) {
 	st := runLive(t, pool, 40, 3*time.Second, 11)
 	stopSlow()
 	slowRows := <-slowDone
-	s.Stop()
+	_ = s.Shutdown(context.Background())
 	cancel()
 	s.drain(t)
 	t.Logf("live wrote %+v; slow writer %d out-of-order transitions; late rows found %v",
@@ -479,12 +477,12 @@ func TestStreamLargeBacklog(t *testing.T) {
 
 	// Bulk copies with two writers, whose batches interleave in id order.
 	ctx, cancel := context.WithCancel(testCtx(t))
-	s.Start(ctx)
+	_ = s.Start(ctx)
 	st, err := simulate.Bulk(testCtx(t), pool, 5000, simulate.Options{Seed: 5, BatchSize: 250, History: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Stop()
+	_ = s.Shutdown(context.Background())
 	cancel()
 	s.drain(t)
 	t.Logf("bulk wrote %+v; stream read %v task transition rows, %v late",
@@ -505,8 +503,8 @@ func TestStreamRestartFromRedisCheckpoint(t *testing.T) {
 	t.Parallel()
 	st := openRedis(t, uniquePrefix(t))
 	cfg := testStreamConfig()
-	testRestart(t, NewCheckpointer(st, cfg.Checkpoint), func() StreamOption {
-		lease, err := NewLease(st, cfg.Lease)
+	testRestart(t, NewCheckpointer(checkpointsIn(st), cfg.Checkpoint), func() StreamOption {
+		lease, err := newLease(st, cfg.Lease)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -524,12 +522,12 @@ func testRestart(t *testing.T, ckpt Checkpointer, lease func() StreamOption) {
 	}
 	first := newTestStream(t, pg.URL, cfg, ckpt, opts...)
 	ctx := testCtx(t)
-	first.Start(ctx)
+	_ = first.Start(ctx)
 	<-first.Ready()
 	liveDone := make(chan simulate.Stats, 1)
 	go func() { liveDone <- runLive(t, pool, 30, 3*time.Second, 21) }()
-	time.Sleep(1500 * time.Millisecond)
-	first.Stop() // mid-stream; the writer carries on
+	waitFor(t, "the first stream to export rows", func() bool { return len(first.sink.all()) > 0 })
+	_ = first.Shutdown(context.Background()) // mid-stream; the writer carries on
 	start := first.base.clone()
 	saved, ok, err := ckpt.Load(ctx)
 	if err != nil || !ok {
@@ -538,19 +536,21 @@ func testRestart(t *testing.T, ckpt Checkpointer, lease func() StreamOption) {
 	if saved.TaskTransitions.Watermark != first.pos[tableTaskTransitions].Watermark {
 		t.Fatalf("checkpoint %d, stream stopped at %d", saved.TaskTransitions.Watermark, first.pos[tableTaskTransitions].Watermark)
 	}
-	time.Sleep(500 * time.Millisecond) // rows written while no sidecar runs
+	// Real time on purpose: the writer must commit rows while no sidecar
+	// runs, which the second stream's start position checks below.
+	time.Sleep(500 * time.Millisecond)
 
 	if lease != nil {
 		opts = []StreamOption{lease()}
 	}
 	second := newTestStream(t, pg.URL, cfg, ckpt, opts...)
-	second.Start(ctx)
+	_ = second.Start(ctx)
 	<-second.Ready()
 	if second.base[tableTaskTransitions].Watermark <= saved.TaskTransitions.Watermark {
 		t.Error("no rows were written while the sidecar was down; the test proves less than it should")
 	}
 	<-liveDone
-	second.Stop()
+	_ = second.Shutdown(context.Background())
 	second.drain(t)
 	second.assertMatchesRecount(t)
 	assertExactlyOnce(t, pg.Conn(t), start, append(first.sink.all(), second.sink.all()...))
@@ -575,6 +575,12 @@ func (f *flakyCheckpointer) Save(ctx context.Context, c Checkpoint) error {
 	return f.Checkpointer.Save(ctx, c)
 }
 
+func (f *flakyCheckpointer) saved() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.saves
+}
+
 func TestStreamCrashRestartLosesNothing(t *testing.T) {
 	t.Parallel()
 	pg := pgtest.NewTasker(t)
@@ -585,11 +591,15 @@ func TestStreamCrashRestartLosesNothing(t *testing.T) {
 
 	first := newTestStream(t, pg.URL, cfg, ckpt)
 	ctx := testCtx(t)
-	first.Start(ctx)
+	_ = first.Start(ctx)
 	<-first.Ready()
 	liveDone := make(chan simulate.Stats, 1)
 	go func() { liveDone <- runLive(t, pool, 30, 3*time.Second, 31) }()
-	time.Sleep(1500 * time.Millisecond)
+	// Crash after the last save the checkpointer keeps and after rows
+	// emitted since: those are the rows that may come twice.
+	waitFor(t, "the checkpointer's last save", func() bool { return ckpt.saved() >= ckpt.limit })
+	emitted := len(first.sink.all())
+	waitFor(t, "rows emitted after the last save", func() bool { return len(first.sink.all()) > emitted })
 	first.crash()
 	start := first.base.clone()
 	last, _, err := file.Load(ctx)
@@ -598,9 +608,9 @@ func TestStreamCrashRestartLosesNothing(t *testing.T) {
 	}
 
 	second := newTestStream(t, pg.URL, cfg, file)
-	second.Start(ctx)
+	_ = second.Start(ctx)
 	<-liveDone
-	second.Stop()
+	_ = second.Shutdown(context.Background())
 	second.drain(t)
 	second.assertMatchesRecount(t)
 
@@ -680,7 +690,7 @@ func TestStreamServesRefresher(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
 	s.now = clock.Now
 	s.drain(t)
-	r, _, _ := newTestRefresher(t, s.db, RefresherOptions{Interval: time.Minute, Source: s.Stream})
+	r, _, _ := newTestRefresher(t, s.db, RefreshConfig{Interval: time.Minute}, WithSource(s.Stream))
 	ctx := testCtx(t)
 	if err := r.Refresh(ctx); err != nil {
 		t.Fatal(err)
@@ -719,7 +729,7 @@ func TestStreamRefreshBeforeFirstCount(t *testing.T) {
 	if _, err := s.Refresh(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Refresh before the first count = %v, want the context's deadline", err)
 	}
-	s.Start(testCtx(t))
+	_ = s.Start(testCtx(t))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := s.Refresh(testCtx(t))
@@ -729,19 +739,19 @@ func TestStreamRefreshBeforeFirstCount(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("Refresh with the database down = %v, want a connection error", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // poll interval of this bounded wait
 	}
-	s.Stop()
-	s.Stop()
+	_ = s.Shutdown(context.Background())
+	_ = s.Shutdown(context.Background())
 }
 
 func TestStreamStopBeforeStart(t *testing.T) {
 	t.Parallel()
 	s := NewStream(nil, testStreamConfig(), nil, nil, nil)
-	s.Stop()
-	s.Stop()
-	s.Start(context.Background()) // after Stop: does nothing
-	s.Stop()
+	_ = s.Shutdown(context.Background())
+	_ = s.Shutdown(context.Background())
+	_ = s.Start(context.Background()) // after Stop: does nothing
+	_ = s.Shutdown(context.Background())
 }
 
 func TestStreamMetricsAndExemplars(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
+	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 	"github.com/tasker-systems/tasker-sidecar/store"
 )
 
@@ -40,6 +42,7 @@ type Detector struct {
 	custom    []CustomDetector
 	report    Report
 	hasReport bool
+	methods   coord.Methods // Report.Methods before the first run
 	lastRun   time.Time
 	warned    map[string]bool
 
@@ -74,12 +77,14 @@ func New(st store.Store, cfg Config, reg prometheus.Registerer, logger *slog.Log
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if r, ok := st.(*store.Redis); ok && cfg.noScripts(nil, nil) != "" {
-		// The store assumes Lua until detection says otherwise; where no
-		// Lua may ever be sent, it must not even before the first run.
-		r.UseConditional(store.CondNone, store.CondNone)
+	// Scripts are assumed until detection says otherwise; where no Lua
+	// may ever be sent, not even before the first run.
+	methods := coord.Methods{Swap: coord.CondScript, Delete: coord.CondScript}
+	if cfg.noScripts(nil, nil) != "" {
+		methods = coord.Methods{Swap: coord.CondNone, Delete: coord.CondNone}
 	}
 	return &Detector{
+		methods: methods,
 		st:      st,
 		cfg:     cfg,
 		logger:  logger.With("component", "cache_detector"),
@@ -99,6 +104,18 @@ func (d *Detector) Register(cd CustomDetector) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.custom = append(d.custom, cd)
+}
+
+// Methods returns the latest report's compare-and-swap and
+// compare-and-delete methods without copying the rest of the report: coord
+// reads them before every conditional operation.
+func (d *Detector) Methods() coord.Methods {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.hasReport {
+		return d.report.Methods
+	}
+	return d.methods
 }
 
 // Report returns the latest report. Before the first run it describes the
@@ -124,6 +141,7 @@ func (d *Detector) Report() Report {
 		Strategy:     StrategyLocalOnly,
 		Mechanism:    MechanismInProcess,
 		Conflicts:    []Conflict{},
+		Methods:      d.methods,
 	}
 }
 
@@ -160,16 +178,19 @@ func (d *Detector) Run(ctx context.Context) (Report, error) {
 		}
 	}
 	strategy, mechanism := chooseStrategy(d.st.Kind(), res.reachable, caps)
-	if r, ok := d.st.(*store.Redis); ok {
-		switch {
-		case res.reachable && res.condKnown:
-			r.UseConditional(res.swap, res.del)
-		case d.cfg.noScripts(custom, constants) != "":
-			// Not probed this time, but no Lua may be sent: keep only
-			// what an earlier run proved natively.
-			swap, del := r.Conditionals()
-			r.UseConditional(withoutScript(swap), withoutScript(del))
-		}
+	d.mu.RLock()
+	methods := d.methods
+	if d.hasReport {
+		methods = d.report.Methods
+	}
+	d.mu.RUnlock()
+	switch {
+	case res.reachable && res.condKnown:
+		methods = coord.Methods{Swap: res.swap, Delete: res.del}
+	case d.cfg.noScripts(custom, constants) != "":
+		// Not probed this time, but no Lua may be sent: keep only what an
+		// earlier run proved natively.
+		methods = coord.Methods{Swap: withoutScript(methods.Swap), Delete: withoutScript(methods.Delete)}
 	}
 
 	rep := Report{
@@ -186,6 +207,7 @@ func (d *Detector) Run(ctx context.Context) (Report, error) {
 		Strategy:     strategy,
 		Mechanism:    mechanism,
 		Conflicts:    conflicts,
+		Methods:      methods,
 	}
 	if !res.reachable {
 		rep.Store.Error = refusal(res.err)
@@ -208,9 +230,9 @@ func (d *Detector) Run(ctx context.Context) (Report, error) {
 	return rep, nil
 }
 
-func withoutScript(c store.Conditional) store.Conditional {
-	if c == store.CondScript {
-		return store.CondNone
+func withoutScript(c coord.Conditional) coord.Conditional {
+	if c == coord.CondScript {
+		return coord.CondNone
 	}
 	return c
 }
@@ -300,13 +322,13 @@ func (d *Detector) NotifyError(err error) bool {
 // detection at once if Run has not been called yet, re-runs it when
 // NotifyError or Rerun asks, when the store reports a reconnect, every
 // refresh_interval if set, and, while the store is unreachable, pings it
-// every recheck_interval and re-runs as soon as it answers. Start after Stop
-// does nothing.
-func (d *Detector) Start(ctx context.Context) {
+// every recheck_interval and re-runs as soon as it answers. Start after
+// Shutdown does nothing.
+func (d *Detector) Start(ctx context.Context) error {
 	d.lifeMu.Lock()
 	defer d.lifeMu.Unlock()
 	if d.started || d.stopped {
-		return
+		return nil
 	}
 	d.started = true
 	d.done = make(chan struct{})
@@ -317,24 +339,34 @@ func (d *Detector) Start(ctx context.Context) {
 			d.Rerun()
 		})
 	}
+	// Shutdown cancels a detection under way rather than waiting up to
+	// detect_timeout for it.
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-d.stopCh:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
 	go d.loop(ctx, remove)
+	return nil
 }
 
-// Stop ends the background loop and waits for it. It is safe to call
-// before Start and more than once.
-func (d *Detector) Stop() {
+// Shutdown ends the background loop and waits for it, or for ctx to end. It
+// is safe to call before Start and more than once.
+func (d *Detector) Shutdown(ctx context.Context) error {
 	d.lifeMu.Lock()
-	if d.stopped {
-		d.lifeMu.Unlock()
-		return
+	if !d.stopped {
+		d.stopped = true
+		close(d.stopCh)
 	}
-	d.stopped = true
-	close(d.stopCh)
 	done := d.done
 	d.lifeMu.Unlock()
-	if done != nil {
-		<-done
+	if done == nil {
+		return nil
 	}
+	return lifecycle.Wait(ctx, done)
 }
 
 func (d *Detector) loop(ctx context.Context, remove func()) {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -132,9 +134,10 @@ func TestRedisIdentityAndSettings(t *testing.T) {
 	if v, _ := rep.Capabilities[EvictionPolicy].Value.(string); v == "" || v == "unknown" {
 		t.Errorf("eviction policy %v", rep.Capabilities[EvictionPolicy])
 	}
-	// The store now releases locks the way the probes proved works.
-	swap, del := h.st.(*store.Redis).Conditionals()
-	if swap != store.CondScript || del != store.CondScript {
+	// The report tells the coordinator to release locks the way the probes
+	// proved works.
+	swap, del := rep.Methods.Swap, rep.Methods.Delete
+	if swap != coord.CondScript || del != coord.CondScript {
 		t.Errorf("conditional methods %s/%s, want script/script on Redis 7.0", swap, del)
 	}
 }
@@ -237,11 +240,11 @@ func TestRedisRefusedProbes(t *testing.T) {
 			strategy: StrategyDistributedAtomic, mechanism: MechanismRedisSetNX,
 			want:     map[string]any{Scripting: false, ConditionalSet: false, ConditionalDelete: false, Locking: true, AtomicIncrement: true},
 			evidence: map[string]string{Scripting: "NOPERM", ConditionalSet: "SET IFEQ needs redis ≥ 8.4.0", ConditionalDelete: "NOPERM"},
-			check: func(t *testing.T, h *harness, _ Report) {
-				if swap, del := h.st.(*store.Redis).Conditionals(); swap != store.CondNone || del != store.CondNone {
+			check: func(t *testing.T, h *harness, rep Report) {
+				if swap, del := rep.Methods.Swap, rep.Methods.Delete; swap != coord.CondNone || del != coord.CondNone {
 					t.Errorf("conditional methods %s/%s, want none/none", swap, del)
 				}
-				if _, err := h.st.(*store.Redis).CompareAndDelete(context.Background(), "k", []byte("x")); !errors.Is(err, store.ErrUnsupported) {
+				if _, err := reportedCoord(h).CompareAndDelete(context.Background(), "k", []byte("x")); !errors.Is(err, store.ErrUnsupported) {
 					t.Errorf("CompareAndDelete = %v, want ErrUnsupported", err)
 				}
 			},
@@ -501,7 +504,8 @@ func TestConflicts(t *testing.T) {
 	if v := testutil.ToFloat64(h.d.metrics.conflict.WithLabelValues(Scripting)); v != 1 {
 		t.Errorf("capability_conflict{scripting} = %v, want 1", v)
 	}
-	status, details := h.d.ReadinessCheck(context.Background())
+	r := h.d.ReadinessCheck(context.Background())
+	status, details := r.Status, r.Fields()
 	if status != StatusDegraded || details["status"] != StatusDegraded || details["conflicts"] == nil {
 		t.Errorf("readiness %s %v", status, details)
 	}
@@ -611,7 +615,8 @@ func TestReadinessCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, tt.url(t), Config{})
 			_, _ = h.run()
-			status, d := h.d.ReadinessCheck(context.Background())
+			r := h.d.ReadinessCheck(context.Background())
+			status, d := r.Status, r.Fields()
 			if status != tt.status || d["status"] != tt.status || !strings.HasPrefix(d["message"].(string), tt.message) {
 				t.Errorf("readiness %s %v, want %s %q", status, d, tt.status, tt.message)
 			}
@@ -749,10 +754,17 @@ func TestLifecycle(t *testing.T) {
 	if r := h.d.Report(); r.Strategy != StrategyLocalOnly || r.Store.Error == "" {
 		t.Errorf("report before any run: %+v", r)
 	}
-	h.d.Stop() // before Start
-	h.d.Stop() // twice
+	_ = h.d.Shutdown(context.Background()) // before Start
+	_ = h.d.Shutdown(context.Background()) // twice
 	h.d.Start(context.Background())
-	time.Sleep(20 * time.Millisecond)
+	// Start decides under lifeMu, before it returns, whether a loop runs:
+	// with none started, no detection can come later.
+	h.d.lifeMu.Lock()
+	started := h.d.started
+	h.d.lifeMu.Unlock()
+	if started {
+		t.Error("Start after Stop started the detection loop")
+	}
 	if testutil.ToFloat64(h.d.metrics.runs.WithLabelValues("ok")) != 0 {
 		t.Error("Start after Stop ran detection")
 	}
@@ -763,7 +775,7 @@ func TestLifecycle(t *testing.T) {
 	h2.d.Start(ctx) // second Start is a no-op
 	eventually(t, 5*time.Second, "initial run from Start", func() bool { return h2.d.Report().Store.Reachable })
 	cancel()
-	h2.d.Stop()
+	_ = h2.d.Shutdown(context.Background())
 }
 
 // TestDetectionDeadline: a server that accepts connections and never answers
@@ -817,7 +829,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	for _, u := range []string{live, "redis://app:" + secret + "@127.0.0.1:1/0", "memcached://app:" + secret + "@127.0.0.1:1"} {
 		h := newHarness(t, u, Config{})
 		rep, err := h.run()
-		_, details := h.d.ReadinessCheck(context.Background())
+		details := h.d.ReadinessCheck(context.Background()).Fields()
 		var text strings.Builder
 		_ = rep.WriteText(&text)
 		js, _ := json.Marshal(rep)
@@ -856,7 +868,7 @@ func BenchmarkDetect(b *testing.B) {
 		{"memory", func(testing.TB) string { return "memory://" }},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
-			st, err := store.Open(tt.url(b), store.Options{KeyPrefix: storetest.Prefix(b)})
+			st, err := store.Open(store.Config{URL: secret.URL(tt.url(b)), KeyPrefix: storetest.Prefix(b)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -907,7 +919,7 @@ func TestScriptingOffSendsNoLua(t *testing.T) {
 			if tt.embedder != nil {
 				h.d.Register(tt.embedder)
 			}
-			r := h.st.(*store.Redis)
+			r := reportedCoord(h)
 			if tt.before {
 				if _, err := r.CompareAndDelete(ctx, "k", []byte("x")); !errors.Is(err, store.ErrUnsupported) {
 					t.Errorf("CompareAndDelete before detection = %v, want ErrUnsupported", err)
@@ -925,10 +937,10 @@ func TestScriptingOffSendsNoLua(t *testing.T) {
 			if rep.Mechanism != MechanismRedisSetNX || len(rep.Conflicts) != 0 {
 				t.Errorf("mechanism %s, conflicts %+v; want %s and none", rep.Mechanism, rep.Conflicts, MechanismRedisSetNX)
 			}
-			if swap, del := r.Conditionals(); swap != store.CondNone || del != store.CondNone {
-				t.Errorf("store conditionals %s/%s, want none/none", swap, del)
+			if swap, del := rep.Methods.Swap, rep.Methods.Delete; swap != coord.CondNone || del != coord.CondNone {
+				t.Errorf("reported conditionals %s/%s, want none/none", swap, del)
 			}
-			// The live store, as the coordinator would use it.
+			// The live store, as the coordinator uses it.
 			if _, err := r.CompareAndSwap(ctx, "k", []byte("x"), []byte("y"), time.Minute); !errors.Is(err, store.ErrUnsupported) {
 				t.Errorf("CompareAndSwap = %v, want ErrUnsupported", err)
 			}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -38,7 +40,7 @@ func newHarness(t *testing.T, rawURL string, cfg Config) *harness {
 	if !strings.HasPrefix(rawURL, "none:") {
 		prefix = storetest.Prefix(t)
 	}
-	st, err := store.Open(rawURL, store.Options{KeyPrefix: prefix})
+	st, err := store.Open(store.Config{URL: secret.URL(rawURL), KeyPrefix: prefix})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", rawURL, err)
 	}
@@ -50,7 +52,7 @@ func newHarness(t *testing.T, rawURL string, cfg Config) *harness {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(d.Stop)
+	t.Cleanup(func() { _ = d.Shutdown(context.Background()) })
 	return &harness{t: t, url: rawURL, st: st, d: d, reg: reg, logs: logs, prefix: prefix}
 }
 
@@ -301,4 +303,10 @@ func proxyConn(c net.Conn, backend string) {
 			return
 		}
 	}
+}
+
+// reportedCoord is the coordination layer over h's store with the methods
+// of h's latest report, as the cache and the stream lease use it.
+func reportedCoord(h *harness) *coord.Coordinator {
+	return coord.New(h.st, func() coord.Methods { return h.d.Report().Methods })
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/store"
 )
 
@@ -28,7 +29,7 @@ type runtimeResult struct {
 	warnings  []string
 	// Redis only: which conditional methods work.
 	condKnown bool
-	swap, del store.Conditional
+	swap, del coord.Conditional
 	// The custom source's opinions, when a probe needed them (they depend
 	// on the identity the probes found); Run reuses them.
 	custom     map[string]Opinion
@@ -340,7 +341,7 @@ func (p *prober) checkDelete(ctx context.Context, k string, cad func(ctx context
 }
 
 func (p *prober) probeSwapper(how string) {
-	sw, ok := p.d.st.(store.Swapper)
+	st, ok := p.d.st, coord.CanSwap(p.d.st)
 	switch {
 	case p.skipped(ProbeConditionalSet):
 		p.skip(ConditionalSet, ProbeConditionalSet)
@@ -350,7 +351,7 @@ func (p *prober) probeSwapper(how string) {
 		k := p.key("cas")
 		took, err := p.run(ProbeConditionalSet, func(ctx context.Context) error {
 			return p.checkSwap(ctx, k, func(ctx context.Context, old, new []byte) (bool, error) {
-				return sw.CompareAndSwap(ctx, k, old, new, probeTTL)
+				return coord.CompareAndSwap(ctx, st, "", k, old, new, probeTTL)
 			})
 		})
 		if err != nil {
@@ -368,7 +369,7 @@ func (p *prober) probeSwapper(how string) {
 		k := p.key("cad")
 		took, err := p.run(ProbeConditionalDelete, func(ctx context.Context) error {
 			return p.checkDelete(ctx, k, func(ctx context.Context, old []byte) (bool, error) {
-				return sw.CompareAndDelete(ctx, k, old)
+				return coord.CompareAndDelete(ctx, st, "", k, old)
 			})
 		})
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/store"
 )
 
@@ -26,7 +27,6 @@ func (p *prober) probeRedis(r *store.Redis) {
 	if !p.probePing() {
 		return
 	}
-	c := r.Client()
 	info := p.redisIdentity(r)
 
 	p.probeReadWrite()
@@ -51,7 +51,7 @@ func (p *prober) probeRedis(r *store.Redis) {
 		p.note(Scripting, false, "not probed, EVAL never sent: %s", noScripts)
 	default:
 		took, err := p.run(ProbeScripting, func(ctx context.Context) error {
-			n, err := c.Eval(ctx, "return 1", nil).Int64()
+			n, err := coord.Scripting(ctx, r)
 			if err == nil && n != 1 {
 				err = mismatch("EVAL returned %d", n)
 			}
@@ -155,7 +155,7 @@ func (p *prober) redisIdentity(r *store.Redis) map[string]string {
 // no EVAL permission needed) over Lua. Lua is not tried when noScripts says
 // why it must not be sent.
 func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
-	swap, del := store.CondNone, store.CondNone
+	swap, del := coord.CondNone, coord.CondNone
 	defer func() { p.res.condKnown, p.res.swap, p.res.del = true, swap, del }()
 	hint := func(cmd string) string {
 		var known []string
@@ -175,7 +175,7 @@ func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
 	} else {
 		var tried []string
 		var lastErr error
-		methods := []store.Conditional{store.CondNative, store.CondScript}
+		methods := []coord.Conditional{coord.CondNative, coord.CondScript}
 		if noScripts != "" {
 			methods = methods[:1]
 		}
@@ -183,17 +183,17 @@ func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
 			k := p.key("cas-" + string(m))
 			took, err := p.run(ProbeConditionalSet, func(ctx context.Context) error {
 				return p.checkSwap(ctx, k, func(ctx context.Context, old, new []byte) (bool, error) {
-					return r.CompareAndSwapBy(ctx, m, k, old, new, probeTTL)
+					return coord.CompareAndSwap(ctx, r, m, k, old, new, probeTTL)
 				})
 			})
-			name := map[store.Conditional]string{store.CondNative: "SET IFEQ", store.CondScript: "Lua compare-and-set"}[m]
+			name := map[coord.Conditional]string{coord.CondNative: "SET IFEQ", coord.CondScript: "Lua compare-and-set"}[m]
 			if err == nil {
 				swap = m
 				tried = append(tried, fmt.Sprintf("%s works (%s)", name, ms(took)))
 				break
 			}
 			lastErr = err
-			if m == store.CondNative {
+			if m == coord.CondNative {
 				tried = append(tried, name+" "+refusal(err)+hint("SET IFEQ"))
 			} else {
 				tried = append(tried, name+" "+refusal(err))
@@ -202,10 +202,10 @@ func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
 				break
 			}
 		}
-		if noScripts != "" && swap == store.CondNone && store.Classify(lastErr) != store.ClassUnavailable {
+		if noScripts != "" && swap == coord.CondNone && store.Classify(lastErr) != store.ClassUnavailable {
 			tried = append(tried, "Lua not tried: "+noScripts)
 		}
-		if swap != store.CondNone {
+		if swap != coord.CondNone {
 			p.observe(ConditionalSet, true, nil, "%s", strings.Join(tried, "; "))
 		} else {
 			p.observe(ConditionalSet, false, lastErr, "%s", strings.Join(tried, "; "))
@@ -218,7 +218,7 @@ func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
 	}
 	var tried []string
 	var lastErr error
-	methods := []store.Conditional{store.CondNative, store.CondDelIfEq, store.CondScript}
+	methods := []coord.Conditional{coord.CondNative, coord.CondDelIfEq, coord.CondScript}
 	if noScripts != "" {
 		methods = methods[:2]
 	}
@@ -226,10 +226,10 @@ func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
 		k := p.key("cad-" + string(m))
 		took, err := p.run(ProbeConditionalDelete, func(ctx context.Context) error {
 			return p.checkDelete(ctx, k, func(ctx context.Context, old []byte) (bool, error) {
-				return r.CompareAndDeleteBy(ctx, m, k, old)
+				return coord.CompareAndDelete(ctx, r, m, k, old)
 			})
 		})
-		name := map[store.Conditional]string{store.CondNative: "DELEX IFEQ", store.CondDelIfEq: "DELIFEQ", store.CondScript: "Lua compare-and-delete"}[m]
+		name := map[coord.Conditional]string{coord.CondNative: "DELEX IFEQ", coord.CondDelIfEq: "DELIFEQ", coord.CondScript: "Lua compare-and-delete"}[m]
 		if err == nil {
 			del = m
 			tried = append(tried, fmt.Sprintf("%s works (%s)", name, ms(took)))
@@ -241,10 +241,10 @@ func (p *prober) redisConditionals(r *store.Redis, noScripts string) {
 			break
 		}
 	}
-	if noScripts != "" && del == store.CondNone && store.Classify(lastErr) != store.ClassUnavailable {
+	if noScripts != "" && del == coord.CondNone && store.Classify(lastErr) != store.ClassUnavailable {
 		tried = append(tried, "Lua not tried: "+noScripts)
 	}
-	if del != store.CondNone {
+	if del != coord.CondNone {
 		p.observe(ConditionalDelete, true, nil, "%s", strings.Join(tried, "; "))
 	} else {
 		p.observe(ConditionalDelete, false, lastErr, "%s", strings.Join(tried, "; "))

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/coord"
 )
 
 // Identity is who the server is, as far as the probes could tell.
@@ -56,6 +58,11 @@ type Report struct {
 	Strategy     string                `json:"strategy"`
 	Mechanism    string                `json:"mechanism"`
 	Conflicts    []Conflict            `json:"conflicts"`
+	// Methods are the compare-and-swap and compare-and-delete a
+	// Redis-protocol store allows, for package coord: the latest that a
+	// run could settle (scripts until then, none where no Lua may be
+	// sent). The probes' evidence is in Capabilities.
+	Methods coord.Methods `json:"-"`
 }
 
 // Bool returns a boolean capability's value (false if missing or not a bool).

@@ -1,6 +1,9 @@
 package detector
 
-import "github.com/tasker-systems/tasker-sidecar/store"
+import (
+	"github.com/tasker-systems/tasker-sidecar/coord"
+	"github.com/tasker-systems/tasker-sidecar/store"
+)
 
 // Strategies, with Tasker's names (docs/tasker-semantics.md#cache-strategy-and-capabilities).
 const (
@@ -15,28 +18,16 @@ func Strategies() []string {
 }
 
 // Mechanisms: how the coordinator coordinates under the chosen strategy
-// (docs/cache-detection.md#strategy-and-mechanism).
+// (docs/cache-detection.md#strategy-and-mechanism). Package coord
+// implements them; the detector only names the one to use.
 const (
-	// R-script: a miss is one Lua round trip (GET or SET-NX-placeholder);
-	// locks are released by a token-checked script.
-	MechanismRedisLua = "redis_lua_scripts"
-	// R-plain+: SET NX PX locks released by a token-checked native
-	// compare-and-delete (DELEX IFEQ, DELIFEQ); no Lua anywhere. Where
-	// scripting is skipped or declared off, no Lua is even probed.
-	MechanismRedisCheckedRelease = "redis_set_nx_checked_release"
-	// R-plain: SET NX PX locks that are released by expiry only, because a
-	// plain DEL could remove another holder's lock.
-	MechanismRedisSetNX = "redis_set_nx"
-	// M-meta: mg N<ttl> leases (W/Z), refresh-ahead with mg R, ma counters.
-	MechanismMemcachedMetaLeases = "memcached_meta_leases"
-	// M-classic: add-based leases that expire on their own, incr counters.
-	MechanismMemcachedAddLeases = "memcached_add_leases"
-	// Values are shared but the store offers no atomic create-if-absent or
-	// counter: each process coalesces its own misses (singleflight) and
-	// never does read-modify-write on shared keys.
-	MechanismSharedLocalCoalescing = "shared_values_local_coalescing"
-	// Nothing shared: singleflight and in-process state only.
-	MechanismInProcess = "in_process"
+	MechanismRedisLua              = coord.MechanismRedisLua
+	MechanismRedisCheckedRelease   = coord.MechanismRedisCheckedRelease
+	MechanismRedisSetNX            = coord.MechanismRedisSetNX
+	MechanismMemcachedMetaLeases   = coord.MechanismMemcachedMetaLeases
+	MechanismMemcachedAddLeases    = coord.MechanismMemcachedAddLeases
+	MechanismSharedLocalCoalescing = coord.MechanismSharedLocalCoalescing
+	MechanismInProcess             = coord.MechanismInProcess
 )
 
 // Mechanisms lists the mechanisms.

@@ -2,6 +2,7 @@ package exporters
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -13,9 +14,6 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
-// DefaultMaxGroups caps the (namespace, task) pairs exported by name.
-const DefaultMaxGroups = 100
-
 // StateNew labels entities with no transition row yet. Tasker's health
 // function counts them in the totals only; giving them a state makes the
 // state series sum to the total.
@@ -24,22 +22,41 @@ const StateNew = "new"
 // OtherGroup is the namespace and task label of the folded pairs.
 const OtherGroup = "other"
 
-// DomainOptions configures NewDomainCollector.
-type DomainOptions struct {
-	// MaxGroups keeps this many (namespace, task) pairs, the largest first;
-	// the rest are summed into namespace="other",task="other". Zero or
-	// less means DefaultMaxGroups.
-	MaxGroups int
+// Config bounds what /metrics exports, the configuration's metrics section.
+type Config struct {
+	// MaxLabelGroups keeps this many (namespace, task) pairs with series of
+	// their own, the largest first; the rest are summed into
+	// namespace="other",task="other". The analytics gauges use the same cap.
+	MaxLabelGroups int `yaml:"max_label_groups"`
 	// MaxStaleness withdraws every domain series once the data is older than
 	// this, so that a dead refresher shows up as absent data, not as flat
 	// lines. Zero keeps serving the last snapshot forever.
-	MaxStaleness time.Duration
+	MaxStaleness time.Duration `yaml:"max_staleness"`
+}
+
+// DefaultConfig is the metrics section's defaults.
+func DefaultConfig() Config {
+	return Config{MaxLabelGroups: 100, MaxStaleness: 10 * time.Minute}
+}
+
+// Validate returns every problem, each starting with its key relative to
+// the section. That max_staleness must cover two refresh intervals is
+// checked where both are known (internal/config).
+func (c Config) Validate() []error {
+	var errs []error
+	if c.MaxLabelGroups < 1 {
+		errs = append(errs, fmt.Errorf("max_label_groups: must be at least 1 (got %d)", c.MaxLabelGroups))
+	}
+	if c.MaxStaleness < 0 {
+		errs = append(errs, fmt.Errorf("max_staleness: must not be negative (got %s)", c.MaxStaleness))
+	}
+	return errs
 }
 
 type domainCollector struct {
-	src  HealthSource
-	opts DomainOptions
-	now  func() time.Time
+	src HealthSource
+	cfg Config
+	now func() time.Time
 
 	tasks, steps, errorSteps *prometheus.Desc
 	connActive, connMax      *prometheus.Desc
@@ -57,15 +74,16 @@ type domainCollector struct {
 
 // NewDomainCollector exports Tasker's task and step state at scrape time
 // from src's last good snapshot. Nothing is exported before the first one.
-func NewDomainCollector(src HealthSource, opts DomainOptions) prometheus.Collector {
-	if opts.MaxGroups <= 0 {
-		opts.MaxGroups = DefaultMaxGroups
+// A cap below 1 takes DefaultConfig's.
+func NewDomainCollector(src HealthSource, cfg Config) prometheus.Collector {
+	if cfg.MaxLabelGroups <= 0 {
+		cfg.MaxLabelGroups = DefaultConfig().MaxLabelGroups
 	}
 	name := func(sub, n string) string { return prometheus.BuildFQName("tasker", sub, n) }
 	return &domainCollector{
-		src:  src,
-		opts: opts,
-		now:  time.Now,
+		src: src,
+		cfg: cfg,
+		now: time.Now,
 		tasks: prometheus.NewDesc(name("", "tasks"),
 			"Tasker tasks by current state; state=\"new\" counts tasks with no transition yet, so the series sum to all tasks.",
 			[]string{"state"}, nil),
@@ -116,7 +134,7 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 	if snap == nil {
 		return
 	}
-	if d.opts.MaxStaleness > 0 && d.now().Sub(snap.TakenAt) > d.opts.MaxStaleness {
+	if d.cfg.MaxStaleness > 0 && d.now().Sub(snap.TakenAt) > d.cfg.MaxStaleness {
 		return
 	}
 	gauge := func(desc *prometheus.Desc, v int64, labels ...string) {
@@ -200,7 +218,7 @@ func (d *domainCollector) breakdown(snap *collector.Snapshot) breakdown {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.memoFor != snap {
-		d.memo, d.memoFor = foldGroups(snap.Tasks, snap.Steps, d.opts.MaxGroups), snap
+		d.memo, d.memoFor = foldGroups(snap.Tasks, snap.Steps, d.cfg.MaxLabelGroups), snap
 		d.memo.errorSteps = fold(snap.ErrorStepsByName, d.memo.kept, retryClassLabel)
 	}
 	return d.memo

@@ -54,7 +54,7 @@ func domainSnapshot() *collector.Snapshot {
 	}
 }
 
-func newDomain(src HealthSource, opts DomainOptions) prometheus.Collector {
+func newDomain(src HealthSource, opts Config) prometheus.Collector {
 	c := NewDomainCollector(src, opts)
 	c.(*domainCollector).now = func() time.Time { return testNow }
 	return c
@@ -122,11 +122,11 @@ tasker_tasks_by_name{namespace="payments",state="new",task="charge"} 3
 
 func TestDomainCollector(t *testing.T) {
 	src := &fakeSource{}
-	c := newDomain(src, DomainOptions{})
+	c := newDomain(src, Config{})
 	if n := testutil.CollectAndCount(c); n != 0 {
 		t.Fatalf("%d series before the first snapshot", n)
 	}
-	src.set(collector.RefreshState{Last: domainSnapshot()})
+	src.Set(collector.RefreshState{Last: domainSnapshot()})
 	if err := testutil.CollectAndCompare(c, strings.NewReader(wantDomain)); err != nil {
 		t.Error(err)
 	}
@@ -146,8 +146,8 @@ func TestDomainCollector(t *testing.T) {
 
 func TestDomainKeepsServingAfterFailure(t *testing.T) {
 	src := &fakeSource{}
-	src.set(collector.RefreshState{Last: domainSnapshot(), LastError: errRefused, Failures: 4})
-	c := newDomain(src, DomainOptions{})
+	src.Set(collector.RefreshState{Last: domainSnapshot(), LastError: errRefused, Failures: 4})
+	c := newDomain(src, Config{})
 	if err := testutil.CollectAndCompare(c, strings.NewReader(wantDomain)); err != nil {
 		t.Error(err)
 	}
@@ -171,8 +171,8 @@ func TestDomainMaxStaleness(t *testing.T) {
 			s := *snap
 			s.TakenAt = testNow.Add(-tc.age)
 			src := &fakeSource{}
-			src.set(collector.RefreshState{Last: &s})
-			n := testutil.CollectAndCount(newDomain(src, DomainOptions{MaxStaleness: tc.staleness}))
+			src.Set(collector.RefreshState{Last: &s})
+			n := testutil.CollectAndCount(newDomain(src, Config{MaxStaleness: tc.staleness}))
 			if (n > 0) != tc.wantAny {
 				t.Errorf("%d series, want any = %v", n, tc.wantAny)
 			}
@@ -256,8 +256,8 @@ func TestDomainCapThroughCollector(t *testing.T) {
 	// A step of a pair beyond the cap is in error: its class goes to other.
 	snap.ErrorStepsByName = append(snap.ErrorStepsByName, g("default", "report", "exhausted", 1))
 	src := &fakeSource{}
-	src.set(collector.RefreshState{Last: snap})
-	c := newDomain(src, DomainOptions{MaxGroups: 1})
+	src.Set(collector.RefreshState{Last: snap})
+	c := newDomain(src, Config{MaxLabelGroups: 1})
 	want := `
 # HELP tasker_sidecar_label_groups_dropped (namespace, task) pairs folded into namespace="other",task="other" by the cardinality cap.
 # TYPE tasker_sidecar_label_groups_dropped gauge
@@ -310,13 +310,13 @@ func TestDomainInvalidUTF8(t *testing.T) {
 	snap.Tasks = []collector.GroupCount{g("ns\xff", "t", "complete", 1)}
 	snap.Steps = nil
 	src := &fakeSource{}
-	src.set(collector.RefreshState{Last: snap})
+	src.Set(collector.RefreshState{Last: snap})
 	want := `
 # HELP tasker_tasks_by_name Tasker tasks by namespace, task name and current state; pairs beyond the cap are summed into namespace="other",task="other".
 # TYPE tasker_tasks_by_name gauge
 tasker_tasks_by_name{namespace="ns` + "\uFFFD" + `",state="complete",task="t"} 1
 `
-	if err := testutil.CollectAndCompare(newDomain(src, DomainOptions{}), strings.NewReader(want), "tasker_tasks_by_name"); err != nil {
+	if err := testutil.CollectAndCompare(newDomain(src, Config{}), strings.NewReader(want), "tasker_tasks_by_name"); err != nil {
 		t.Error(err)
 	}
 }
@@ -353,7 +353,7 @@ func TestDomainOldestRetryableUnknown(t *testing.T) {
 	snap := domainSnapshot()
 	snap.OldestRetryableErrorStep = testNow.Add(-time.Hour)
 	src := &fakeSource{}
-	c := newDomain(src, DomainOptions{})
+	c := newDomain(src, Config{})
 	for _, tc := range []struct {
 		unknown bool
 		want    string
@@ -372,7 +372,7 @@ tasker_steps_oldest_age_seconds{state="in_progress"} 90
 	} {
 		s := *snap
 		s.OldestRetryableUnknown = tc.unknown
-		src.set(collector.RefreshState{Last: &s})
+		src.Set(collector.RefreshState{Last: &s})
 		if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want), "tasker_steps_oldest_age_seconds"); err != nil {
 			t.Errorf("unknown=%v: %v", tc.unknown, err)
 		}

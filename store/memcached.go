@@ -2,7 +2,6 @@ package store
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +44,7 @@ type Memcached struct {
 // that follow it; a prefix with spaces or control characters can never work.
 const maxMemcachedPrefix = 150
 
-func openMemcached(p *parsedURL, opts Options) (*Memcached, error) {
+func openMemcached(p *parsedURL, opts Config) (*Memcached, error) {
 	if opts.KeyPrefix != "" && (len(opts.KeyPrefix) > maxMemcachedPrefix || !legalMemcachedKey(opts.KeyPrefix)) {
 		return nil, fmt.Errorf("invalid key prefix for memcached: at most %d bytes, no spaces or control characters", maxMemcachedPrefix)
 	}
@@ -54,7 +53,7 @@ func openMemcached(p *parsedURL, opts Options) (*Memcached, error) {
 		user = opts.Username
 	}
 	if opts.Password != "" {
-		pass = opts.Password
+		pass = opts.Password.Value()
 	}
 	if (user == "") != (pass == "") {
 		return nil, p.invalid("memcached authentication needs both a username and a password")
@@ -211,10 +210,10 @@ func (m *Memcached) server(key string) string {
 	return (&hashSelector{addrs: m.addrs}).pick(key)
 }
 
-// expiration converts a TTL to memcached's exptime: whole seconds, rounded
+// Expiration converts a TTL to memcached's exptime: whole seconds, rounded
 // up so a short TTL never becomes "no expiry", and an absolute Unix time
 // beyond 30 days, where memcached stops reading it as relative.
-func expiration(ttl time.Duration) int32 {
+func Expiration(ttl time.Duration) int32 {
 	if ttl <= 0 {
 		return 0
 	}
@@ -299,7 +298,7 @@ func (m *Memcached) Get(ctx context.Context, key string) ([]byte, bool, error) {
 }
 
 func (m *Memcached) Set(ctx context.Context, key string, val []byte, ttl time.Duration) error {
-	it := &memcache.Item{Key: m.Key(key), Value: val, Expiration: expiration(ttl)}
+	it := &memcache.Item{Key: m.Key(key), Value: val, Expiration: Expiration(ttl)}
 	if err := m.call(ctx, func() error { return m.mc.Set(it) }); err != nil {
 		return m.fail("set", err)
 	}
@@ -340,7 +339,7 @@ func (m *Memcached) Close() error {
 
 // SetNX is memcached add.
 func (m *Memcached) SetNX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
-	it := &memcache.Item{Key: m.Key(key), Value: val, Expiration: expiration(ttl)}
+	it := &memcache.Item{Key: m.Key(key), Value: val, Expiration: Expiration(ttl)}
 	err := m.call(ctx, func() error { return m.mc.Add(it) })
 	if errors.Is(err, memcache.ErrNotStored) {
 		return false, nil
@@ -373,7 +372,7 @@ func (m *Memcached) Incr(ctx context.Context, key string, delta int64, ttl time.
 			return 0, m.fail("incr", err)
 		}
 		initial := max(delta, 0)
-		it := &memcache.Item{Key: k, Value: []byte(strconv.FormatInt(initial, 10)), Expiration: expiration(ttl)}
+		it := &memcache.Item{Key: k, Value: []byte(strconv.FormatInt(initial, 10)), Expiration: Expiration(ttl)}
 		err = m.call(ctx, func() error { return m.mc.Add(it) })
 		if err == nil {
 			return initial, nil
@@ -385,34 +384,25 @@ func (m *Memcached) Incr(ctx context.Context, key string, delta int64, ttl time.
 	return 0, errors.New("memcached incr: counter kept disappearing")
 }
 
-// CompareAndSwap is gets followed by cas: the server refuses the cas if the
-// item changed since the gets.
-func (m *Memcached) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
-	return m.compareAnd(ctx, key, old, new, expiration(ttl))
-}
-
-// CompareAndDelete is gets followed by a cas with a negative exptime, which
-// memcached treats as "expire now": a delete that only happens if the item is
-// unchanged, with classic commands only.
-func (m *Memcached) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
-	return m.compareAnd(ctx, key, old, old, -1)
-}
-
-func (m *Memcached) compareAnd(ctx context.Context, key string, old, new []byte, exp int32) (bool, error) {
+// Gets reads key with its CAS unique (gets), for a later CAS; ok is false
+// on a miss.
+func (m *Memcached) Gets(ctx context.Context, key string) (*memcache.Item, bool, error) {
+	// Not named results: an abandoned call still writes it (see call).
 	var it *memcache.Item
 	err := m.call(ctx, func() (err error) { it, err = m.mc.Get(m.Key(key)); return err })
 	if errors.Is(err, memcache.ErrCacheMiss) {
-		return false, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return false, m.fail("gets", err)
+		return nil, false, m.fail("gets", err)
 	}
-	if !bytes.Equal(it.Value, old) {
-		return false, nil
-	}
-	it.Value = new
-	it.Expiration = exp
-	err = m.call(ctx, func() error { return m.mc.CompareAndSwap(it) })
+	return it, true, nil
+}
+
+// CAS writes an item read by Gets (cas) and reports false, not an error,
+// when the server refuses it because the item changed or is gone since.
+func (m *Memcached) CAS(ctx context.Context, it *memcache.Item) (bool, error) {
+	err := m.call(ctx, func() error { return m.mc.CompareAndSwap(it) })
 	if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrCacheMiss) {
 		return false, nil
 	}

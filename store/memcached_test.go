@@ -9,13 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bradfitz/gomemcache/memcache"
+
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
 
 func TestMemcachedMetaCommands(t *testing.T) {
 	prefix := storetest.Prefix(t)
-	m := mustOpen(t, storetest.MemcachedURL(t), store.Options{KeyPrefix: prefix}).(*store.Memcached)
+	m := mustOpen(t, storetest.MemcachedURL(t), store.Config{KeyPrefix: prefix}).(*store.Memcached)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	addr := m.Servers()[0]
@@ -95,7 +97,7 @@ func TestMemcachedMetaRefusedByOldServer(t *testing.T) {
 	// A fake memcached that answers every command with ERROR, as a server
 	// before 1.5.19 or a proxy without meta support does.
 	addr := fakeServer(t, "ERROR\r\n")
-	m := mustOpen(t, "memcached://"+addr, store.Options{}).(*store.Memcached)
+	m := mustOpen(t, "memcached://"+addr, store.Config{}).(*store.Memcached)
 	ctx := context.Background()
 	err := m.MetaNoop(ctx, addr)
 	if !errors.Is(err, store.ErrProtocol) || store.Classify(err) != store.ClassProtocol {
@@ -108,7 +110,7 @@ func TestMemcachedMetaRefusedByOldServer(t *testing.T) {
 
 func TestMemcachedSeveralServers(t *testing.T) {
 	a, b := storetest.StartMemcached(t), storetest.StartMemcached(t)
-	m := mustOpen(t, "memcached://"+a.Addr+","+b.Addr, store.Options{}).(*store.Memcached)
+	m := mustOpen(t, "memcached://"+a.Addr+","+b.Addr, store.Config{}).(*store.Memcached)
 	ctx := context.Background()
 	onA, onB := 0, 0
 	for i := range 40 {
@@ -162,16 +164,16 @@ func TestMemcachedASCIIAuth(t *testing.T) {
 	tests := []struct {
 		name     string
 		srv      *storetest.Server
-		opts     store.Options
+		opts     store.Config
 		url      func(addr string) string
 		class    store.ErrorClass // of Ping; ClassNone: everything works
 		errWords string           // in the error, when it fails
 		warning  string           // in Warnings()
 	}{
 		{name: "-Y server, right password", srv: withAuth, url: func(a string) string { return "memcached://sidecar:s3cret@" + a }},
-		{name: "-Y server, password from options", srv: withAuth, opts: store.Options{Username: "sidecar", Password: "s3cret"},
+		{name: "-Y server, password from options", srv: withAuth, opts: store.Config{Username: "sidecar", Password: "s3cret"},
 			url: func(a string) string { return "memcached://" + a }},
-		{name: "-Y server, wrong password", srv: withAuth, opts: store.Options{Username: "sidecar", Password: "wrong"},
+		{name: "-Y server, wrong password", srv: withAuth, opts: store.Config{Username: "sidecar", Password: "wrong"},
 			url: func(a string) string { return "memcached://" + a }, class: store.ClassPermission, errWords: "authentication failure"},
 		{name: "plain server, credentials", srv: plain, url: func(a string) string { return "memcached://sidecar:s3cret@" + a },
 			warning: "does not require authentication (not started with -Y): the configured credentials were not sent"},
@@ -224,20 +226,20 @@ func TestMemcachedRespectsDeadlines(t *testing.T) {
 	srv := storetest.StartMemcached(t)
 	slow := storetest.LatencyProxy(t, srv.Addr, 500*time.Millisecond)
 	// The client's own I/O timeout is far longer than the deadlines.
-	m := mustOpen(t, "memcached://"+slow, store.Options{ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second}).(*store.Memcached)
+	m := mustOpen(t, "memcached://"+slow, store.Config{ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second}).(*store.Memcached)
 	ops := map[string]func(ctx context.Context) error{
 		"Get":    func(ctx context.Context) error { _, _, err := m.Get(ctx, "k"); return err },
 		"Set":    func(ctx context.Context) error { return m.Set(ctx, "k", []byte("v"), time.Minute) },
 		"Delete": func(ctx context.Context) error { return m.Delete(ctx, "k") },
 		"SetNX":  func(ctx context.Context) error { _, err := m.SetNX(ctx, "k", []byte("v"), time.Minute); return err },
 		"Incr":   func(ctx context.Context) error { _, err := m.Incr(ctx, "n", 1, time.Minute); return err },
-		"CompareAndSwap": func(ctx context.Context) error {
-			_, err := m.CompareAndSwap(ctx, "k", []byte("v"), []byte("w"), 0)
+		"Gets":   func(ctx context.Context) error { _, _, err := m.Gets(ctx, "k"); return err },
+		"CAS": func(ctx context.Context) error {
+			_, err := m.CAS(ctx, &memcache.Item{Key: m.Key("k"), Value: []byte("w")})
 			return err
 		},
-		"CompareAndDelete": func(ctx context.Context) error { _, err := m.CompareAndDelete(ctx, "k", []byte("v")); return err },
-		"Ping":             m.Ping,
-		"TTL":              func(ctx context.Context) error { _, _, err := m.TTL(ctx, "k"); return err },
+		"Ping": m.Ping,
+		"TTL":  func(ctx context.Context) error { _, _, err := m.TTL(ctx, "k"); return err },
 	}
 	const deadline = 100 * time.Millisecond
 	for name, op := range ops {

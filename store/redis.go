@@ -6,48 +6,11 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasker-systems/tasker-sidecar/internal/redact"
-)
-
-// Conditional is how a Redis store performs CompareAndSwap or
-// CompareAndDelete. The detector picks the one the live server allows
-// (UseConditional); until then scripts are assumed, the only way that works
-// on every Redis-protocol server where EVAL is allowed.
-type Conditional string
-
-// Conditional methods. CondNative means SET ... IFEQ for swap and
-// DELEX ... IFEQ for delete; CondDelIfEq is Valkey 9.0's DELIFEQ (delete
-// only).
-const (
-	CondNone    Conditional = "none"
-	CondScript  Conditional = "script"
-	CondNative  Conditional = "native"
-	CondDelIfEq Conditional = "delifeq"
-)
-
-// Lua for token-checked swap and delete: the GET and the write happen in one
-// server-side step, so no other client can slip in between.
-var (
-	casScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  if tonumber(ARGV[3]) > 0 then
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  else
-    redis.call('SET', KEYS[1], ARGV[2])
-  end
-  return 1
-end
-return 0`)
-	cadScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0`)
 )
 
 // Redis is a Redis-protocol store (Redis, Valkey, KeyDB, Dragonfly) behind
@@ -58,19 +21,15 @@ type Redis struct {
 	addrs    []string
 	url      string
 	prefix   string
-	swap     atomic.Value // Conditional
-	del      atomic.Value // Conditional
 	watch    *dialWatch
 }
 
-func openRedis(p *parsedURL, opts Options) (*Redis, error) {
+func openRedis(p *parsedURL, opts Config) (*Redis, error) {
 	secret, _ := p.raw.User.Password()
 	fail := func(err error) (*Redis, error) {
 		return nil, p.invalid(redact.Scrub(strings.TrimPrefix(err.Error(), "redis: "), secret))
 	}
 	r := &Redis{topology: p.topology, url: p.redacted, prefix: opts.KeyPrefix, watch: &dialWatch{}}
-	r.swap.Store(CondScript)
-	r.del.Store(CondScript)
 
 	switch p.topology {
 	case TopologyCluster:
@@ -118,14 +77,14 @@ type clientOptions struct {
 	poolSize            *int
 }
 
-// apply lets Options fill what the URL left unset, and overrides the
+// apply lets the Config fill what the URL left unset, and overrides the
 // credentials, which may come from a file or the environment instead.
-func (c clientOptions) apply(opts Options) {
+func (c clientOptions) apply(opts Config) {
 	if opts.Username != "" {
 		*c.username = opts.Username
 	}
 	if opts.Password != "" {
-		*c.password = opts.Password
+		*c.password = opts.Password.Value()
 	}
 	*c.dial = orDefault(*c.dial, opts.DialTimeout)
 	*c.read = orDefault(*c.read, opts.ReadTimeout)
@@ -161,19 +120,6 @@ func (r *Redis) Topology() string { return r.topology }
 
 // Key returns the key as stored on the server, prefix included.
 func (r *Redis) Key(key string) string { return r.prefix + key }
-
-// UseConditional sets how CompareAndSwap and CompareAndDelete are done.
-// Valid swap methods: CondScript, CondNative, CondNone; valid delete methods:
-// CondScript, CondNative, CondDelIfEq, CondNone.
-func (r *Redis) UseConditional(swap, del Conditional) {
-	r.swap.Store(swap)
-	r.del.Store(del)
-}
-
-// Conditionals reports the methods in use.
-func (r *Redis) Conditionals() (swap, del Conditional) {
-	return r.swap.Load().(Conditional), r.del.Load().(Conditional)
-}
 
 func (r *Redis) Kind() string    { return KindRedis }
 func (r *Redis) Address() string { return strings.Join(r.addrs, ",") }
@@ -269,65 +215,6 @@ func (r *Redis) TTL(ctx context.Context, key string) (time.Duration, bool, error
 		return NoExpiry, true, nil
 	}
 	return time.Duration(v) * time.Millisecond, true, nil
-}
-
-// CompareAndSwap sets key to new if it holds old, by the method chosen with
-// UseConditional.
-func (r *Redis) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
-	m, _ := r.Conditionals()
-	return r.CompareAndSwapBy(ctx, m, key, old, new, ttl)
-}
-
-// CompareAndSwapBy is CompareAndSwap with an explicit method, so a probe can
-// try one without changing what live callers use.
-func (r *Redis) CompareAndSwapBy(ctx context.Context, m Conditional, key string, old, new []byte, ttl time.Duration) (bool, error) {
-	k := r.Key(key)
-	switch m {
-	case CondScript:
-		n, err := casScript.Run(ctx, r.client, []string{k}, old, new, positive(ttl).Milliseconds()).Int64()
-		if err != nil {
-			return false, fmt.Errorf("redis compare-and-swap script: %w", err)
-		}
-		return n == 1, nil
-	case CondNative:
-		err := r.client.SetIFEQ(ctx, k, new, old, positive(ttl)).Err()
-		if errors.Is(err, redis.Nil) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("redis set ifeq: %w", err)
-		}
-		return true, nil
-	}
-	return false, fmt.Errorf("redis compare-and-swap: %w", ErrUnsupported)
-}
-
-// CompareAndDelete deletes key if it holds old: the token-checked release of
-// a lock or lease.
-func (r *Redis) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
-	_, m := r.Conditionals()
-	return r.CompareAndDeleteBy(ctx, m, key, old)
-}
-
-// CompareAndDeleteBy is CompareAndDelete with an explicit method.
-func (r *Redis) CompareAndDeleteBy(ctx context.Context, m Conditional, key string, old []byte) (bool, error) {
-	k := r.Key(key)
-	var n int64
-	var err error
-	switch m {
-	case CondScript:
-		n, err = cadScript.Run(ctx, r.client, []string{k}, old).Int64()
-	case CondNative:
-		n, err = r.client.DelExArgs(ctx, k, redis.DelExArgs{Mode: "IFEQ", MatchValue: old}).Result()
-	case CondDelIfEq:
-		n, err = r.client.Do(ctx, "DELIFEQ", k, old).Int64()
-	default:
-		return false, fmt.Errorf("redis compare-and-delete: %w", ErrUnsupported)
-	}
-	if err != nil {
-		return false, fmt.Errorf("redis compare-and-delete (%s): %w", m, err)
-	}
-	return n == 1, nil
 }
 
 // OnReconnect implements ReconnectNotifier.

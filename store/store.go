@@ -7,7 +7,10 @@
 // (Adder, Incrementer, Swapper, TTLReader), so a caller can type-assert for
 // exactly what it needs and never fall back to read-modify-write by accident.
 // The capability detector (package detector) finds out which of them the live
-// server really allows; this package only provides them.
+// server really allows; this package only provides plain client round trips.
+// Every sequence built from them (Lua scripts, compare-and-swap and
+// compare-and-delete, leases, Memcached meta-command sequences) is package
+// coord's.
 package store
 
 import (
@@ -72,8 +75,9 @@ type Incrementer interface {
 	Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
 }
 
-// Swapper is compare-and-set and compare-and-delete, atomic on the server.
-// Both report false, not an error, when the key is missing or holds a
+// Swapper is compare-and-set and compare-and-delete, atomic in the store
+// itself: the in-process store has them (a lock). On Redis and Memcached
+// they are sequences of commands, package coord's. Both report false, not an error, when the key is missing or holds a
 // different value. They return ErrUnsupported when the store has no atomic
 // way to do it.
 type Swapper interface {
@@ -95,54 +99,8 @@ type ReconnectNotifier interface {
 	OnReconnect(fn func()) (remove func())
 }
 
-// Options tunes a store. Zero values take the defaults below.
-type Options struct {
-	// DialTimeout bounds connecting (default 1s).
-	DialTimeout time.Duration
-	// ReadTimeout and WriteTimeout bound each socket read and write
-	// (default 500ms each). Memcached's client has a single I/O timeout,
-	// the larger of the two.
-	ReadTimeout  time.Duration
-	WriteTimeout time.Duration
-	// KeyPrefix is prepended to every key, giving the sidecar its own
-	// namespace in a shared store.
-	KeyPrefix string
-	// Username and Password, when set, replace the credentials in the URL,
-	// so the secret can come from a file or the environment instead.
-	Username string
-	Password string
-	// PoolSize is the connection pool size per server (0 = driver default).
-	PoolSize int
-}
-
-// Default option values.
-const (
-	DefaultDialTimeout  = time.Second
-	DefaultReadTimeout  = 500 * time.Millisecond
-	DefaultWriteTimeout = 500 * time.Millisecond
-)
-
-func (o Options) withDefaults() (Options, error) {
-	if o.DialTimeout < 0 || o.ReadTimeout < 0 || o.WriteTimeout < 0 {
-		return o, errors.New("timeouts must not be negative")
-	}
-	if o.PoolSize < 0 {
-		return o, errors.New("pool size must not be negative")
-	}
-	if o.DialTimeout == 0 {
-		o.DialTimeout = DefaultDialTimeout
-	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = DefaultReadTimeout
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = DefaultWriteTimeout
-	}
-	return o, nil
-}
-
-// Open returns a store for rawURL. It fails only when the URL or options are
-// invalid, and the error never contains the password; connecting happens on
+// Open returns the store cfg describes. It fails only when the URL or
+// options are invalid, and the error never contains the password; connecting happens on
 // first use, bounded by the timeouts.
 //
 // Supported URLs:
@@ -157,11 +115,12 @@ func (o Options) withDefaults() (Options, error) {
 //
 // The TLS variants rediss+cluster:// and rediss+sentinel:// exist too. A
 // redis:// URL with addr= parameters is a cluster, as in go-redis.
-func Open(rawURL string, opts Options) (Store, error) {
-	opts, err := opts.withDefaults()
+func Open(cfg Config) (Store, error) {
+	opts, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("invalid cache options: %w", err)
 	}
+	rawURL := cfg.URL.Value()
 	u, err := parseURL(rawURL)
 	if err != nil {
 		return nil, err

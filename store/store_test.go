@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -28,7 +29,7 @@ func TestConformance(t *testing.T) {
 		{
 			name: "redis",
 			open: func(t *testing.T, prefix string) store.Store {
-				return mustOpen(t, storetest.RedisURL(t), store.Options{KeyPrefix: prefix})
+				return mustOpen(t, storetest.RedisURL(t), store.Config{KeyPrefix: prefix})
 			},
 			keysLeft: func(t *testing.T, prefix string, _ []string) []string {
 				return storetest.RedisKeys(t, storetest.AdminRedis(t, storetest.RedisURL(t)), prefix)
@@ -37,7 +38,7 @@ func TestConformance(t *testing.T) {
 		{
 			name: "memcached",
 			open: func(t *testing.T, prefix string) store.Store {
-				return mustOpen(t, storetest.MemcachedURL(t), store.Options{KeyPrefix: prefix})
+				return mustOpen(t, storetest.MemcachedURL(t), store.Config{KeyPrefix: prefix})
 			},
 			keysLeft: func(t *testing.T, prefix string, written []string) []string {
 				addr := strings.TrimPrefix(storetest.MemcachedURL(t), "memcached://")
@@ -53,7 +54,7 @@ func TestConformance(t *testing.T) {
 		{
 			name: "memory",
 			open: func(t *testing.T, prefix string) store.Store {
-				return mustOpen(t, "memory://", store.Options{KeyPrefix: prefix})
+				return mustOpen(t, "memory://", store.Config{KeyPrefix: prefix})
 			},
 		},
 	}
@@ -179,33 +180,6 @@ func TestConformance(t *testing.T) {
 				_ = st.Delete(ctx, k)
 			})
 
-			t.Run("compare and swap", func(t *testing.T) {
-				sw := st.(store.Swapper)
-				k := key("cas")
-				if ok, err := sw.CompareAndSwap(ctx, k, []byte("a"), []byte("b"), time.Minute); err != nil || ok {
-					t.Fatalf("CAS on a missing key = %v %v", ok, err)
-				}
-				_ = st.Set(ctx, k, []byte("a"), time.Minute)
-				if ok, err := sw.CompareAndSwap(ctx, k, []byte("x"), []byte("b"), time.Minute); err != nil || ok {
-					t.Fatalf("CAS with the wrong old value = %v %v", ok, err)
-				}
-				if ok, err := sw.CompareAndSwap(ctx, k, []byte("a"), []byte("b"), time.Minute); err != nil || !ok {
-					t.Fatalf("CAS = %v %v", ok, err)
-				}
-				if v, _, _ := st.Get(ctx, k); string(v) != "b" {
-					t.Fatalf("value %q after CAS, want b", v)
-				}
-				if ok, err := sw.CompareAndDelete(ctx, k, []byte("a")); err != nil || ok {
-					t.Fatalf("CAD with the wrong value = %v %v", ok, err)
-				}
-				if ok, err := sw.CompareAndDelete(ctx, k, []byte("b")); err != nil || !ok {
-					t.Fatalf("CAD = %v %v", ok, err)
-				}
-				if _, ok, _ := st.Get(ctx, k); ok {
-					t.Fatal("key survived CompareAndDelete")
-				}
-			})
-
 			t.Run("ttl", func(t *testing.T) {
 				tr := st.(store.TTLReader)
 				k := key("ttl")
@@ -249,7 +223,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestNoneStore(t *testing.T) {
-	st := mustOpen(t, "none://", store.Options{})
+	st := mustOpen(t, "none://", store.Config{})
 	ctx := context.Background()
 	if err := st.Set(ctx, "k", []byte("v"), time.Minute); err != nil {
 		t.Fatalf("Set: %v", err)
@@ -277,7 +251,7 @@ func is[T any](v any) bool { _, ok := v.(T); return ok }
 func TestUnreachableStoresFailFast(t *testing.T) {
 	for _, u := range []string{"redis://127.0.0.1:1", "memcached://127.0.0.1:1"} {
 		t.Run(u, func(t *testing.T) {
-			st := mustOpen(t, u, store.Options{})
+			st := mustOpen(t, u, store.Config{})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -315,7 +289,7 @@ func TestReconnectNotification(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, u := tt.start(t)
-			st := mustOpen(t, u, store.Options{})
+			st := mustOpen(t, u, store.Config{})
 			fired := make(chan struct{}, 10)
 			remove := st.(store.ReconnectNotifier).OnReconnect(func() { fired <- struct{}{} })
 			defer remove()
@@ -348,7 +322,7 @@ func TestReconnectNotification(t *testing.T) {
 }
 
 func TestClassify(t *testing.T) {
-	st := mustOpen(t, storetest.RedisURL(t), store.Options{})
+	st := mustOpen(t, storetest.RedisURL(t), store.Config{})
 	r := st.(*store.Redis)
 	ctx := context.Background()
 	unknown := r.Client().Do(ctx, "NOSUCHCOMMAND").Err()
@@ -373,9 +347,10 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func mustOpen(t testing.TB, u string, o store.Options) store.Store {
+func mustOpen(t testing.TB, u string, o store.Config) store.Store {
 	t.Helper()
-	st, err := store.Open(u, o)
+	o.URL = secret.URL(u)
+	st, err := store.Open(o)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", u, err)
 	}

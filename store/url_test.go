@@ -3,6 +3,9 @@ package store
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 func TestOpenParsesURLs(t *testing.T) {
@@ -30,7 +33,7 @@ func TestOpenParsesURLs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
-			st, err := Open(tt.url, Options{})
+			st, err := Open(Config{URL: secret.URL(tt.url)})
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
@@ -70,7 +73,7 @@ func TestOpenRejectsInvalidURLs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
-			_, err := Open(tt.url, Options{})
+			_, err := Open(Config{URL: secret.URL(tt.url)})
 			if err == nil {
 				t.Fatal("Open succeeded")
 			}
@@ -85,16 +88,16 @@ func TestOpenRejectsInvalidURLs(t *testing.T) {
 }
 
 func TestOpenRejectsBadOptions(t *testing.T) {
-	if _, err := Open("memory://", Options{DialTimeout: -1}); err == nil {
+	if _, err := Open(Config{URL: "memory://", DialTimeout: -1}); err == nil {
 		t.Error("negative timeout accepted")
 	}
-	if _, err := Open("memcached://a:1", Options{KeyPrefix: "has space"}); err == nil {
+	if _, err := Open(Config{URL: "memcached://a:1", KeyPrefix: "has space"}); err == nil {
 		t.Error("memcached prefix with a space accepted")
 	}
 }
 
 func TestOptionsOverrideURLCredentials(t *testing.T) {
-	st, err := Open("redis://urluser:urlpass@h:1", Options{Username: "u2", Password: "p2"})
+	st, err := Open(Config{URL: "redis://urluser:urlpass@h:1", Username: "u2", Password: "p2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,12 +120,50 @@ func TestExpiration(t *testing.T) {
 	}
 	for _, tt := range tests {
 		d := mustDuration(t, tt.ttl)
-		if got := expiration(d); got != tt.want {
-			t.Errorf("expiration(%s) = %d, want %d", tt.ttl, got, tt.want)
+		if got := Expiration(d); got != tt.want {
+			t.Errorf("Expiration(%s) = %d, want %d", tt.ttl, got, tt.want)
 		}
 	}
 	// Past 30 days memcached reads the number as a Unix time.
-	if got := expiration(mustDuration(t, "721h")); got < 1_000_000_000 {
-		t.Errorf("expiration(721h) = %d, want an absolute Unix time", got)
+	if got := Expiration(mustDuration(t, "721h")); got < 1_000_000_000 {
+		t.Errorf("Expiration(721h) = %d, want an absolute Unix time", got)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(c *Config)
+		want []string // each error's prefix, in order
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"no url", func(c *Config) { c.URL = "" }, []string{"url: required"}},
+		{"bad scheme", func(c *Config) { c.URL = "ftp://h" }, []string{"url: "}},
+		{"bad port", func(c *Config) { c.URL = "redis://h:99999" }, []string{"url: "}},
+		{"memcached port", func(c *Config) { c.URL = "memcached://a:1,b:0" }, []string{"url: b: port must be"}},
+		{"memcached prefix", func(c *Config) { c.URL = "memcached://a:1"; c.KeyPrefix = "has space" }, []string{"key_prefix: "}},
+		{"timeouts", func(c *Config) { c.DialTimeout, c.ReadTimeout, c.WriteTimeout = 0, -time.Second, 0 },
+			[]string{"dial_timeout: must be positive", "read_timeout: must be positive", "write_timeout: must be positive"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.edit(&c)
+			errs := c.Validate()
+			if len(errs) != len(tt.want) {
+				t.Fatalf("Validate = %v, want %d errors", errs, len(tt.want))
+			}
+			for i, err := range errs {
+				want := strings.Replace(tt.want[i], "must be positive", "must be a positive duration", 1)
+				if !strings.HasPrefix(err.Error(), want) {
+					t.Errorf("error %d = %q, want prefix %q", i, err, want)
+				}
+			}
+		})
+	}
+	// The defaults are the configuration's (internal/config Default).
+	if c := DefaultConfig(); c.URL != "memory://" || c.DialTimeout != 2*time.Second || c.ReadTimeout != time.Second ||
+		c.WriteTimeout != time.Second || c.KeyPrefix != "tasker_sidecar:" {
+		t.Errorf("DefaultConfig = %+v", c)
 	}
 }

@@ -5,9 +5,10 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/hostport"
 )
 
 // Protocols the OTLP trace exporter (traces/otlp) speaks.
@@ -108,12 +109,12 @@ func (c Config) Validate() []error {
 		if strings.Contains(c.Endpoint, "://") {
 			if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 				add("endpoint", "must be an http(s) URL or host:port (got %q)", c.Endpoint)
-			} else if p := u.Port(); p != "" && !validPort(p) {
+			} else if p := u.Port(); p != "" && hostport.CheckPort(p, 1) != nil {
 				add("endpoint", "port must be a number from 1 to 65535 (got %q)", p)
 			}
 		} else if !strings.Contains(c.Endpoint, ":") {
 			add("endpoint", "host:port needs a port (got %q)", c.Endpoint)
-		} else if _, p, err := net.SplitHostPort(c.Endpoint); err != nil || !validPort(p) {
+		} else if _, p, err := net.SplitHostPort(c.Endpoint); err != nil || hostport.CheckPort(p, 1) != nil {
 			add("endpoint", "must be host:port with a port from 1 to 65535 (got %q)", c.Endpoint)
 		}
 	}
@@ -141,12 +142,6 @@ func (c Config) Validate() []error {
 		add("max_pending_tasks", "must not be negative (got %d)", c.MaxPendingTasks)
 	}
 	return sortErrors(errs)
-}
-
-// validPort reports whether p is a decimal port number from 1 to 65535.
-func validPort(p string) bool {
-	n, err := strconv.ParseUint(p, 10, 16)
-	return err == nil && n >= 1
 }
 
 // ResolvedProtocol is the protocol the exporter speaks: configuration,

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 	"github.com/tasker-systems/tasker-sidecar/traces"
 	"github.com/tasker-systems/tasker-sidecar/traces/otlp"
@@ -78,7 +79,7 @@ func TestJaegerE2E(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	pool := traces.WriterPool(t, pg.URL)
 	logger := traces.NewLogger(t)
-	db, err := collector.Open(collector.Options{URL: pg.URL}, nil, logger)
+	db, err := collector.Open(collector.DBConfig{URL: secret.URL(pg.URL)}, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +94,8 @@ func TestJaegerE2E(t *testing.T) {
 	scfg.PollInterval = 50 * time.Millisecond
 	scfg.Checkpoint.File = ""
 	stream := collector.NewStream(db, scfg, nil, nil, logger, collector.WithSink(workflows))
-	stream.Start(ctx)
-	defer stream.Stop()
+	_ = stream.Start(ctx)
+	defer func() { _ = stream.Shutdown(context.Background()) }()
 	<-stream.Ready()
 
 	opts := simulate.Options{Seed: 3, ErrorRate: 0.25, Workers: 2}
@@ -118,9 +119,9 @@ func TestJaegerE2E(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for traces.ExportedRuns(workflows) < float64(len(want)) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // poll interval of this bounded wait
 	}
-	stream.Stop()
+	_ = stream.Shutdown(context.Background())
 
 	traceID := traces.TaskTraceID(cfg.TraceIDSalt, task).String()
 	tags, _ := json.Marshal(map[string]string{"tasker.task_id": fmt.Sprint(task)})
@@ -140,7 +141,7 @@ func TestJaegerE2E(t *testing.T) {
 		if err == nil && len(found) > 0 && len(found[0].Spans) >= 1+best {
 			break
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // poll interval of this bounded wait
 	}
 	if err != nil {
 		t.Fatalf("query Jaeger: %v", err)
@@ -205,6 +206,8 @@ func TestJaegerE2E(t *testing.T) {
 	if err := again.Consume(ctx, []collector.Transition{end}); err != nil {
 		t.Fatal(err)
 	}
+	// Real time on purpose: the check is that no second trace appears, an
+	// absence with no event to wait for, so Jaeger gets time to ingest.
 	time.Sleep(2 * time.Second)
 	all, err := getTraces(ctx, u)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 )
 
@@ -85,7 +86,7 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	db, err := collector.Open(collector.Options{URL: pg.URL}, nil, logger)
+	db, err := collector.Open(collector.DBConfig{URL: secret.URL(pg.URL)}, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +107,8 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 	scfg.Checkpoint.File = ""
 	stream := collector.NewStream(db, scfg, nil, reg, logger,
 		collector.WithSink(traces), collector.WithExemplars(traces.ExemplarTraceID), collector.WithTracerProvider(selfTP))
-	stream.Start(ctx)
-	defer stream.Stop()
+	_ = stream.Start(ctx)
+	defer func() { _ = stream.Shutdown(context.Background()) }()
 	<-stream.Ready()
 
 	opts := simulate.Options{Seed: 7, ErrorRate: 0.3, ManualResolveRate: 1, Workers: 3}
@@ -127,9 +128,9 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(byName(recv.all(), SpanTask)) < terminal && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // poll interval of this bounded wait; the count is checked below
 	}
-	stream.Stop()
+	_ = stream.Shutdown(context.Background())
 	spans := recv.all()
 	t.Logf("live wrote %+v; %d terminal task transitions; %d spans received", st, terminal, len(spans))
 	if got := len(byName(spans, SpanTask)); got != terminal {

@@ -42,13 +42,17 @@ const retryAfter = 15 * time.Second
 const historyChunk = 200
 
 // TaskHistorySource reads task histories; *collector.DB implements it.
+// seen holds the transitions the stream already handed over for some of
+// the tasks (collector.Transition.History), which are not read again.
 type TaskHistorySource interface {
-	TaskHistories(ctx context.Context, taskIDs []int64) ([]collector.TaskHistory, error)
+	TaskHistories(ctx context.Context, taskIDs []int64, seen map[int64]*collector.TaskTransitions) ([]collector.TaskHistory, error)
 }
 
 // Workflows turns the transition stream into one trace per task: it
 // is a collector.Sink. When a task reaches a terminal state (complete,
-// error, cancelled, resolved_manually) it reads the task's history and
+// error, cancelled, resolved_manually) it reads the task's history (only
+// the task's and steps' columns when the stream handed over the
+// transitions with the run's end) and
 // exports a span for that run of the task with a child span per step
 // attempt, synchronously, so the stream's checkpoint only moves past
 // exported tasks. See docs/traces.md for the span model.
@@ -79,6 +83,9 @@ type Workflows struct {
 type taskEnd struct {
 	taskID  int64
 	sortKey int32
+	// seen is the task's transitions as the stream read them, nil when the
+	// stream did not see them all (collector.Transition.History).
+	seen *collector.TaskTransitions
 }
 
 // Results counted in tasker_sidecar_traces_tasks_total.
@@ -189,7 +196,7 @@ func (w *Workflows) Consume(ctx context.Context, ts []collector.Transition) erro
 			w.tasks.WithLabelValues(resultUnsampled).Inc()
 			continue
 		}
-		ends = append(ends, taskEnd{taskID: t.TaskID, sortKey: t.SortKey})
+		ends = append(ends, taskEnd{taskID: t.TaskID, sortKey: t.SortKey, seen: t.History})
 	}
 	if len(ends) == 0 {
 		w.pendingGauge.Set(0)
@@ -213,7 +220,14 @@ func (w *Workflows) keep(ends []taskEnd) {
 		w.tasks.WithLabelValues(resultDropped).Add(float64(len(ends) - room))
 		ends = ends[:room]
 	}
-	w.pending = append(w.pending, ends...)
+	// A kept end forgets the transitions the stream handed over: up to
+	// max_pending_tasks of them wait for a receiver that may be down for
+	// long, and a retry reads the history from the database instead, as for
+	// a task the stream did not see begin.
+	for _, e := range ends {
+		e.seen = nil
+		w.pending = append(w.pending, e)
+	}
 	w.tasks.WithLabelValues(resultRetried).Add(float64(len(ends)))
 	w.pendingGauge.Set(float64(len(w.pending)))
 }
@@ -276,16 +290,26 @@ func (w *Workflows) fail(ends []taskEnd) {
 
 func (w *Workflows) histories(ctx context.Context, ends []taskEnd) (map[int64]collector.TaskHistory, error) {
 	var ids []int64
-	seen := map[int64]bool{}
+	listed := map[int64]bool{}
+	var seen map[int64]*collector.TaskTransitions
 	for _, e := range ends {
-		if !seen[e.taskID] {
-			seen[e.taskID] = true
+		if !listed[e.taskID] {
+			listed[e.taskID] = true
 			ids = append(ids, e.taskID)
+		}
+		if e.seen != nil {
+			if seen == nil {
+				seen = map[int64]*collector.TaskTransitions{}
+			}
+			// Two ends of one task in a batch: the later one saw more.
+			if prev := seen[e.taskID]; prev == nil || len(e.seen.Task) > len(prev.Task) {
+				seen[e.taskID] = e.seen
+			}
 		}
 	}
 	out := make(map[int64]collector.TaskHistory, len(ids))
 	for chunk := range slices.Chunk(ids, historyChunk) {
-		hs, err := w.src.TaskHistories(ctx, chunk)
+		hs, err := w.src.TaskHistories(ctx, chunk, seen)
 		if err != nil {
 			return nil, err
 		}

@@ -26,7 +26,7 @@ type fakeHistories struct {
 	calls int
 }
 
-func (f *fakeHistories) TaskHistories(_ context.Context, ids []int64) ([]collector.TaskHistory, error) {
+func (f *fakeHistories) TaskHistories(_ context.Context, ids []int64, _ map[int64]*collector.TaskTransitions) ([]collector.TaskHistory, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++

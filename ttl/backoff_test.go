@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
@@ -31,7 +32,7 @@ func TestBackoffIsClusterWide(t *testing.T) {
 			src := &source{}
 			mustGet(t, a.Cache, ResourceStatus, "", src)
 			if b.mechanism == detector.MechanismRedisSetNX {
-				time.Sleep(time.Second) // its lock is released by expiry only
+				lockExpired(t, a.Cache, ResourceStatus) // its lock is released by expiry only
 			}
 			ea, eb := a.entry(ResourceStatus, "", false), bb.entry(ResourceStatus, "", false)
 			errorsOf := func(r replica) float64 {
@@ -64,7 +65,7 @@ func TestBackoffIsClusterWide(t *testing.T) {
 					n, at, time.Duration(at-clk.Now().UnixNano()), 2*cfg.RetryBackoffMin)
 			}
 			// ...and holds the gate for it, in the shared store.
-			left, ok, err := stB.(store.TTLReader).TTL(context.Background(), eb.key+lockSuffix)
+			left, ok, err := stB.(store.TTLReader).TTL(context.Background(), eb.key+coord.LockSuffix)
 			if err != nil || !ok || left <= cfg.RetryBackoffMin {
 				t.Fatalf("gate held for %s more (found %v, %v), want more than %s", left, ok, err, cfg.RetryBackoffMin)
 			}
@@ -81,7 +82,7 @@ func TestBackoffIsClusterWide(t *testing.T) {
 				vb, _ := mustGet(t, bb.Cache, ResourceStatus, "", src)
 				return va == gen(4, ResourceStatus) && vb == gen(4, ResourceStatus)
 			})
-			if _, found, err := stA.Get(context.Background(), ea.key+failSuffix); err != nil || found {
+			if _, found, err := stA.Get(context.Background(), ea.key+coord.FailSuffix); err != nil || found {
 				t.Fatalf("failure count still in the shared store after a write (found %v, %v)", found, err)
 			}
 			if n := ea.fails.Load(); n != 0 {

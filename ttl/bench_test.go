@@ -11,7 +11,7 @@ func BenchmarkGetHit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Stop()
+	defer func() { _ = c.Shutdown(context.Background()) }()
 	compute := func(context.Context) ([]byte, error) { return []byte(`{"ok":true}`), nil }
 	ctx := context.Background()
 	if _, _, err := c.Get(ctx, ResourceStatus, "", compute); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -484,7 +485,7 @@ func TestOverloadedComputeIsNotAFailure(t *testing.T) {
 			}
 			getOK(t, c.Cache, ResourceStatus, "", compute)
 			if b.mechanism == detector.MechanismRedisSetNX {
-				time.Sleep(time.Second) // its lock only expires (800 ms)
+				lockExpired(t, c.Cache, ResourceStatus) // its lock only expires (800 ms)
 			}
 			full.Store(true)
 			clk.Advance(90 * time.Second) // past TTL and grace: recomputed synchronously
@@ -496,7 +497,7 @@ func TestOverloadedComputeIsNotAFailure(t *testing.T) {
 			if n := e.fails.Load(); n != 0 {
 				t.Fatalf("failures = %d, want 0", n)
 			}
-			if n, _, err := coordinatorFor(st, b.mechanism).failures(context.Background(), e.key); err != nil || n != 0 {
+			if n, _, err := coord.New(st, nil).For(b.mechanism).Failures(context.Background(), e.key); err != nil || n != 0 {
 				t.Fatalf("cluster failure count = %d (%v), want 0", n, err)
 			}
 			for result, want := range map[string]float64{"error": 0, "overloaded": 1} {

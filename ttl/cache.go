@@ -24,7 +24,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 	"github.com/tasker-systems/tasker-sidecar/store"
 )
 
@@ -34,6 +36,7 @@ type Cache struct {
 	cfg    Config
 	st     store.Store
 	report func() detector.Report
+	coord  *coord.Coordinator // with the report's conditional methods
 	notify func(error)
 	logger *slog.Logger
 	m      *metrics
@@ -147,6 +150,7 @@ func New(st store.Store, report func() detector.Report, notify func(error), cfg 
 		cfg:           cfg,
 		st:            st,
 		report:        report,
+		coord:         coord.New(st, func() coord.Methods { return report().Methods }),
 		notify:        notify,
 		logger:        logger.With("component", "ttl_cache"),
 		m:             m,
@@ -181,15 +185,25 @@ func (c *Cache) SetTracerProvider(tp trace.TracerProvider) {
 
 var _ Getter = (*Cache)(nil)
 
-// Stop cancels background refreshes and waits for them. Get keeps working
-// afterwards, without starting new background work: values are refreshed
-// only when they are no longer servable.
-func (c *Cache) Stop() {
+// Start does nothing: the cache's background work (refresh-ahead) starts
+// with the requests that need it. It is here for the one lifecycle
+// (internal/lifecycle).
+func (c *Cache) Start(context.Context) error { return nil }
+
+// Shutdown cancels background refreshes and waits for them, or for ctx to
+// end. Get keeps working afterwards, without starting new background work:
+// values are refreshed only when they are no longer servable. Safe twice.
+func (c *Cache) Shutdown(ctx context.Context) error {
 	c.lifeMu.Lock()
 	c.stopped = true
 	c.lifeMu.Unlock()
 	c.bgStop()
-	c.bg.Wait()
+	done := make(chan struct{})
+	go func() {
+		c.bg.Wait()
+		close(done)
+	}()
+	return lifecycle.Wait(ctx, done)
 }
 
 // Degraded reports whether the cache fell back to in-process caching because
@@ -399,17 +413,17 @@ func (c *Cache) key(resource, params string) string {
 // coordinator returns the coordinator of e: the one for the detector's
 // current mechanism, or the in-process one for a LocalOnly entry and while
 // the shared store is failing.
-func (c *Cache) coordinator(e *entry) coordinator {
+func (c *Cache) coordinator(e *entry) coord.Mechanism {
 	if e.id.local {
-		return localCoord{}
+		return coord.Local()
 	}
-	var co coordinator = localCoord{}
+	var co coord.Mechanism = coord.Local()
 	if c.health.degraded.Load() {
 		c.maybeProbe()
 	} else {
-		co = coordinatorFor(c.st, c.report().Mechanism)
+		co = c.coord.For(c.report().Mechanism)
 	}
-	if mech := co.mechanism(); c.mech.Load() != mech {
+	if mech := co.Name(); c.mech.Load() != mech {
 		c.mech.Store(mech)
 		c.m.useMechanism(mech)
 	}
@@ -538,12 +552,12 @@ func (c *Cache) adopt(e *entry, env *envelope, own bool) {
 }
 
 // newer returns the shared store's value of e if it is newer than cur.
-func (c *Cache) newer(ctx context.Context, co coordinator, e *entry, cur *envelope) (*envelope, error) {
+func (c *Cache) newer(ctx context.Context, co coord.Mechanism, e *entry, cur *envelope) (*envelope, error) {
 	octx, cancel := c.op(ctx)
 	defer cancel()
 	octx, span := c.tracer.Start(octx, "cache.store.get", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("cache.resource", e.resource)))
-	raw, _, err := co.get(octx, e.key, 0)
+	raw, _, err := co.Get(octx, e.key, 0)
 	endSpan(span, err)
 	if err != nil {
 		return nil, err
@@ -830,11 +844,11 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 			return result{}, ctx.Err()
 		}
 		octx, cancel := c.op(ctx)
-		raw, l, err := co.get(octx, e.key, leaseTTL)
+		raw, l, err := co.Get(octx, e.key, leaseTTL)
 		cancel()
 		if err != nil {
 			c.storeFailed(e, "get", err)
-			co, raw, l = localCoord{}, nil, lease{won: true}
+			co, raw, l = coord.Local(), nil, coord.Grant{Won: true}
 		}
 		if env := c.decode(e, raw); env != nil {
 			f := c.freshness(env, e.pol, c.now())
@@ -857,18 +871,18 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 			// Present but past its grace: recompute through the refresh
 			// gate (the value key is not free to lease).
 			octx, cancel := c.op(ctx)
-			l, err = co.gate(octx, e.key, leaseTTL)
+			l, err = co.Gate(octx, e.key, leaseTTL)
 			cancel()
 			if err != nil {
 				c.storeFailed(e, "lease", err)
-				co, l = localCoord{}, lease{won: true}
+				co, l = coord.Local(), coord.Grant{Won: true}
 			}
 		}
 		if !c.alive(e, fallback) {
 			fallback = nil
 		}
 		if fallback != nil {
-			if l.won {
+			if l.Won {
 				return c.renewExpired(ctx, co, e, l, fallback, fromL2, compute)
 			}
 			// Another replica holds the gate: it recomputes, or backs off
@@ -878,8 +892,8 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 			c.watch(ctx, co, e, fallback, leaseTTL)
 			return result{env: fallback, cached: true}, nil
 		}
-		if l.won {
-			if l.recheck {
+		if l.Won {
+			if l.Recheck {
 				// The lease and the read were two steps: a replica that
 				// released in between has written first.
 				if env, err := c.newer(ctx, co, e, nil); err == nil && env != nil && c.alive(e, env) {
@@ -889,7 +903,7 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 						c.hit(e, env, true)
 						return result{env: env, cached: true}, nil
 					}
-					l.recheck = false
+					l.Recheck = false
 					return c.renewExpired(ctx, co, e, l, env, true, compute)
 				}
 			}
@@ -915,7 +929,7 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 		}
 		if time.Now().After(giveUp) {
 			c.logger.Warn("waited two lease periods for another replica's value; computing here", "resource", e.resource)
-			co = localCoord{}
+			co = coord.Local()
 			continue
 		}
 		if !sleep(ctx, poll/2+time.Duration(c.rnd()*float64(poll/2))) {
@@ -936,8 +950,8 @@ func (c *Cache) fill(ctx context.Context, e *entry, compute func(context.Context
 // recomputation fails, the old value is served if it is still within max
 // staleness (the computation may have taken up to query_timeout), and the
 // gate is held for the backoff.
-func (c *Cache) renewExpired(ctx context.Context, co coordinator, e *entry, l lease, old *envelope, fromL2 bool, compute func(context.Context) ([]byte, error)) (result, error) {
-	if l.recheck {
+func (c *Cache) renewExpired(ctx context.Context, co coord.Mechanism, e *entry, l coord.Grant, old *envelope, fromL2 bool, compute func(context.Context) ([]byte, error)) (result, error) {
+	if l.Recheck {
 		// The gate and the read were two steps: a replica that released
 		// in between has written first.
 		if env, err := c.newer(ctx, co, e, old); err == nil && env != nil && c.freshness(env, e.pol, c.now()) <= stale {
@@ -946,7 +960,7 @@ func (c *Cache) renewExpired(ctx context.Context, co coordinator, e *entry, l le
 			c.hit(e, env, true)
 			return result{env: env, cached: true}, nil
 		}
-		l.recheck = false
+		l.Recheck = false
 	}
 	// In the in-process level before anything else: requests arriving
 	// from now on are served it at once. Adopting a value from another
@@ -999,13 +1013,13 @@ func (c *Cache) renewExpired(ctx context.Context, co coordinator, e *entry, l le
 // own, or the cluster's count in the shared store, which this replica then
 // adopts, so that it serves the old value at once like the replica that
 // failed.
-func (c *Cache) failing(ctx context.Context, co coordinator, e *entry) bool {
+func (c *Cache) failing(ctx context.Context, co coord.Mechanism, e *entry) bool {
 	if e.fails.Load() > 0 {
 		return true
 	}
 	octx, cancel := c.op(ctx)
 	defer cancel()
-	n, ok, err := co.failures(octx, e.key)
+	n, ok, err := co.Failures(octx, e.key)
 	if err != nil {
 		c.storeFailed(e, "backoff", err)
 		return false
@@ -1019,7 +1033,7 @@ func (c *Cache) failing(ctx context.Context, co coordinator, e *entry) bool {
 
 // renewInBackground runs renew under the lease l in the background, unless a
 // refresh of e already runs here or the cache is stopping.
-func (c *Cache) renewInBackground(ctx context.Context, co coordinator, e *entry, l lease, cur *envelope, compute func(context.Context) ([]byte, error)) bool {
+func (c *Cache) renewInBackground(ctx context.Context, co coord.Mechanism, e *entry, l coord.Grant, cur *envelope, compute func(context.Context) ([]byte, error)) bool {
 	if !e.refreshing.CompareAndSwap(false, true) {
 		return false
 	}
@@ -1042,8 +1056,8 @@ func (c *Cache) renewInBackground(ctx context.Context, co coordinator, e *entry,
 // replica are served the old value from the in-process level, without a
 // round trip. When the period ends without a new value (the holder died, or
 // holds the gate for its backoff), the next request tries the gate again.
-func (c *Cache) watch(ctx context.Context, co coordinator, e *entry, cur *envelope, leaseTTL time.Duration) {
-	if !co.shared() || !e.refreshing.CompareAndSwap(false, true) {
+func (c *Cache) watch(ctx context.Context, co coord.Mechanism, e *entry, cur *envelope, leaseTTL time.Duration) {
+	if !co.Shared() || !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	dctx, cancel := c.detach(ctx)
@@ -1101,10 +1115,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // releaseLease gives l back, even when ctx was cancelled: an abandoned
 // computation's lease would otherwise block the next attempt for a lease
 // period.
-func (c *Cache) releaseLease(ctx context.Context, co coordinator, e *entry, l lease) {
+func (c *Cache) releaseLease(ctx context.Context, co coord.Mechanism, e *entry, l coord.Grant) {
 	octx, cancel := c.op(context.WithoutCancel(ctx))
 	defer cancel()
-	if err := co.release(octx, e.key, l); err != nil {
+	if err := co.Release(octx, e.key, l); err != nil {
 		c.storeFailed(e, "release", err)
 	}
 }
@@ -1115,10 +1129,10 @@ func (c *Cache) releaseLease(ctx context.Context, co coordinator, e *entry, l le
 // max_value_bytes stays in-process: one answer must not take a large share
 // of the store the cluster (and Tasker) share. The write is made even if
 // the requests that waited for the value have gone: it cost a computation.
-func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelope, l lease) {
+func (c *Cache) write(ctx context.Context, co coord.Mechanism, e *entry, env *envelope, l coord.Grant) {
 	c.adopt(e, env, true)
 	phys := e.pol.MaxStaleness - c.now().Sub(env.at)
-	if !co.shared() || phys <= 0 {
+	if !co.Shared() || phys <= 0 {
 		c.releaseLease(ctx, co, e, l)
 		return
 	}
@@ -1133,7 +1147,7 @@ func (c *Cache) write(ctx context.Context, co coordinator, e *entry, env *envelo
 	defer cancel()
 	octx, span := c.tracer.Start(octx, "cache.store.put", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("cache.resource", e.resource)))
-	err := co.put(octx, e.key, env.encode(), phys, l)
+	err := co.Put(octx, e.key, env.encode(), phys, l)
 	endSpan(span, err)
 	if err != nil {
 		c.storeFailed(e, "put", err)
@@ -1279,11 +1293,11 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 		return
 	}
 	co := c.coordinator(e)
-	if co.shared() {
+	if co.Shared() {
 		env, err := c.newer(ctx, co, e, cur)
 		if err != nil {
 			c.storeFailed(e, "get", err)
-			co = localCoord{}
+			co = coord.Local()
 		} else if env != nil {
 			if c.freshness(env, e.pol, c.now()) == fresh {
 				c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
@@ -1296,13 +1310,13 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 	}
 	leaseTTL := e.pol.leaseTTL()
 	octx, cancel := c.op(ctx)
-	l, err := co.gate(octx, e.key, leaseTTL)
+	l, err := co.Gate(octx, e.key, leaseTTL)
 	cancel()
 	if err != nil {
 		c.storeFailed(e, "lease", err)
-		co, l = localCoord{}, lease{won: true}
+		co, l = coord.Local(), coord.Grant{Won: true}
 	}
-	if !l.won {
+	if !l.Won {
 		c.awaitRefresh(ctx, co, e, cur, leaseTTL)
 		return
 	}
@@ -1313,8 +1327,8 @@ func (c *Cache) refresh(ctx context.Context, e *entry, compute func(context.Cont
 // service: the new value is written (the lease released with it), or cur
 // stays in service and the lease is held for the backoff. The recomputation
 // is a retry while this replica knows that recomputations of e are failing.
-func (c *Cache) renew(ctx context.Context, co coordinator, e *entry, l lease, cur *envelope, compute func(context.Context) ([]byte, error)) {
-	if l.recheck && co.shared() {
+func (c *Cache) renew(ctx context.Context, co coord.Mechanism, e *entry, l coord.Grant, cur *envelope, compute func(context.Context) ([]byte, error)) {
+	if l.Recheck && co.Shared() {
 		if env, err := c.newer(ctx, co, e, cur); err == nil && env != nil {
 			c.releaseLease(ctx, co, e, l)
 			c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
@@ -1354,10 +1368,10 @@ func (c *Cache) renew(ctx context.Context, co coordinator, e *entry, l lease, cu
 // would restart at the minimum on every replica), and this replica holds the
 // gate for it, so the whole cluster retries once per backoff. Without one
 // (in_process, shared_values_local_coalescing) it is this replica's.
-func (c *Cache) refreshFailed(ctx context.Context, co coordinator, e *entry, l lease, cur *envelope, err error) {
+func (c *Cache) refreshFailed(ctx context.Context, co coord.Mechanism, e *entry, l coord.Grant, cur *envelope, err error) {
 	n := int64(e.fails.Add(1))
 	octx, cancel := c.op(ctx)
-	if cluster, ok, ferr := co.failed(octx, e.key, e.pol.MaxStaleness); ferr != nil {
+	if cluster, ok, ferr := co.Failed(octx, e.key, e.pol.MaxStaleness); ferr != nil {
 		c.storeFailed(e, "backoff", ferr)
 	} else if ok && cluster > 0 {
 		n = cluster
@@ -1367,7 +1381,7 @@ func (c *Cache) refreshFailed(ctx context.Context, co coordinator, e *entry, l l
 	backoff := min(c.cfg.RetryBackoffMin<<min(n-1, 20), c.cfg.RetryBackoffMax)
 	e.retryAt.Store(c.now().Add(backoff).UnixNano())
 	octx, cancel = c.op(ctx)
-	if herr := co.hold(octx, e.key, l, backoff); herr != nil {
+	if herr := co.Hold(octx, e.key, l, backoff); herr != nil {
 		c.storeFailed(e, "lease", herr)
 	}
 	cancel()
@@ -1384,7 +1398,7 @@ func (c *Cache) refreshFailed(ctx context.Context, co coordinator, e *entry, l l
 // replica alone pauses its attempts for retry_backoff_min, serving the old
 // value meanwhile, so that its requests do not keep knocking on a full
 // queue.
-func (c *Cache) overloaded(ctx context.Context, co coordinator, e *entry, l lease, err error) {
+func (c *Cache) overloaded(ctx context.Context, co coord.Mechanism, e *entry, l coord.Grant, err error) {
 	e.retryAt.Store(c.now().Add(c.cfg.RetryBackoffMin).UnixNano())
 	c.releaseLease(ctx, co, e, l)
 	c.m.refreshes.WithLabelValues(e.resource, "overloaded").Inc()
@@ -1395,7 +1409,7 @@ func (c *Cache) overloaded(ctx context.Context, co coordinator, e *entry, l leas
 // awaitRefresh watches the shared store while another replica refreshes,
 // for at most one lease period: if the holder died, the next request finds
 // the lease free and refreshes itself.
-func (c *Cache) awaitRefresh(ctx context.Context, co coordinator, e *entry, cur *envelope, leaseTTL time.Duration) {
+func (c *Cache) awaitRefresh(ctx context.Context, co coord.Mechanism, e *entry, cur *envelope, leaseTTL time.Duration) {
 	c.m.refreshes.WithLabelValues(e.resource, "elsewhere").Inc()
 	poll := pollMin
 	if cur != nil {

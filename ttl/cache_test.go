@@ -172,7 +172,7 @@ func TestRefreshPeriodIsTheTTL(t *testing.T) {
 			const lead = 50 * time.Millisecond // inside the 100 ms window
 			for i := int64(2); i <= 6; i++ {
 				if b.mechanism == detector.MechanismRedisSetNX {
-					time.Sleep(time.Second) // the last computation's lock only expires
+					lockExpired(t, c.Cache, ResourceStatus) // the last computation's lock only expires
 				}
 				clk.Advance(expiry.Add(-lead).Sub(clk.Now()))
 				if v, info := mustGet(t, c.Cache, ResourceStatus, "", src); v != gen(i-1, ResourceStatus) || info.Stale {
@@ -312,7 +312,7 @@ func TestStopCancelsRefresh(t *testing.T) {
 	mustGet(t, c.Cache, ResourceStatus, "", src)
 	eventually(t, "the refresh to start", func() bool { return src.count(ResourceStatus) == 2 })
 	done := make(chan struct{})
-	go func() { c.Stop(); close(done) }()
+	go func() { _ = c.Shutdown(context.Background()); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -368,7 +368,7 @@ func TestComputePanicIsAnError(t *testing.T) {
 
 func TestGetAfterStop(t *testing.T) {
 	c := newReplica(t, memoryStore(t, ""), nil, testConfig(), nil)
-	c.Stop()
+	_ = c.Shutdown(context.Background())
 	if v, _ := mustGet(t, c.Cache, ResourceHandlers, "", &source{}); v != gen(1, ResourceHandlers) {
 		t.Fatalf("Get after Stop = %s", v)
 	}
@@ -387,7 +387,7 @@ func TestExpiredBeyondGrace(t *testing.T) {
 			if b.mechanism == detector.MechanismRedisSetNX {
 				// Its lock is released by expiry only (800 ms, exact in
 				// Redis): until then a refresh waits and serves the old value.
-				time.Sleep(time.Second)
+				lockExpired(t, c.Cache, ResourceStatus)
 			}
 			clk.Advance(90 * time.Second) // grace is 10% of 60 s
 			if v, info := mustGet(t, c.Cache, ResourceStatus, "", src); v != gen(2, ResourceStatus) || info.Cached || info.Stale {
@@ -398,7 +398,7 @@ func TestExpiredBeyondGrace(t *testing.T) {
 				// The recomputation's lock too: while it is held, the
 				// request would be served the old value at once, without
 				// trying the database.
-				time.Sleep(time.Second)
+				lockExpired(t, c.Cache, ResourceStatus)
 			}
 			clk.Advance(90 * time.Second)
 			v, info := mustGet(t, c.Cache, ResourceStatus, "", src)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -98,10 +99,10 @@ func TestLeaseExpiryAfterCrashedHolder(t *testing.T) {
 
 			// The crashed replica took the lease and never wrote.
 			e := crashed.entry(ResourcePerformance, "crash", false)
-			co := coordinatorFor(crashed.st, b.mechanism)
-			_, l, err := co.get(context.Background(), e.key, e.pol.leaseTTL())
-			if err != nil || !l.won {
-				t.Fatalf("taking the lease: won=%v err=%v", l.won, err)
+			co := coord.New(crashed.st, nil).For(b.mechanism)
+			_, l, err := co.Get(context.Background(), e.key, e.pol.leaseTTL())
+			if err != nil || !l.Won {
+				t.Fatalf("taking the lease: won=%v err=%v", l.Won, err)
 			}
 
 			start := time.Now()
@@ -139,11 +140,11 @@ func TestRefreshLeaseExpiryAfterCrashedHolder(t *testing.T) {
 			// With redis_set_nx the first computation's lock is only released
 			// by expiry.
 			eventually(t, "the crashed replica to take the refresh lease", func() bool {
-				l, err := coordinatorFor(crashed.st, b.mechanism).gate(context.Background(), e.key, e.pol.leaseTTL())
+				l, err := coord.New(crashed.st, nil).For(b.mechanism).Gate(context.Background(), e.key, e.pol.leaseTTL())
 				if err != nil {
 					t.Fatal(err)
 				}
-				return l.won
+				return l.Won
 			})
 			clk.Advance(61 * time.Second)
 			v, info := mustGet(t, live.Cache, ResourceStatus, "", src)

@@ -177,7 +177,7 @@ func builtinPolicies() map[string]Policy {
 const defaultMaxWaiters = 32
 
 // lookupMaxWaiters is the per-task resources' bound. Each task of a batch
-// request waits as one request (exporters/analytics.go looks up four at a
+// request waits as one request (api/analytics.go looks up four at a
 // time), a cold task costs milliseconds, and the database work behind them
 // is bounded by the analytics lookup queue (analytics.lookup_max_waiters);
 // 32 would turn away the eighth concurrent cold batch.

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -32,7 +33,7 @@ func TestStoreFailureAndRecovery(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := tc.server(t)
-			st, err := store.Open(tc.url(srv), store.Options{DialTimeout: 200 * time.Millisecond,
+			st, err := store.Open(store.Config{URL: secret.URL(tc.url(srv)), DialTimeout: 200 * time.Millisecond,
 				ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
@@ -49,7 +50,7 @@ func TestStoreFailureAndRecovery(t *testing.T) {
 				t.Fatal(err)
 			}
 			det.Start(ctx)
-			t.Cleanup(det.Stop)
+			t.Cleanup(func() { _ = det.Shutdown(context.Background()) })
 			if got := det.Report().Mechanism; got != tc.mechanism {
 				t.Fatalf("detector chose %s, want %s", got, tc.mechanism)
 			}
@@ -61,7 +62,7 @@ func TestStoreFailureAndRecovery(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(c.Stop)
+			t.Cleanup(func() { _ = c.Shutdown(context.Background()) })
 			rep := replica{c, reg}
 			src := &source{}
 

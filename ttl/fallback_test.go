@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -24,7 +25,7 @@ func TestColdFailureNeverServesPastMaxStaleness(t *testing.T) {
 			mustGet(t, c.Cache, ResourceStatus, "", src)
 			if b.mechanism == detector.MechanismRedisSetNX {
 				// Its cold-miss lock is released by expiry only (800 ms).
-				time.Sleep(time.Second)
+				lockExpired(t, c.Cache, ResourceStatus)
 			}
 			pol := c.entry(ResourceStatus, "", false).pol
 			// Expired, 100 ms short of max staleness: not servable while
@@ -65,18 +66,18 @@ func TestLeaseWaitNeverServesPastMaxStaleness(t *testing.T) {
 			src := &source{}
 			mustGet(t, c.Cache, ResourceStatus, "", src)
 			if b.mechanism == detector.MechanismRedisSetNX {
-				time.Sleep(time.Second)
+				lockExpired(t, c.Cache, ResourceStatus)
 			}
 			e := c.entry(ResourceStatus, "", false)
 			clk.Advance(e.pol.MaxStaleness - 100*time.Millisecond)
 
 			// Another replica holds the refresh lease and never finishes.
-			co := coordinatorFor(st, b.mechanism)
-			l, err := co.gate(context.Background(), e.key, 10*time.Second)
-			if err != nil || !l.won {
-				t.Fatalf("taking the lease: won %v, %v", l.won, err)
+			co := coord.New(st, nil).For(b.mechanism)
+			l, err := co.Gate(context.Background(), e.key, 10*time.Second)
+			if err != nil || !l.Won {
+				t.Fatalf("taking the lease: won %v, %v", l.Won, err)
 			}
-			t.Cleanup(func() { _ = co.release(context.Background(), e.key, l) })
+			t.Cleanup(func() { _ = co.Release(context.Background(), e.key, l) })
 
 			// Within max staleness: served at once, flagged stale, with
 			// its age.
@@ -134,7 +135,7 @@ func TestColdFailureKeepsBackoff(t *testing.T) {
 			src := &source{}
 			mustGet(t, a.Cache, ResourceStatus, "", src)
 			if b.mechanism == detector.MechanismRedisSetNX {
-				time.Sleep(time.Second)
+				lockExpired(t, a.Cache, ResourceStatus)
 			}
 			env := a.entry(ResourceStatus, "", false).env.Load()
 			clk.Advance(env.ttl + env.ttl/5) // expired (past the 10 % grace), not dead

@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -48,7 +50,7 @@ type backend struct {
 func openURL(url string) func(t *testing.T, prefix string) store.Store {
 	return func(t *testing.T, prefix string) store.Store {
 		t.Helper()
-		st, err := store.Open(url, store.Options{KeyPrefix: prefix, PoolSize: 16})
+		st, err := store.Open(store.Config{URL: secret.URL(url), KeyPrefix: prefix, PoolSize: 16})
 		if err != nil {
 			t.Fatalf("open %s: %v", url, err)
 		}
@@ -112,11 +114,14 @@ func newReplica(t *testing.T, st store.Store, report func() detector.Report, cfg
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if clk != nil {
-		c.now = clk.Now
+	if clk == nil {
+		// A test that does not move time still gets a clock that stands
+		// still: ages and TTLs do not depend on how slow the machine is.
+		clk = newClock()
 	}
+	c.now = clk.Now
 	c.rnd = func() float64 { return 0 }
-	t.Cleanup(c.Stop)
+	t.Cleanup(func() { _ = c.Shutdown(context.Background()) })
 	return replica{c, reg}
 }
 
@@ -184,6 +189,23 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// lockExpired waits until the lock of resource's value is gone from the
+// cache's store. A set_nx lock has no release, and a gate held for a
+// backoff is let go only by expiry (coord/mechanism.go): it goes on the
+// server's clock (memcached's ticks once a second), so the test waits for
+// that to be seen rather than for a guessed time.
+func lockExpired(t *testing.T, c *Cache, resource string) {
+	t.Helper()
+	key := c.key(resource, "") + coord.LockSuffix
+	eventually(t, "the lock to expire", func() bool {
+		_, ok, err := c.st.Get(context.Background(), key)
+		if err != nil {
+			t.Fatalf("reading the lock: %v", err)
+		}
+		return !ok
+	})
 }
 
 // series returns the series of the family name whose labels include labels.

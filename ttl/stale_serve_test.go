@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
@@ -54,7 +55,7 @@ func setUpExpired(t *testing.T, b backend, a replica, clk *clock, src *source) {
 	mustGet(t, a.Cache, ResourceStatus, "", src)
 	if b.mechanism == detector.MechanismRedisSetNX {
 		// Its cold-miss lock is released by expiry only (a lease period).
-		time.Sleep(staleConfig().Policy(ResourceStatus).leaseTTL() + 200*time.Millisecond)
+		lockExpired(t, a.Cache, ResourceStatus)
 	}
 	clk.Advance(90 * time.Second) // TTL 60 s, grace 6 s, max staleness 5 min
 }
@@ -80,9 +81,9 @@ func TestLosersServeOldValueWhenHolderCrashed(t *testing.T) {
 
 			// The crashed replica won the refresh gate and never wrote.
 			e := crashed.entry(ResourceStatus, "", false)
-			l, err := coordinatorFor(crashed.st, b.mechanism).gate(context.Background(), e.key, e.pol.leaseTTL())
-			if err != nil || !l.won {
-				t.Fatalf("taking the refresh lease: won %v, %v", l.won, err)
+			l, err := coord.New(crashed.st, nil).For(b.mechanism).Gate(context.Background(), e.key, e.pol.leaseTTL())
+			if err != nil || !l.Won {
+				t.Fatalf("taking the refresh lease: won %v, %v", l.Won, err)
 			}
 
 			// a holds the value in-process, bb only finds it in the shared
@@ -243,8 +244,8 @@ func TestRetryAfterClusterFailureDoesNotBlock(t *testing.T) {
 				t.Fatalf("replica a got %s %+v, want stale generation 1", v, info)
 			}
 			// a holds the gate for its 1 s backoff (up to 2 s on
-			// memcached's clock).
-			time.Sleep(2500 * time.Millisecond)
+			// memcached's clock): wait until the server lets it go.
+			lockExpired(t, a.Cache, ResourceStatus)
 
 			// The database now hangs: b wins the gate and retries in the
 			// background.

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/overload"
 )
 
 // Info says where a served value came from. It is rendered as the
@@ -57,8 +59,10 @@ func LocalOnly() Option {
 // again later" rather than "this failed": a resource at its waiter cap, a
 // request whose deadline passed while it waited for a computation (both
 // *OverloadedError), or a compute function whose own queue is full. The HTTP
-// layer answers it with 503 and a Retry-After header (see RetryAfter).
-var ErrOverloaded = errors.New("overloaded")
+// layer answers it with 503 and a Retry-After header (see RetryAfter). It is
+// internal/overload's sentinel, so that a compute function can wrap it
+// without importing this package.
+var ErrOverloaded = overload.Err
 
 // OverloadedError is the error of a request the cache turned away with
 // nothing servable: errors.Is(err, ErrOverloaded) holds, and for reason

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/detector"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
@@ -234,7 +235,7 @@ func openReplica(o options, spec, keyVersion string, logger *slog.Logger) (repli
 	default:
 		return replica{}, fmt.Errorf("unknown store %q", spec)
 	}
-	st, err := store.Open(url, store.Options{KeyPrefix: o.keyPrefix, PoolSize: 8})
+	st, err := store.Open(store.Config{URL: secret.URL(url), KeyPrefix: o.keyPrefix, PoolSize: 8})
 	if err != nil {
 		return replica{}, err
 	}
@@ -286,7 +287,7 @@ func runOne(o options, spec string, n, r int, logger *slog.Logger) (result, erro
 	}
 	defer func() {
 		for _, rep := range reps {
-			rep.cache.Stop()
+			_ = rep.cache.Shutdown(context.Background())
 			_ = rep.st.Close()
 		}
 	}()

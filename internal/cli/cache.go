@@ -9,9 +9,11 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tasker-systems/tasker-sidecar/api"
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
-	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/readiness"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
@@ -23,25 +25,23 @@ const PathCapabilities = "/capabilities"
 type cacheRuntime struct {
 	st      store.Store
 	det     *detector.Detector
-	results *ttl.Cache // set once the coordinated cache exists
+	coord   *coord.Coordinator // with the conditional methods det reports
+	results *ttl.Cache         // set once the coordinated cache exists
 }
 
 func openStore(cfg config.CacheConfig) (store.Store, error) {
-	st, err := store.Open(cfg.URL.Value(), store.Options{
-		DialTimeout:  cfg.DialTimeout,
-		ReadTimeout:  cfg.ReadTimeout,
-		WriteTimeout: cfg.WriteTimeout,
-		KeyPrefix:    cfg.KeyPrefix,
-	})
+	st, err := store.Open(cfg.Config)
 	if err != nil {
 		return nil, fmt.Errorf("cache.url: %w", err)
 	}
 	return st, nil
 }
 
-// openCache opens the store and runs detection once before serving, so the
-// first readiness answer already knows the strategy. An unreachable store
-// is not an error: the sidecar runs local_only and re-detects when it is back.
+// openCache opens the store and runs detection once before serving, so that
+// the coordinated cache starts with the right mechanism and the first
+// readiness answer already knows the strategy; the detector's background
+// loop is started by the supervisor (serve.go). An unreachable store is not
+// an error: the sidecar runs local_only and re-detects when it is back.
 func openCache(ctx context.Context, cfg config.Config, reg prometheus.Registerer, logger *slog.Logger) (*cacheRuntime, error) {
 	st, err := openStore(cfg.Cache)
 	if err != nil {
@@ -54,16 +54,11 @@ func openCache(ctx context.Context, cfg config.Config, reg prometheus.Registerer
 	}
 	// The detector logs the outcome itself (a warning when unreachable).
 	_, _ = det.Run(ctx)
-	det.Start(ctx)
-	return &cacheRuntime{st: st, det: det}, nil
+	co := coord.New(st, det.Methods)
+	return &cacheRuntime{st: st, det: det, coord: co}, nil
 }
 
-func (c *cacheRuntime) close() {
-	c.det.Stop()
-	_ = c.st.Close()
-}
-
-func (c *cacheRuntime) routes(srv *exporters.Server) {
+func (c *cacheRuntime) routes(srv *api.Server) {
 	srv.Router().GET(PathCapabilities, func(ctx *gin.Context) {
 		ctx.Header("Cache-Control", "no-cache, no-store, must-revalidate")
 		ctx.JSON(http.StatusOK, c.det.Report())
@@ -73,23 +68,12 @@ func (c *cacheRuntime) routes(srv *exporters.Server) {
 // check is the readiness cache check: Tasker's round trip
 // (docs/tasker-semantics.md#readiness-cache-check) plus
 // the store, strategy and capabilities, "degraded" on capability conflicts.
-func (c *cacheRuntime) check() exporters.Checker {
-	return exporters.CheckFunc("cache", func(ctx context.Context) exporters.CheckResult {
-		status, details := c.det.ReadinessCheck(ctx)
-		res := exporters.CheckResult{Status: status, Details: map[string]any{}}
-		for k, v := range details {
-			switch k {
-			case "status":
-			case "message":
-				res.Message, _ = v.(string)
-			case "error":
-				res.Error = fmt.Sprint(v)
-			case "response_time_ms":
-				res.ResponseTimeMs, _ = v.(float64)
-			default:
-				res.Details[k] = v
-			}
-		}
+func (c *cacheRuntime) check() readiness.Checker {
+	return readiness.CheckFunc("cache", func(ctx context.Context) readiness.CheckResult {
+		r := c.det.ReadinessCheck(ctx)
+		status := r.Status
+		res := readiness.CheckResult{Status: status, Message: r.Message, Error: r.Error,
+			ResponseTimeMs: r.ResponseTimeMS, Details: r.Details()}
 		if c.results != nil {
 			if degraded, why := c.results.Degraded(); degraded && status == detector.StatusHealthy {
 				res.Status = detector.StatusDegraded

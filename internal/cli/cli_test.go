@@ -242,7 +242,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 		if cond() {
 			return time.Since(start)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // poll interval of this bounded wait
 	}
 	t.Fatalf("timed out after %s waiting for %s", within, what)
 	return 0

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tasker-systems/tasker-sidecar/exporters"
+	"github.com/tasker-systems/tasker-sidecar/api"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
 	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
@@ -35,7 +35,7 @@ func demoCmd(ctx context.Context, env *environment, args []string) int {
 	cfg.Cache.URL = config.SecretURL(*cacheURL)
 	cfg.Log.Level = *logLevel
 	// A short interval so the demo's numbers visibly move.
-	cfg.Collector.RefreshInterval = 5 * time.Second
+	cfg.Collector.Interval = 5 * time.Second
 	if problems := cfg.Validate(); len(problems) > 0 {
 		fmt.Fprintln(env.stderr, (&config.Error{Problems: problems}).Error())
 		return exitUsage
@@ -90,7 +90,7 @@ func demoCmd(ctx context.Context, env *environment, args []string) int {
 	ready := func(addr string) {
 		base := "http://" + displayAddr(addr)
 		fmt.Fprintf(env.stdout, "\ntasker-sidecar demo is running on %s (Ctrl-C to stop)\n", redact.URL(*dbURL))
-		for _, p := range []string{exporters.PathStatus, exporters.PathReady, exporters.PathLive, exporters.PathMetrics} {
+		for _, p := range []string{api.PathStatus, api.PathReady, api.PathLive, api.PathMetrics} {
 			fmt.Fprintf(env.stdout, "  %s%s\n", base, p)
 		}
 		fmt.Fprintln(env.stdout)

@@ -11,10 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/analytics"
+	"github.com/tasker-systems/tasker-sidecar/api"
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/detector"
-	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/readiness"
 	"github.com/tasker-systems/tasker-sidecar/traces/otlp"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
@@ -42,16 +43,14 @@ func Preflight(cfg config.Config) error {
 	}
 	discard := slog.New(slog.DiscardHandler)
 
-	token, password, err := cfg.Server.Auth.Credentials()
-	if err != nil {
-		problems = append(problems, err) // already starts with its key path
+	if _, _, err := cfg.Server.Auth.Credentials(); err != nil {
+		problems = append(problems, fmt.Errorf("server.%w", err))
+	} else {
+		_, err := api.New(cfg.Server, serverDeps(cfg, noHealth{}))
+		add("server", err)
 	}
-	opts := serverOptions(cfg, token, password)
-	opts.Health = noHealth{}
-	_, err = exporters.New(opts)
-	add("server", err)
 
-	db, err := collector.Open(databaseOptions(cfg), nil, discard)
+	db, err := collector.Open(cfg.Database, nil, discard)
 	if err == nil {
 		db.Close()
 	}
@@ -93,34 +92,10 @@ type noHealth struct{}
 
 func (noHealth) State() collector.RefreshState { return collector.RefreshState{} }
 
-// serverOptions is the HTTP server's part of the configuration; serve adds
-// the registry, the health source, the checks and the logger.
-func serverOptions(cfg config.Config, token, password string) exporters.Options {
-	return exporters.Options{
-		Listen:            cfg.Server.Listen,
-		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
-		ReadTimeout:       cfg.Server.ReadTimeout,
-		WriteTimeout:      cfg.Server.WriteTimeout,
-		IdleTimeout:       cfg.Server.IdleTimeout,
-		ShutdownTimeout:   cfg.Server.ShutdownTimeout,
-		TLSCertFile:       cfg.Server.TLS.CertFile,
-		TLSKeyFile:        cfg.Server.TLS.KeyFile,
-		Auth:              exporters.Auth{BearerToken: token, BasicUser: cfg.Server.Auth.BasicUsername, BasicPassword: password},
-		ReadinessTimeout:  cfg.Server.ReadinessTimeout,
-		RequestTimeout:    cfg.Server.RequestTimeout,
-		RefreshInterval:   cfg.Collector.RefreshInterval,
-	}
-}
-
-// databaseOptions is the read-only pool's part of the configuration.
-func databaseOptions(cfg config.Config) collector.Options {
-	return collector.Options{
-		URL:              cfg.Database.URL.Value(),
-		MaxConns:         cfg.Database.MaxConns,
-		ConnectTimeout:   cfg.Database.ConnectTimeout,
-		StatementTimeout: cfg.Database.StatementTimeout,
-		ApplicationName:  cfg.Database.ApplicationName,
-	}
+// serverDeps is what the API reads besides cfg.Server; serve adds the
+// registry, the checks and the logger.
+func serverDeps(cfg config.Config, health readiness.HealthSource) api.Deps {
+	return api.Deps{Health: health, RefreshInterval: cfg.Collector.Interval}
 }
 
 // checkpointConfig is the stream's checkpoint configuration with the local
@@ -157,7 +132,7 @@ func resultsConfig(cfg config.Config) ttl.Config {
 	if tc.Policies == nil {
 		tc.Policies = map[string]ttl.Policy{}
 	}
-	tc.Policies[ttl.ResourceStatus] = fixedTTL(tc.Policy(ttl.ResourceStatus), cfg.Collector.RefreshInterval)
+	tc.Policies[ttl.ResourceStatus] = fixedTTL(tc.Policy(ttl.ResourceStatus), cfg.Collector.Interval)
 	tc.Policies[analytics.ResourceMetrics] = fixedTTL(tc.Policy(analytics.ResourceMetrics), cfg.Analytics.MetricsInterval)
 	// The cache bounds each computation by its policy's query timeout; an
 	// analytics computation may take as long as its statement timeout.

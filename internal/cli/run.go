@@ -16,19 +16,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/common/version"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/collector"
-	"github.com/tasker-systems/tasker-sidecar/exporters"
+	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
-	"github.com/tasker-systems/tasker-sidecar/store"
-	"github.com/tasker-systems/tasker-sidecar/traces"
-	"github.com/tasker-systems/tasker-sidecar/traces/otlp"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
 
@@ -52,135 +46,6 @@ func runCmd(ctx context.Context, env *environment, args []string) int {
 	return exitOK
 }
 
-// serve runs the sidecar until ctx is cancelled. It returns an error only for
-// what stops it from serving at all (the listen address, unreadable secrets);
-// a down database or cache store degrades it instead.
-func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func(addr string)) error {
-	logger.Info("starting tasker-sidecar", "version", version.Version, "revision", version.Revision,
-		"go", version.GoVersion, "database", cfg.Database.URL, "cache", cfg.Cache.URL, "listen", cfg.Server.Listen)
-
-	store.RouteDriverLogs(logger.With("component", "cache-driver"))
-	token, password, err := cfg.Server.Auth.Credentials()
-	if err != nil {
-		return err
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		versioncollector.NewCollector("tasker_sidecar"),
-	)
-
-	db, err := collector.Open(databaseOptions(cfg), reg, logger.With("component", "database"))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-
-	cache, err := openCache(ctx, cfg, reg, logger)
-	if err != nil {
-		return err
-	}
-	defer cache.close()
-
-	var streamOpts []collector.StreamOption
-	var selfTP trace.TracerProvider
-	if cfg.Tracing.Enabled {
-		workflows, self, err := startTracing(ctx, cfg, db, reg, logger)
-		if err != nil {
-			return err
-		}
-		defer shutdownTracing(workflows, self)
-		streamOpts = append(streamOpts, collector.WithSink(workflows), collector.WithExemplars(workflows.ExemplarTraceID))
-		if self != nil {
-			selfTP = self
-			streamOpts = append(streamOpts, collector.WithTracerProvider(self))
-		}
-	}
-
-	results, err := newResults(cfg, cache, reg, logger)
-	if err != nil {
-		return err
-	}
-	defer results.Stop()
-	cache.results = results
-	if selfTP != nil {
-		results.SetTracerProvider(selfTP)
-	}
-
-	// With the stream, each replica's counts cost in proportion to new rows
-	// and are fresher than any shared copy; without it, the full recount is
-	// expensive, so the replicas share one per refresh interval.
-	var source collector.CountSource = &sharedCounts{src: db, cache: results, interval: cfg.Collector.RefreshInterval}
-	if cfg.Stream.Enabled {
-		stream := newStream(cfg, db, cache, reg, logger, streamOpts)
-		stream.Start(ctx)
-		defer stream.Stop()
-		source = stream
-	} else if cfg.Tracing.Enabled {
-		logger.Warn("tracing is enabled but the transition stream is not: no workflow traces will be exported")
-	}
-
-	refresher := collector.NewRefresher(db, collector.RefresherOptions{
-		Interval:       cfg.Collector.RefreshInterval,
-		Timeout:        cfg.Collector.Timeout(),
-		Source:         source,
-		TracerProvider: selfTP,
-	}, reg, logger.With("component", "refresher"))
-	reg.MustRegister(exporters.NewDomainCollector(refresher, exporters.DomainOptions{
-		MaxGroups:    cfg.Metrics.MaxLabelGroups,
-		MaxStaleness: cfg.Metrics.MaxStaleness,
-	}))
-
-	var svc *analytics.Service
-	if cfg.Analytics.Enabled {
-		svc = newAnalytics(cfg, db, reg, selfTP, logger)
-	}
-	srvOpts := serverOptions(cfg, token, password) // preflight.go
-	srvOpts.Registerer, srvOpts.Gatherer, srvOpts.Health, srvOpts.Logger = reg, reg, refresher, logger
-	srvOpts.Checks = []exporters.Checker{
-		// A ping that finds the database gone turns the status endpoint at once.
-		exporters.NewDatabaseCheck(db.Ping, db.MissingTables, refresher.ReportUnreachable),
-		cache.check(),
-		exporters.NewRefreshCheck(refresher, cfg.Collector.RefreshInterval),
-		exporters.NewSaturationCheck("admission", saturation(results, svc)),
-	}
-	srv, err := exporters.New(srvOpts)
-	if err != nil {
-		return err
-	}
-	cache.routes(srv)
-
-	if svc != nil {
-		stopAnalytics := startAnalytics(ctx, cfg, svc, results, srv, reg, logger)
-		defer stopAnalytics()
-	}
-
-	refresher.Start(ctx)
-	defer refresher.Stop()
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Run(ctx) }()
-	select {
-	case <-srv.Bound():
-		addr := srv.Addr().String()
-		scheme := "http://"
-		if cfg.Server.TLS.CertFile != "" {
-			scheme = "https://"
-		}
-		logger.Info("serving", "addr", addr, "status", scheme+displayAddr(addr)+exporters.PathStatus)
-		if ready != nil {
-			ready(addr)
-		}
-	case err := <-errc:
-		return err
-	}
-	err = <-errc
-	logger.Info("stopped")
-	return err
-}
-
 // displayAddr turns ":9394" or "[::]:9394" into something a person can click.
 func displayAddr(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
@@ -196,13 +61,13 @@ func displayAddr(addr string) string {
 // newStream follows the transition tables. With a distributed cache store the
 // checkpoint is shared and a lease picks the one replica that exports traces;
 // otherwise the checkpoint is a local file and this replica exports.
-func newStream(cfg config.Config, db *collector.DB, cache *cacheRuntime, reg prometheus.Registerer, logger *slog.Logger, opts []collector.StreamOption) *collector.Stream {
+func newStream(ctx context.Context, cfg config.Config, db *collector.DB, cache *cacheRuntime, reg prometheus.Registerer, logger *slog.Logger, opts []collector.StreamOption) *collector.Stream {
 	// Preflight resolved the same path, so this cannot fail here.
 	ckptCfg, _ := checkpointConfig(cfg) // preflight.go
-	ckpt := collector.NewCheckpointer(cache.st, ckptCfg)
-	if collector.Distributed(cache.st) {
+	ckpt := collector.NewCheckpointer(coord.KeysOf(cache.st), ckptCfg)
+	if coord.Shared(cache.st) {
 		leaseCfg, _ := leaseConfig(cfg) // preflight.go; resolved there like the checkpoint
-		lease, err := collector.NewLease(cache.st, leaseCfg)
+		lease, err := cache.coord.Lease(ctx, leaseCfg.Key, leaseCfg.TTL)
 		if err != nil {
 			logger.Warn("no export lease on this cache store: every replica exports traces", "err", err)
 		} else {
@@ -212,47 +77,9 @@ func newStream(cfg config.Config, db *collector.DB, cache *cacheRuntime, reg pro
 	return collector.NewStream(db, cfg.Stream.StreamConfig, ckpt, reg, logger.With("component", "stream"), opts...)
 }
 
-// startTracing builds the workflow trace pipeline and, when enabled, the
-// tracer provider of the sidecar's own spans. Each has its own exporter
-// because each shuts its exporter down.
-func startTracing(ctx context.Context, cfg config.Config, db *collector.DB, reg prometheus.Registerer, logger *slog.Logger) (*traces.Workflows, *sdktrace.TracerProvider, error) {
-	exp, err := otlp.NewSpanExporter(ctx, cfg.Tracing)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tracing: %w", err)
-	}
-	workflows := traces.NewWorkflows(cfg.Tracing, exp, db, reg, logger.With("component", "traces"))
-	if !cfg.Tracing.SidecarSpans {
-		return workflows, nil, nil
-	}
-	selfExp, err := otlp.NewSpanExporter(ctx, cfg.Tracing)
-	if err != nil {
-		_ = workflows.Shutdown(context.Background())
-		return nil, nil, fmt.Errorf("tracing: %w", err)
-	}
-	return workflows, traces.NewSidecarTracerProvider(cfg.Tracing, selfExp), nil
-}
-
-func shutdownTracing(workflows *traces.Workflows, self *sdktrace.TracerProvider) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = workflows.Shutdown(ctx)
-	if self != nil {
-		_ = self.Shutdown(ctx)
-	}
-}
-
 // newAnalytics is the analytics service with its admission metrics.
 func newAnalytics(cfg config.Config, db *collector.DB, reg prometheus.Registerer, tp trace.TracerProvider, logger *slog.Logger) *analytics.Service {
-	svc := analytics.New(db.Pool(), analytics.Options{
-		StatementTimeout: cfg.Analytics.StatementTimeout,
-		MaxBatch:         cfg.Analytics.MaxBatch,
-		TracerProvider:   tp,
-
-		MaxConcurrent:       cfg.Analytics.MaxConcurrent,
-		MaxWaiters:          cfg.Analytics.MaxWaiters,
-		LookupMaxConcurrent: cfg.Analytics.LookupMaxConcurrent,
-		LookupMaxWaiters:    cfg.Analytics.LookupMaxWaiters,
-	}, logger.With("component", "analytics"))
+	svc := analytics.New(db.Pool(), cfg.Analytics, logger.With("component", "analytics"), analytics.WithTracerProvider(tp))
 	reg.MustRegister(svc) // admission metrics
 	return svc
 }
@@ -272,30 +99,6 @@ func saturation(results *ttl.Cache, svc *analytics.Service) func() (bool, string
 			}
 		}
 		return len(msgs) > 0, strings.Join(msgs, "; ")
-	}
-}
-
-// startAnalytics mounts the analytics endpoints and starts the gauges'
-// background refresh; the returned function stops it and waits.
-func startAnalytics(ctx context.Context, cfg config.Config, svc *analytics.Service, results *ttl.Cache, srv *exporters.Server, reg prometheus.Registerer, logger *slog.Logger) func() {
-	exporters.MountAnalytics(srv.Router(), svc, results, logger)
-	gauges := analytics.NewMetrics(svc, analytics.MetricsOptions{
-		Interval:  cfg.Analytics.MetricsInterval,
-		Window:    cfg.Analytics.MetricsWindow,
-		MaxGroups: cfg.Metrics.MaxLabelGroups,
-		Cache:     results,
-		Logger:    logger.With("component", "analytics"),
-	})
-	reg.MustRegister(gauges)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gauges.Run(ctx)
-	}()
-	return func() {
-		cancel()
-		<-done
 	}
 }
 

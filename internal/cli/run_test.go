@@ -199,7 +199,10 @@ func TestRunStartsWithDatabaseDown(t *testing.T) {
 	if code, _ := sc.get(t, "/tasker/health/status"); code != 503 {
 		t.Errorf("status = %d, want 503", code)
 	}
-	time.Sleep(1500 * time.Millisecond) // let a refresh fail and log
+	// The password check below covers the refresh failure's log line.
+	eventually(t, 30*time.Second, "a failed refresh in the log", func() bool {
+		return strings.Contains(sc.stderr.String(), "refresh failed")
+	})
 	if strings.Contains(sc.stderr.String(), "pw-not-logged") {
 		t.Errorf("the database password reached the logs:\n%s", sc.stderr)
 	}
@@ -368,6 +371,8 @@ func TestRunSharesHealthCountsAcrossReplicas(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		replicas = append(replicas, startSidecar(t, env, "--database-url", db.URL, "--cache-url", redisURL(), "--refresh-interval", "1s"))
 	}
+	// Real time on purpose: the share of recomputations is measured over
+	// several refresh intervals of live replicas.
 	time.Sleep(6 * time.Second)
 	var recomputes, refreshes float64
 	for _, sc := range replicas {

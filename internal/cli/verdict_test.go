@@ -20,7 +20,7 @@ import (
 // max_connections are active, or more than 50% of tasks or of steps are in
 // error, strict comparisons, HTTP 503 iff unhealthy. Here the thresholds
 // judge counts the running sidecar took from a real PostgreSQL database
-// holding Tasker rows; exporters.TestVerdict covers the exact boundaries
+// holding Tasker rows; collector.TestVerdict covers the exact boundaries
 // (90.0%, 90.01%, 50%) with synthetic counts.
 
 // modes are the two ways the sidecar obtains the counts: the transition
@@ -101,7 +101,7 @@ func expectErrorVerdict(t *testing.T, sc *sidecar, kind string, total, errors in
 // shared server's (100) is no place to hold 91 sessions busy, so the test
 // runs a private cluster (pgtest.StartServer) restarted with
 // max_connections = 40, and keeps sessions active with pg_sleep. The exact
-// 90% boundary is left to exporters.TestVerdict: the sidecar's own sessions
+// 90% boundary is left to collector.TestVerdict: the sidecar's own sessions
 // make the active count here known only to within one.
 func TestVerdictConnectionUtilization(t *testing.T) {
 	const maxConns = 40
@@ -138,7 +138,7 @@ func TestVerdictConnectionUtilization(t *testing.T) {
 	}
 	_ = admin.Close(ctx)
 
-	// The sidecar's pool holds at most 2 connections (collector.DefaultMaxConns),
+	// The sidecar's pool holds at most 3 connections (database.max_conns),
 	// one of them active while it counts; analytics off so that the pool only
 	// serves the counts and the readiness check.
 	sc := startSidecar(t, []string{"SIDECAR_ANALYTICS_ENABLED=false"}, "--database-url", srv.URL(), "--refresh-interval", "1s")
@@ -206,7 +206,7 @@ WHERE datname = current_database() AND state = 'active' AND query LIKE 'SELECT p
 		if n == busy {
 			return time.Now()
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // poll interval; ctx bounds the wait
 	}
 }
 
@@ -285,7 +285,7 @@ func waitStatus(t *testing.T, sc *sidecar, what string, cond func(map[string]any
 			t.Fatalf("timed out waiting for %s; last status %d: metrics %v database %v error %v",
 				what, code, body["metrics"], body["database"], body["error"])
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // poll interval of this bounded wait
 	}
 }
 

@@ -228,7 +228,7 @@ func TestValidFileAndDefaults(t *testing.T) {
 		{"file log.level", cfg.Log.Level, "debug"},
 		{"file server.listen", cfg.Server.Listen, "127.0.0.1:9500"},
 		{"file database.max_conns", cfg.Database.MaxConns, int32(3)},
-		{"file collector.refresh_interval", cfg.Collector.RefreshInterval, 30 * time.Second},
+		{"file collector.refresh_interval", cfg.Collector.Interval, 30 * time.Second},
 		{"file metrics.max_label_groups", cfg.Metrics.MaxLabelGroups, 25},
 		{"default server.write_timeout kept", cfg.Server.WriteTimeout, 75 * time.Second},
 		{"default database.application_name kept", cfg.Database.ApplicationName, "tasker-sidecar"},

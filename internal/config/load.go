@@ -14,6 +14,9 @@ import (
 	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/hostport"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
 // EnvPrefix starts every environment variable the sidecar reads.
@@ -436,7 +439,7 @@ func keyName(key string) string {
 	if !odd && len(key) <= 64 {
 		return key
 	}
-	return strconv.Quote(clip(key))
+	return strconv.Quote(hostport.Clip(key))
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -454,7 +457,7 @@ func (c Config) Dump() string {
 	if len(c.Tracing.Headers) > 0 {
 		headers := make(map[string]string, len(c.Tracing.Headers))
 		for k := range c.Tracing.Headers {
-			headers[k] = redacted
+			headers[k] = secret.Redacted
 		}
 		c.Tracing.Headers = headers
 	}

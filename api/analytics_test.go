@@ -1,4 +1,4 @@
-package exporters
+package api
 
 import (
 	"cmp"
@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
-	"github.com/tasker-systems/tasker-sidecar/detector"
-	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -22,13 +19,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
+	"github.com/tasker-systems/tasker-sidecar/server"
 	"github.com/tasker-systems/tasker-sidecar/store"
+	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
 
@@ -104,9 +106,9 @@ FROM named p, named c WHERE p.name = 'validate' AND c.name = 'charge_card'`, tas
 	return db, task
 }
 
-func analyticsServer(t *testing.T, url string, auth Auth) (*Server, *recordingCache, *prometheus.Registry) {
+func analyticsServer(t *testing.T, url string, auth server.AuthConfig) (*Server, *recordingCache, *prometheus.Registry) {
 	t.Helper()
-	pool, err := collector.Open(collector.Options{URL: url, ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
+	pool, err := collector.Open(collector.DBConfig{URL: secret.URL(url), ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,14 +118,14 @@ func analyticsServer(t *testing.T, url string, auth Auth) (*Server, *recordingCa
 	opts.Auth, opts.Registerer, opts.Gatherer = auth, reg, reg
 	s := newServer(t, opts)
 	cache := &recordingCache{keys: map[string]int{}}
-	MountAnalytics(s.Router(), analytics.New(pool.Pool(), analytics.Options{MaxBatch: 3}, nil), cache, nil)
+	MountAnalytics(s.Router(), analytics.New(pool.Pool(), analytics.Config{MaxBatch: 3}, nil), cache, nil)
 	return s, cache, reg
 }
 
 func TestAnalyticsRoutes(t *testing.T) {
 	db, task := analyticsDB(t)
 	const token = "s3cret"
-	s, cache, reg := analyticsServer(t, db.URL, Auth{BearerToken: token})
+	s, cache, reg := analyticsServer(t, db.URL, server.AuthConfig{BearerToken: token})
 	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }
 	since := time.Now().Add(-2 * time.Hour).UTC().Format(time.RFC3339)
 
@@ -290,7 +292,7 @@ func TestAnalyticsRoutes(t *testing.T) {
 }
 
 func TestAnalyticsDatabaseDown(t *testing.T) {
-	s, _, _ := analyticsServer(t, "postgres://postgres@127.0.0.1:1/none?sslmode=disable", Auth{})
+	s, _, _ := analyticsServer(t, "postgres://postgres@127.0.0.1:1/none?sslmode=disable", server.AuthConfig{})
 	for _, tc := range []struct {
 		path, title string
 		scope       bool
@@ -385,7 +387,7 @@ func BenchmarkAnalyticsEndpoints(b *testing.B) {
 	if url == "" {
 		b.Skip("set SIDECAR_BENCH_DATABASE_URL to a Tasker database to run this benchmark")
 	}
-	db, err := collector.Open(collector.Options{URL: url}, nil, slog.New(slog.DiscardHandler))
+	db, err := collector.Open(collector.DBConfig{URL: secret.URL(url)}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -408,12 +410,12 @@ func BenchmarkAnalyticsEndpoints(b *testing.B) {
 	reg := prometheus.NewRegistry()
 	opts := baseOptions(&fakeSource{})
 	opts.Registerer, opts.Gatherer = reg, reg
-	s, err := New(opts)
+	s, err := New(opts.Config, opts.Deps)
 	if err != nil {
 		b.Fatal(err)
 	}
 	cache := &memoCache{m: map[string][]byte{}}
-	MountAnalytics(s.Router(), analytics.New(db.Pool(), analytics.Options{}, nil), cache, nil)
+	MountAnalytics(s.Router(), analytics.New(db.Pool(), analytics.Config{}, nil), cache, nil)
 	idList := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(ids)), ","), "[]")
 	one := ids[len(ids)-1]
 	routes := []struct{ name, path string }{
@@ -463,7 +465,7 @@ func BenchmarkAnalyticsEndpoints(b *testing.B) {
 // default policy's 300 s). Through the real coordinated cache.
 func TestPerTaskRoutesStaySecondsBehind(t *testing.T) {
 	db, task := analyticsDB(t)
-	pool, err := collector.Open(collector.Options{URL: db.URL, ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
+	pool, err := collector.Open(collector.DBConfig{URL: secret.URL(db.URL), ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +475,7 @@ func TestPerTaskRoutesStaySecondsBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newServer(t, baseOptions(&fakeSource{}))
-	MountAnalytics(s.Router(), analytics.New(pool.Pool(), analytics.Options{}, nil), cache, nil)
+	MountAnalytics(s.Router(), analytics.New(pool.Pool(), analytics.Config{}, nil), cache, nil)
 	for _, path := range []string{
 		fmt.Sprintf("/tasker/tasks/%d/context", task), fmt.Sprintf("/tasker/tasks/%d/steps", task),
 		fmt.Sprintf("/tasker/tasks/context?ids=%d", task), fmt.Sprintf("/tasker/tasks/steps?ids=%d", task),
@@ -554,8 +556,8 @@ func (l *runLog) take() [][]int64 {
 // task.
 func TestBatchFromTaskEntries(t *testing.T) {
 	db, first := analyticsDB(t)
-	ids := append([]int64{first}, moreTasks(t, db, analytics.DefaultMaxBatch-1)...)
-	pool, err := collector.Open(collector.Options{URL: db.URL, ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
+	ids := append([]int64{first}, moreTasks(t, db, analytics.DefaultConfig().MaxBatch-1)...)
+	pool, err := collector.Open(collector.DBConfig{URL: secret.URL(db.URL), ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,9 +566,9 @@ func TestBatchFromTaskEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(results.Stop)
+	t.Cleanup(func() { _ = results.Shutdown(context.Background()) })
 	cache := &countingCache{Getter: results, computed: map[string]int{}}
-	svc := analytics.New(pool.Pool(), analytics.Options{}, nil)
+	svc := analytics.New(pool.Pool(), analytics.Config{}, nil)
 	s := newServer(t, baseOptions(&fakeSource{}))
 	api := newAnalyticsAPI(svc, cache, nil)
 	var runs, graphRuns runLog
@@ -690,12 +692,12 @@ func (c errorCache) Get(context.Context, string, string, func(context.Context) (
 // TestAnalyticsOverloaded: an overload is a 503 with Retry-After and
 // Tasker's failure body, logged at debug only.
 func TestAnalyticsOverloaded(t *testing.T) {
-	pool, err := collector.Open(collector.Options{URL: "postgres://postgres@127.0.0.1:1/none?sslmode=disable"}, nil, slog.New(slog.DiscardHandler))
+	pool, err := collector.Open(collector.DBConfig{URL: secret.URL("postgres://postgres@127.0.0.1:1/none?sslmode=disable")}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	svc := analytics.New(pool.Pool(), analytics.Options{}, nil)
+	svc := analytics.New(pool.Pool(), analytics.Config{}, nil)
 	for _, tc := range []struct {
 		name, path, retryAfter, title string
 		err                           error
@@ -732,12 +734,12 @@ func TestAnalyticsOverloaded(t *testing.T) {
 // server error: no answer (499 in the request metrics) and no warning.
 func TestAnalyticsClientGone(t *testing.T) {
 	db, task := analyticsDB(t)
-	pool, err := collector.Open(collector.Options{URL: db.URL, ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
+	pool, err := collector.Open(collector.DBConfig{URL: secret.URL(db.URL), ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	svc := analytics.New(pool.Pool(), analytics.Options{}, nil)
+	svc := analytics.New(pool.Pool(), analytics.Config{}, nil)
 	for _, path := range []string{
 		PathPerformance, PathBottlenecks, fmt.Sprintf("/tasker/tasks/%d/graph", task),
 		fmt.Sprintf("/tasker/tasks/steps?ids=%d,999999", task), PathHandlers,
@@ -768,7 +770,7 @@ func TestAnalyticsClientGone(t *testing.T) {
 // a repeated parameter is refused, or merged for ids.
 func TestAnalyticsInputs(t *testing.T) {
 	db, task := analyticsDB(t)
-	s, cache, _ := analyticsServer(t, db.URL, Auth{})
+	s, cache, _ := analyticsServer(t, db.URL, server.AuthConfig{})
 	huge := strings.Repeat("9", 64<<10)
 	for _, tc := range []struct {
 		path string
@@ -822,7 +824,7 @@ func TestAnalyticsInputs(t *testing.T) {
 // without end, never reach the shared store.
 func TestFreelyVariedKeysStayLocal(t *testing.T) {
 	db, task := analyticsDB(t)
-	pool, err := collector.Open(collector.Options{URL: db.URL, ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
+	pool, err := collector.Open(collector.DBConfig{URL: secret.URL(db.URL), ConnectTimeout: time.Second}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -833,7 +835,7 @@ func TestFreelyVariedKeysStayLocal(t *testing.T) {
 		return detector.Report{Mechanism: detector.MechanismRedisLua, Store: detector.StoreInfo{Reachable: true}}
 	}
 	replica := func() *Server {
-		st, err := store.Open(redisURL, store.Options{KeyPrefix: prefix})
+		st, err := store.Open(store.Config{URL: secret.URL(redisURL), KeyPrefix: prefix})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -842,9 +844,9 @@ func TestFreelyVariedKeysStayLocal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(results.Stop)
+		t.Cleanup(func() { _ = results.Shutdown(context.Background()) })
 		s := newServer(t, baseOptions(&fakeSource{}))
-		MountAnalytics(s.Router(), analytics.New(pool.Pool(), analytics.Options{}, nil), results, nil)
+		MountAnalytics(s.Router(), analytics.New(pool.Pool(), analytics.Config{}, nil), results, nil)
 		return s
 	}
 	a, b := replica(), replica()

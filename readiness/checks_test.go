@@ -1,14 +1,22 @@
-package exporters
+package readiness
 
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/healthtest"
+)
+
+// The shared stand-ins (internal/healthtest) under this package's names.
+type fakeSource = healthtest.Source
+
+var (
+	testNow    = healthtest.Now
+	errRefused = healthtest.ErrRefused
 )
 
 func TestDatabaseCheck(t *testing.T) {
@@ -75,15 +83,15 @@ func TestRefreshCheck(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			src := &fakeSource{}
-			src.set(tc.state)
+			src.Set(tc.state)
 			c := NewRefreshCheck(src, interval)
 			c.(*refreshCheck).now = func() time.Time { return testNow }
 			res := c.Check(context.Background())
 			if res.Status != tc.wantStatus || res.Message != tc.wantMsg {
 				t.Errorf("got %s %q, want %s %q", res.Status, res.Message, tc.wantStatus, tc.wantMsg)
 			}
-			if (tc.state.LastError != nil) != (res.Details["last_error"] != nil) {
-				t.Errorf("last_error detail = %v", res.Details["last_error"])
+			if (tc.state.LastError != nil) != (res.Details.(RefreshDetails).LastError != "") {
+				t.Errorf("last_error detail = %v", res.Details.(RefreshDetails).LastError)
 			}
 			if res.Status != StatusHealthy && res.Error == "" {
 				t.Errorf("no error on %s", res.Status)
@@ -98,7 +106,7 @@ func TestCheckFunc(t *testing.T) {
 	if c.Name() != "cache" || c.Check(context.Background()).Message != "cache ok" {
 		t.Error("CheckFunc does not delegate")
 	}
-	if got := runCheck(context.Background(), CheckFunc("x", func(context.Context) CheckResult { panic(errors.New("boom")) })); got.Status != StatusUnhealthy || got.Error != "boom" {
+	if got := run(context.Background(), CheckFunc("x", func(context.Context) CheckResult { panic(errors.New("boom")) })); got.Status != StatusUnhealthy || got.Error != "boom" {
 		t.Errorf("panic not contained: %+v", got)
 	}
 }
@@ -137,51 +145,6 @@ func TestDatabaseCheckReportsUnreachable(t *testing.T) {
 			c.Check(tc.ctx())
 			if reported := len(got) == 1 && errors.Is(got[0], errRefused); reported != tc.want || len(got) > 1 {
 				t.Errorf("reported %v, want a report: %v", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestSaturationCheck(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		saturated  bool
-		msg        string
-		wantStatus string
-		wantMsg    string
-	}{
-		{"saturated", true, "analytics queue full (16 waiting)", StatusDegraded, "analytics queue full (16 waiting)"},
-		{"not saturated", false, "", StatusHealthy, "Not saturated"},
-		{"not saturated with a message", false, "3 of 16 waiting", StatusHealthy, "3 of 16 waiting"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := NewSaturationCheck("analytics_queue", func() (bool, string) { return tc.saturated, tc.msg })
-			if c.Name() != "analytics_queue" {
-				t.Errorf("name = %q", c.Name())
-			}
-			res := c.Check(context.Background())
-			if res.Status != tc.wantStatus || res.Message != tc.wantMsg {
-				t.Errorf("got %s %q, want %s %q", res.Status, res.Message, tc.wantStatus, tc.wantMsg)
-			}
-
-			// Saturated or not, the sidecar stays ready: it may share
-			// Tasker's pod, whose Service a failing probe would leave.
-			opts := baseOptions(&fakeSource{})
-			opts.Checks = []Checker{c}
-			s := newServer(t, opts)
-			r := do(t, s, http.MethodGet, PathReady)
-			m := r.json(t)
-			if r.code != http.StatusOK || m["ready"] != true {
-				t.Fatalf("ready = %d %s", r.code, r.body)
-			}
-			check := m["checks"].(map[string]any)["analytics_queue"].(map[string]any)
-			if check["status"] != tc.wantStatus {
-				t.Errorf("readiness shows %v, want %s", check["status"], tc.wantStatus)
-			}
-			metrics := string(do(t, s, http.MethodGet, PathMetrics).body)
-			want := `tasker_sidecar_readiness_check{check="analytics_queue",status="` + tc.wantStatus + `"} 1`
-			if !strings.Contains(metrics, want) || !strings.Contains(metrics, "\ntasker_sidecar_ready 1\n") {
-				t.Errorf("metrics lack %s or ready 1:\n%s", want, grepLines(metrics, "tasker_sidecar_ready"))
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package exporters
+package api
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/testtls"
+	"github.com/tasker-systems/tasker-sidecar/readiness"
+	"github.com/tasker-systems/tasker-sidecar/server"
 )
 
 const (
@@ -39,29 +41,29 @@ func basic(u, p string) func(*http.Request) {
 
 func TestAuth(t *testing.T) {
 	src := &fakeSource{}
-	src.set(goodState(healthyCounts))
-	both := Auth{BearerToken: token, BasicUser: user, BasicPassword: password}
+	src.Set(goodState(healthyCounts))
+	both := server.AuthConfig{BearerToken: token, BasicUsername: user, BasicPassword: password}
 	tests := []struct {
 		name      string
-		auth      Auth
+		auth      server.AuthConfig
 		path      string
 		cred      func(*http.Request)
 		wantCode  int
 		wantMsg   string
 		challenge []string
 	}{
-		{"no auth configured", Auth{}, PathStatus, nil, 200, "", nil},
-		{"missing token", Auth{BearerToken: token}, PathStatus, nil, 401, "Authentication required", []string{`Bearer realm="tasker-sidecar"`}},
-		{"wrong token", Auth{BearerToken: token}, PathStatus, bearer("nope"), 401, "Invalid credentials", []string{`Bearer realm="tasker-sidecar"`}},
-		{"token prefix", Auth{BearerToken: token}, PathStatus, bearer(token[:5]), 401, "Invalid credentials", nil},
-		{"right token", Auth{BearerToken: token}, PathStatus, bearer(token), 200, "", nil},
-		{"lower-case scheme", Auth{BearerToken: token}, PathStatus, func(r *http.Request) { r.Header.Set("Authorization", "bearer "+token) }, 200, "", nil},
-		{"basic when only token is set", Auth{BearerToken: token}, PathStatus, basic(user, token), 401, "Invalid credentials", nil},
-		{"missing basic", Auth{BasicUser: user, BasicPassword: password}, PathStatus, nil, 401, "Authentication required",
+		{"no auth configured", server.AuthConfig{}, PathStatus, nil, 200, "", nil},
+		{"missing token", server.AuthConfig{BearerToken: token}, PathStatus, nil, 401, "Authentication required", []string{`Bearer realm="tasker-sidecar"`}},
+		{"wrong token", server.AuthConfig{BearerToken: token}, PathStatus, bearer("nope"), 401, "Invalid credentials", []string{`Bearer realm="tasker-sidecar"`}},
+		{"token prefix", server.AuthConfig{BearerToken: token}, PathStatus, bearer(token[:5]), 401, "Invalid credentials", nil},
+		{"right token", server.AuthConfig{BearerToken: token}, PathStatus, bearer(token), 200, "", nil},
+		{"lower-case scheme", server.AuthConfig{BearerToken: token}, PathStatus, func(r *http.Request) { r.Header.Set("Authorization", "bearer "+token) }, 200, "", nil},
+		{"basic when only token is set", server.AuthConfig{BearerToken: token}, PathStatus, basic(user, token), 401, "Invalid credentials", nil},
+		{"missing basic", server.AuthConfig{BasicUsername: user, BasicPassword: password}, PathStatus, nil, 401, "Authentication required",
 			[]string{`Basic realm="tasker-sidecar", charset="UTF-8"`}},
-		{"wrong password", Auth{BasicUser: user, BasicPassword: password}, PathStatus, basic(user, "nope"), 401, "Invalid credentials", nil},
-		{"wrong user", Auth{BasicUser: user, BasicPassword: password}, PathStatus, basic("root", password), 401, "Invalid credentials", nil},
-		{"right basic", Auth{BasicUser: user, BasicPassword: password}, PathStatus, basic(user, password), 200, "", nil},
+		{"wrong password", server.AuthConfig{BasicUsername: user, BasicPassword: password}, PathStatus, basic(user, "nope"), 401, "Invalid credentials", nil},
+		{"wrong user", server.AuthConfig{BasicUsername: user, BasicPassword: password}, PathStatus, basic("root", password), 401, "Invalid credentials", nil},
+		{"right basic", server.AuthConfig{BasicUsername: user, BasicPassword: password}, PathStatus, basic(user, password), 200, "", nil},
 		{"either accepted: token", both, PathStatus, bearer(token), 200, "", nil},
 		{"either accepted: basic", both, PathStatus, basic(user, password), 200, "", nil},
 		{"both challenges", both, PathStatus, nil, 401, "Authentication required",
@@ -138,8 +140,8 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 func TestMetricsEndpoint(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	src := &fakeSource{}
-	src.set(goodState(healthyCounts))
-	reg.MustRegister(NewDomainCollector(src, DomainOptions{}))
+	src.Set(goodState(healthyCounts))
+	reg.MustRegister(exporters.NewDomainCollector(src, exporters.Config{}))
 	opts := baseOptions(src)
 	opts.Registerer, opts.Gatherer = reg, reg
 	s := newServer(t, opts)
@@ -197,27 +199,29 @@ func TestNewValidates(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	tests := []struct {
 		name string
-		edit func(*Options)
+		edit func(*options)
 		want string
 	}{
-		{"no listen", func(o *Options) { o.Listen = "" }, "listen address is required"},
-		{"no health", func(o *Options) { o.Health = nil }, "health source is required"},
-		{"no interval", func(o *Options) { o.RefreshInterval = 0 }, "refresh interval must be positive"},
-		{"negative timeout", func(o *Options) { o.IdleTimeout = -time.Second }, "idle timeout must not be negative"},
-		{"readiness after write", func(o *Options) { o.ReadinessTimeout, o.WriteTimeout = 10*time.Second, 5*time.Second }, "must be shorter than write timeout"},
-		{"cert without key", func(o *Options) { o.TLSCertFile = "x.pem" }, "TLS needs both"},
-		{"user without password", func(o *Options) { o.Auth.BasicUser = "u" }, "basic auth needs both"},
-		{"registerer only", func(o *Options) { o.Registerer = reg }, "set both Registerer and Gatherer"},
-		{"nil check", func(o *Options) { o.Checks = []Checker{nil} }, "check 0 is nil"},
-		{"unnamed check", func(o *Options) { o.Checks = []Checker{CheckFunc("", nil)} }, "check 0 has no name"},
-		{"duplicate check", func(o *Options) { o.Checks = []Checker{CheckFunc("db", nil), CheckFunc("db", nil)} }, `"db" is used twice`},
-		{"missing cert file", func(o *Options) { o.TLSCertFile, o.TLSKeyFile = "/nonexistent.pem", "/nonexistent.key" }, "TLS certificate"},
+		{"no listen", func(o *options) { o.Listen = "" }, "listen: must be host:port or :port"},
+		{"no health", func(o *options) { o.Health = nil }, "health source is required"},
+		{"no interval", func(o *options) { o.RefreshInterval = 0 }, "refresh interval must be positive"},
+		{"negative timeout", func(o *options) { o.IdleTimeout = -time.Second }, "idle_timeout: must be a positive duration"},
+		{"readiness after write", func(o *options) { o.ReadinessTimeout, o.WriteTimeout = 10*time.Second, 5*time.Second }, "must be shorter than server.write_timeout"},
+		{"cert without key", func(o *options) { o.TLS.CertFile = "x.pem" }, "tls: cert_file and key_file must be set together"},
+		{"user without password", func(o *options) { o.Auth.BasicUsername = "u" }, "basic_username and basic_password must be set together"},
+		{"registerer only", func(o *options) { o.Registerer = reg }, "set both Registerer and Gatherer"},
+		{"nil check", func(o *options) { o.Checks = []readiness.Checker{nil} }, "check 0 is nil"},
+		{"unnamed check", func(o *options) { o.Checks = []readiness.Checker{readiness.CheckFunc("", nil)} }, "check 0 has no name"},
+		{"duplicate check", func(o *options) {
+			o.Checks = []readiness.Checker{readiness.CheckFunc("db", nil), readiness.CheckFunc("db", nil)}
+		}, `"db" is used twice`},
+		{"missing cert file", func(o *options) { o.TLS.CertFile, o.TLS.KeyFile = "/nonexistent.pem", "/nonexistent.key" }, "tls: open /nonexistent.pem"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := baseOptions(&fakeSource{})
 			tc.edit(&opts)
-			_, err := New(opts)
+			_, err := New(opts.Config, opts.Deps)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("New() error = %v, want it to contain %q", err, tc.want)
 			}
@@ -259,6 +263,8 @@ func TestGracefulShutdown(t *testing.T) {
 	entered := make(chan struct{})
 	s.Router().GET("/slow", func(c *gin.Context) {
 		close(entered)
+		// Real time on purpose: a slow request still in flight when Run's
+		// context ends, which the graceful shutdown must let finish.
 		time.Sleep(300 * time.Millisecond)
 		c.String(http.StatusOK, "done")
 	})
@@ -328,10 +334,10 @@ func TestShutdownTimeout(t *testing.T) {
 func TestTLS(t *testing.T) {
 	certFile, keyFile, pool := testtls.SelfSigned(t)
 	src := &fakeSource{}
-	src.set(goodState(healthyCounts))
+	src.Set(goodState(healthyCounts))
 	opts := baseOptions(src)
-	opts.TLSCertFile, opts.TLSKeyFile = certFile, keyFile
-	opts.Auth = Auth{BearerToken: token}
+	opts.TLS.CertFile, opts.TLS.KeyFile = certFile, keyFile
+	opts.Auth = server.AuthConfig{BearerToken: token}
 	s := newServer(t, opts)
 	addr := start(t, s)
 
@@ -363,50 +369,6 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-func TestCertReload(t *testing.T) {
-	certFile, keyFile, _ := testtls.SelfSigned(t)
-	r, err := newCertReloader(certFile, keyFile, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, _ := r.get(nil)
-
-	newCert, newKey, _ := testtls.SelfSigned(t)
-	for src, dst := range map[string]string{newCert: certFile, newKey: keyFile} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	future := time.Now().Add(time.Minute)
-	if err := os.Chtimes(certFile, future, future); err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	r.checked = time.Time{}
-	r.mu.Unlock()
-	second, _ := r.get(nil)
-	if first == second {
-		t.Error("certificate not reloaded after the file changed")
-	}
-
-	// A broken file keeps the last good pair.
-	if err := os.WriteFile(certFile, []byte("garbage"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	later := future.Add(time.Minute)
-	_ = os.Chtimes(certFile, later, later)
-	r.mu.Lock()
-	r.checked = time.Time{}
-	r.mu.Unlock()
-	if third, _ := r.get(nil); third != second {
-		t.Error("broken certificate replaced the good one")
-	}
-}
-
 // TestNoSecretsLeak drives every route with right and wrong credentials and a
 // failing refresh whose error echoes a DSN, then searches logs and bodies.
 func TestNoSecretsLeak(t *testing.T) {
@@ -415,14 +377,14 @@ func TestNoSecretsLeak(t *testing.T) {
 	src := &fakeSource{}
 	st := goodState(healthyCounts)
 	st.LastError = fmt.Errorf("connect postgres://tasker:%s@db:5432/tasker (password=%s): %w", dbPassword, dbPassword, errRefused)
-	src.set(st)
+	src.Set(st)
 
 	opts := baseOptions(src)
 	opts.Logger = debugLogger(logs)
-	opts.Auth = Auth{BearerToken: token, BasicUser: user, BasicPassword: password}
-	opts.Checks = []Checker{
-		NewRefreshCheck(src, opts.RefreshInterval),
-		NewDatabaseCheck(func(context.Context) (time.Duration, error) { return 0, st.LastError }, nil, nil),
+	opts.Auth = server.AuthConfig{BearerToken: token, BasicUsername: user, BasicPassword: password}
+	opts.Checks = []readiness.Checker{
+		readiness.NewRefreshCheck(src, opts.RefreshInterval),
+		readiness.NewDatabaseCheck(func(context.Context) (time.Duration, error) { return 0, st.LastError }, nil, nil),
 	}
 	s := newServer(t, opts)
 	opts.Logger.Info("options", "opts", opts, "auth", opts.Auth)
@@ -459,26 +421,6 @@ func TestNoSecretsLeak(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "authentication failed") || !strings.Contains(logs.String(), `route=/tasker/health/status`) {
 		t.Errorf("debug request log missing:\n%s", logs.String())
-	}
-}
-
-func TestRedact(t *testing.T) {
-	tests := map[string]string{
-		"dial postgres://u:hunter2@db:5432/x": "dial postgres://u:xxxxx@db:5432/x",
-		"redis://:hunter2@cache:6379/0 down":  "redis://:xxxxx@cache:6379/0 down",
-		"host=db password=hunter2 user=u":     "host=db password=xxxxx user=u",
-		"password='hun ter2' sslmode=require": "password=xxxxx sslmode=require",
-		"PASSWORD: hunter2":                   "PASSWORD: xxxxx",
-		"connection refused":                  "connection refused",
-	}
-	for in, want := range tests {
-		if got := redact(in); got != want {
-			t.Errorf("redact(%q) = %q, want %q", in, got, want)
-		}
-	}
-	long := strings.Repeat("é", 2*maxMessage)
-	if got := []rune(redact(long)); len(got) != maxMessage+1 {
-		t.Errorf("long message not truncated: %d runes", len(got))
 	}
 }
 
@@ -553,9 +495,9 @@ func TestRequestDeadline(t *testing.T) {
 		}
 		deadlines <- d
 	}
-	opts.Checks = []Checker{CheckFunc("deadline", func(ctx context.Context) CheckResult {
+	opts.Checks = []readiness.Checker{readiness.CheckFunc("deadline", func(ctx context.Context) readiness.CheckResult {
 		capture(ctx)
-		return CheckResult{Status: StatusHealthy}
+		return readiness.CheckResult{Status: readiness.StatusHealthy}
 	})}
 	s := newServer(t, opts)
 	s.Router().GET("/added", func(c *gin.Context) {
@@ -676,23 +618,23 @@ func TestClientDisconnectIs499(t *testing.T) {
 // body, including routes added through Router after New.
 func TestHead(t *testing.T) {
 	src := &fakeSource{}
-	src.set(goodState(healthyCounts))
+	src.Set(goodState(healthyCounts))
 	for _, tc := range []struct {
 		name       string
-		auth       Auth
+		auth       server.AuthConfig
 		path       string
 		cred       func(*http.Request)
 		wantCode   int
 		sameLength bool // false where the body carries a duration
 	}{
-		{"live", Auth{}, PathLive, nil, 200, true},
-		{"ready", Auth{}, PathReady, nil, 200, false},
-		{"status", Auth{}, PathStatus, nil, 200, true},
-		{"metrics", Auth{}, PathMetrics, nil, 200, false},
-		{"added route", Auth{}, "/added", nil, 200, true},
-		{"unknown route", Auth{}, "/nope", nil, 404, true},
-		{"status without credentials", Auth{BearerToken: token}, PathStatus, nil, 401, true},
-		{"status with credentials", Auth{BearerToken: token}, PathStatus, bearer(token), 200, true},
+		{"live", server.AuthConfig{}, PathLive, nil, 200, true},
+		{"ready", server.AuthConfig{}, PathReady, nil, 200, false},
+		{"status", server.AuthConfig{}, PathStatus, nil, 200, true},
+		{"metrics", server.AuthConfig{}, PathMetrics, nil, 200, false},
+		{"added route", server.AuthConfig{}, "/added", nil, 200, true},
+		{"unknown route", server.AuthConfig{}, "/nope", nil, 404, true},
+		{"status without credentials", server.AuthConfig{BearerToken: token}, PathStatus, nil, 401, true},
+		{"status with credentials", server.AuthConfig{BearerToken: token}, PathStatus, bearer(token), 200, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := baseOptions(src)

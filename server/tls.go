@@ -1,4 +1,4 @@
-package exporters
+package server
 
 import (
 	"crypto/tls"
@@ -36,11 +36,11 @@ func newCertReloader(certFile, keyFile string, log *slog.Logger) (*certReloader,
 func (r *certReloader) load(now time.Time) error {
 	fi, err := os.Stat(r.certFile)
 	if err != nil {
-		return fmt.Errorf("exporters: TLS certificate: %w", err)
+		return fmt.Errorf("server: TLS certificate: %w", err)
 	}
 	pair, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
-		return fmt.Errorf("exporters: TLS key pair: %w", err)
+		return fmt.Errorf("server: TLS key pair: %w", err)
 	}
 	r.cert, r.modTime, r.checked = &pair, fi.ModTime(), now
 	return nil

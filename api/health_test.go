@@ -1,4 +1,4 @@
-package exporters
+package api
 
 import (
 	"context"
@@ -17,6 +17,9 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
+	"github.com/tasker-systems/tasker-sidecar/internal/secret"
+	"github.com/tasker-systems/tasker-sidecar/readiness"
+	"github.com/tasker-systems/tasker-sidecar/server"
 )
 
 func assertNoCache(t *testing.T, h http.Header) {
@@ -52,17 +55,18 @@ func TestLive(t *testing.T) {
 
 type stubCheck struct {
 	name string
-	res  CheckResult
+	res  readiness.CheckResult
 	wait time.Duration // blocks this long, or until ctx is done
 }
 
 func (c stubCheck) Name() string { return c.name }
-func (c stubCheck) Check(ctx context.Context) CheckResult {
+func (c stubCheck) Check(ctx context.Context) readiness.CheckResult {
 	if c.wait > 0 {
 		select {
 		case <-time.After(c.wait):
 		case <-ctx.Done():
-			// Answer late on purpose: the endpoint must not wait for it.
+			// Answer late on purpose (real time): the endpoint must not
+			// wait for it.
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
@@ -70,29 +74,29 @@ func (c stubCheck) Check(ctx context.Context) CheckResult {
 }
 
 func TestReady(t *testing.T) {
-	healthy := stubCheck{name: "database", res: CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: 1.23456}}
-	degraded := stubCheck{name: "cache", res: CheckResult{Status: StatusDegraded, Message: "local only",
+	healthy := stubCheck{name: "database", res: readiness.CheckResult{Status: readiness.StatusHealthy, Message: "Database connection active", ResponseTimeMs: 1.23456}}
+	degraded := stubCheck{name: "cache", res: readiness.CheckResult{Status: readiness.StatusDegraded, Message: "local only",
 		Details: map[string]any{"cache_store": "NullStore", "status": "overridden"}}}
-	broken := stubCheck{name: "cache", res: CheckResult{Status: StatusUnhealthy, Message: "Cache read/write test failed", Error: "CacheTestFailed"}}
+	broken := stubCheck{name: "cache", res: readiness.CheckResult{Status: readiness.StatusUnhealthy, Message: "Cache read/write test failed", Error: "CacheTestFailed"}}
 	blocked := stubCheck{name: "slow", wait: time.Hour}
 
 	tests := []struct {
 		name        string
-		checks      []Checker
+		checks      []readiness.Checker
 		wantCode    int
 		wantMessage string
 		wantFailed  []any
 		wantChecks  []string
 	}{
 		{"no checks", nil, 200, "System is ready", nil, nil},
-		{"all healthy", []Checker{healthy}, 200, "System is ready", nil, []string{"database"}},
-		{"degraded is still ready", []Checker{healthy, degraded}, 200, "System is ready", nil, []string{"database", "cache"}},
-		{"one unhealthy", []Checker{healthy, broken}, 503, "System is not ready", []any{"cache"}, []string{"database", "cache"}},
-		{"timeout keeps finished checks", []Checker{healthy, blocked}, 503,
+		{"all healthy", []readiness.Checker{healthy}, 200, "System is ready", nil, []string{"database"}},
+		{"degraded is still ready", []readiness.Checker{healthy, degraded}, 200, "System is ready", nil, []string{"database", "cache"}},
+		{"one unhealthy", []readiness.Checker{healthy, broken}, 503, "System is not ready", []any{"cache"}, []string{"database", "cache"}},
+		{"timeout keeps finished checks", []readiness.Checker{healthy, blocked}, 503,
 			"Readiness check timed out after 0.05 seconds", []any{"slow"}, []string{"database"}},
-		{"panicking check", []Checker{CheckFunc("boom", func(context.Context) CheckResult { panic("kaboom") })}, 503,
+		{"panicking check", []readiness.Checker{readiness.CheckFunc("boom", func(context.Context) readiness.CheckResult { panic("kaboom") })}, 503,
 			"System is not ready", []any{"boom"}, []string{"boom"}},
-		{"unknown status is unhealthy", []Checker{CheckFunc("odd", func(context.Context) CheckResult { return CheckResult{Status: "fine"} })}, 503,
+		{"unknown status is unhealthy", []readiness.Checker{readiness.CheckFunc("odd", func(context.Context) readiness.CheckResult { return readiness.CheckResult{Status: "fine"} })}, 503,
 			"System is not ready", []any{"odd"}, []string{"odd"}},
 	}
 	for _, tc := range tests {
@@ -149,12 +153,12 @@ func TestReady(t *testing.T) {
 
 func TestReadyCheckJSON(t *testing.T) {
 	opts := baseOptions(&fakeSource{})
-	opts.Checks = []Checker{
-		stubCheck{name: "database", res: CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: 1.23456}},
-		stubCheck{name: "cache", res: CheckResult{Status: StatusDegraded, Message: "local only",
+	opts.Checks = []readiness.Checker{
+		stubCheck{name: "database", res: readiness.CheckResult{Status: readiness.StatusHealthy, Message: "Database connection active", ResponseTimeMs: 1.23456}},
+		stubCheck{name: "cache", res: readiness.CheckResult{Status: readiness.StatusDegraded, Message: "local only",
 			Details: map[string]any{"cache_store": "NullStore", "status": "overridden", "error": "overridden"}}},
 	}
-	opts.Auth = Auth{BearerToken: token}
+	opts.Auth = server.AuthConfig{BearerToken: token}
 	s := newServer(t, opts)
 	body := string(do(t, s, http.MethodGet, PathReady, bearer(token)).body)
 	for _, want := range []string{
@@ -198,14 +202,14 @@ func TestStatus(t *testing.T) {
 		{"healthy", goodState(healthyCounts), 200, "healthy", "", true, false},
 		{"unhealthy verdict", goodState(unhealthy), 503, "unhealthy", "", true, false},
 		{"refresh failing keeps last good data", staleWithError, 503, "error", collector.ReasonConnection, true, true},
-		{"refresher stuck", stuck, 503, "error", ClassStale, true, true},
-		{"first refresh pending", collector.RefreshState{}, 503, "error", ClassPending, false, false},
+		{"refresher stuck", stuck, 503, "error", readiness.ClassStale, true, true},
+		{"first refresh pending", collector.RefreshState{}, 503, "error", readiness.ClassPending, false, false},
 		{"first refresh failed", firstFailed, 503, "error", collector.ReasonConnection, false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			src := &fakeSource{}
-			src.set(tc.state)
+			src.Set(tc.state)
 			s := newServer(t, baseOptions(src))
 			r := do(t, s, http.MethodGet, PathStatus)
 			if r.code != tc.wantCode {
@@ -257,7 +261,7 @@ func TestStatus(t *testing.T) {
 
 func TestStatusBodyHealthy(t *testing.T) {
 	src := &fakeSource{}
-	src.set(goodState(healthyCounts))
+	src.Set(goodState(healthyCounts))
 	s := newServer(t, baseOptions(src))
 	got := string(do(t, s, http.MethodGet, PathStatus).body)
 	want := `{"healthy":true,"status":"healthy",` +
@@ -273,47 +277,6 @@ func TestStatusBodyHealthy(t *testing.T) {
 	}
 }
 
-func TestVerdict(t *testing.T) {
-	tests := []struct {
-		name     string
-		counts   collector.HealthCounts
-		healthy  bool
-		wantUtil float64
-	}{
-		{"empty database", collector.HealthCounts{ActiveConnections: 1, MaxConnections: 100}, true, 1.0},
-		{"5 of 100 connections", collector.HealthCounts{ActiveConnections: 5, MaxConnections: 100}, true, 5.0},
-		{"3 of 50 connections", collector.HealthCounts{ActiveConnections: 3, MaxConnections: 50}, true, 6.0},
-		{"exactly 90% connections", collector.HealthCounts{ActiveConnections: 90, MaxConnections: 100}, true, 90.0},
-		{"90.01% connections", collector.HealthCounts{ActiveConnections: 9001, MaxConnections: 10000}, false, 90.01},
-		{"max connections 0", collector.HealthCounts{ActiveConnections: 500}, true, 0.0},
-		{"2 of 3 connections rounds", collector.HealthCounts{ActiveConnections: 2, MaxConnections: 3}, true, 66.67},
-		{"50% error tasks", collector.HealthCounts{TotalTasks: 2, ErrorTasks: 1}, true, 0},
-		{"over 50% error tasks", collector.HealthCounts{TotalTasks: 10000, ErrorTasks: 5001}, false, 0},
-		{"50% error steps", collector.HealthCounts{TotalSteps: 100, ErrorSteps: 50}, true, 0},
-		{"over 50% error steps", collector.HealthCounts{TotalSteps: 100, ErrorSteps: 51}, false, 0},
-		{"errors but no totals", collector.HealthCounts{ErrorTasks: 3, ErrorSteps: 3}, true, 0},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			healthy, util := Verdict(tc.counts)
-			if healthy != tc.healthy || util != tc.wantUtil {
-				t.Errorf("Verdict = %v, %v; want %v, %v", healthy, util, tc.healthy, tc.wantUtil)
-			}
-			// And through the endpoint, which is what clients see.
-			src := &fakeSource{}
-			src.set(goodState(tc.counts))
-			s := newServer(t, baseOptions(src))
-			wantCode := http.StatusOK
-			if !tc.healthy {
-				wantCode = http.StatusServiceUnavailable
-			}
-			if r := do(t, s, http.MethodGet, PathStatus); r.code != wantCode {
-				t.Errorf("status code = %d, want %d", r.code, wantCode)
-			}
-		})
-	}
-}
-
 func TestJSONFloat(t *testing.T) {
 	for in, want := range map[float64]string{5: "5.0", 0: "0.0", 1.25: "1.25", 90.01: "90.01", -2: "-2.0", 1e21: "1000000000000000000000.0"} {
 		b, err := jsonFloat(in).MarshalJSON()
@@ -321,26 +284,23 @@ func TestJSONFloat(t *testing.T) {
 			t.Errorf("jsonFloat(%v) = %s, %v; want %s", in, b, err, want)
 		}
 	}
-	if got := rubySeconds(5 * time.Second); got != "5.0" {
-		t.Errorf("rubySeconds(5s) = %s", got)
-	}
 }
 
 // The readiness metrics say what /tasker/health/ready answers, check by check.
 func TestReadinessMetrics(t *testing.T) {
-	healthy := stubCheck{name: "database", res: CheckResult{Status: StatusHealthy}}
-	degraded := stubCheck{name: "cache", res: CheckResult{Status: StatusDegraded}}
-	broken := stubCheck{name: "cache", res: CheckResult{Status: StatusUnhealthy}}
-	blocked := stubCheck{name: "refresh", wait: time.Hour, res: CheckResult{Status: StatusHealthy}}
+	healthy := stubCheck{name: "database", res: readiness.CheckResult{Status: readiness.StatusHealthy}}
+	degraded := stubCheck{name: "cache", res: readiness.CheckResult{Status: readiness.StatusDegraded}}
+	broken := stubCheck{name: "cache", res: readiness.CheckResult{Status: readiness.StatusUnhealthy}}
+	blocked := stubCheck{name: "refresh", wait: time.Hour, res: readiness.CheckResult{Status: readiness.StatusHealthy}}
 	for _, tc := range []struct {
 		name      string
-		checks    []Checker
+		checks    []readiness.Checker
 		wantReady string
 		want      map[string]string // check -> the status whose series is 1
 	}{
-		{"healthy and degraded", []Checker{healthy, degraded}, "1", map[string]string{"database": "healthy", "cache": "degraded"}},
-		{"one unhealthy", []Checker{healthy, broken}, "0", map[string]string{"database": "healthy", "cache": "unhealthy"}},
-		{"a check past the timeout is unhealthy", []Checker{healthy, blocked}, "0", map[string]string{"database": "healthy", "refresh": "unhealthy"}},
+		{"healthy and degraded", []readiness.Checker{healthy, degraded}, "1", map[string]string{"database": "healthy", "cache": "degraded"}},
+		{"one unhealthy", []readiness.Checker{healthy, broken}, "0", map[string]string{"database": "healthy", "cache": "unhealthy"}},
+		{"a check past the timeout is unhealthy", []readiness.Checker{healthy, blocked}, "0", map[string]string{"database": "healthy", "refresh": "unhealthy"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := baseOptions(&fakeSource{})
@@ -356,7 +316,7 @@ func TestReadinessMetrics(t *testing.T) {
 				t.Errorf("tasker_sidecar_ready is not %s:\n%s", tc.wantReady, grepLines(body, "tasker_sidecar_ready"))
 			}
 			for check, status := range tc.want {
-				for _, st := range checkStatuses {
+				for _, st := range readiness.Statuses {
 					v := "0"
 					if st == status {
 						v = "1"
@@ -394,9 +354,9 @@ func grepLines(body, prefix string) string {
 func TestReadinessMetricsReuseOneEvaluation(t *testing.T) {
 	var calls atomic.Int32
 	opts := baseOptions(&fakeSource{})
-	opts.Checks = []Checker{CheckFunc("database", func(context.Context) CheckResult {
+	opts.Checks = []readiness.Checker{readiness.CheckFunc("database", func(context.Context) readiness.CheckResult {
 		calls.Add(1)
-		return CheckResult{Status: StatusHealthy}
+		return readiness.CheckResult{Status: readiness.StatusHealthy}
 	})}
 	s := newServer(t, opts)
 	for range 20 {
@@ -425,7 +385,7 @@ func unknownRoleDB(t *testing.T) (*collector.DB, []string) {
 	}
 	const role, dbName = "sidecar_no_such_role", "sidecar_no_such_db"
 	u.User, u.Path = url.User(role), "/"+dbName
-	db, err := collector.Open(collector.Options{URL: u.String(), ConnectTimeout: 5 * time.Second}, nil, slog.New(slog.DiscardHandler))
+	db, err := collector.Open(collector.DBConfig{URL: secret.URL(u.String()), ConnectTimeout: 5 * time.Second}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,15 +398,15 @@ func unknownRoleDB(t *testing.T) (*collector.DB, []string) {
 // once per change, and to callers with credentials when auth is on.
 func TestReadyRedactsDetails(t *testing.T) {
 	db, private := unknownRoleDB(t)
-	both := Auth{BearerToken: token, BasicUser: user, BasicPassword: password}
+	both := server.AuthConfig{BearerToken: token, BasicUsername: user, BasicPassword: password}
 	for _, tc := range []struct {
 		name string
-		auth Auth
+		auth server.AuthConfig
 		cred func(*http.Request)
 		full bool
 	}{
-		{"auth off", Auth{}, nil, false},
-		{"auth off, credentials sent anyway", Auth{}, bearer(token), false},
+		{"auth off", server.AuthConfig{}, nil, false},
+		{"auth off, credentials sent anyway", server.AuthConfig{}, bearer(token), false},
 		{"auth on, no credentials", both, nil, false},
 		{"auth on, wrong token", both, bearer("nope"), false},
 		{"auth on, wrong password", both, basic(user, "nope"), false},
@@ -458,7 +418,7 @@ func TestReadyRedactsDetails(t *testing.T) {
 			opts := baseOptions(&fakeSource{})
 			opts.Auth = tc.auth
 			opts.Logger = debugLogger(logs)
-			opts.Checks = []Checker{NewDatabaseCheck(db.Ping, db.MissingTables, nil)}
+			opts.Checks = []readiness.Checker{readiness.NewDatabaseCheck(db.Ping, db.MissingTables, nil)}
 			s := newServer(t, opts)
 			var setup []func(*http.Request)
 			if tc.cred != nil {
@@ -472,7 +432,7 @@ func TestReadyRedactsDetails(t *testing.T) {
 				t.Fatalf("code = %d: %s", r.code, r.body)
 			}
 			check := r.json(t)["checks"].(map[string]any)["database"].(map[string]any)
-			if check["status"] != StatusUnhealthy {
+			if check["status"] != readiness.StatusUnhealthy {
 				t.Errorf("status = %v", check["status"])
 			}
 			body := string(r.body)
@@ -482,7 +442,7 @@ func TestReadyRedactsDetails(t *testing.T) {
 				}
 			}
 			if !tc.full {
-				want := map[string]any{"status": StatusUnhealthy, "message": "Check failed; details are in the sidecar's log",
+				want := map[string]any{"status": readiness.StatusUnhealthy, "message": "Check failed; details are in the sidecar's log",
 					"response_time_ms": check["response_time_ms"]}
 				if !reflect.DeepEqual(check, want) {
 					t.Errorf("public check = %v, want %v", check, want)
@@ -512,11 +472,11 @@ func TestReadinessLogsChanges(t *testing.T) {
 	var status atomic.Value
 	opts := baseOptions(&fakeSource{})
 	opts.Logger = debugLogger(logs)
-	opts.Checks = []Checker{CheckFunc("dep", func(ctx context.Context) CheckResult {
+	opts.Checks = []readiness.Checker{readiness.CheckFunc("dep", func(ctx context.Context) readiness.CheckResult {
 		if ctx.Err() != nil {
-			return CheckResult{Status: StatusUnhealthy, Message: "cancelled"}
+			return readiness.CheckResult{Status: readiness.StatusUnhealthy, Message: "cancelled"}
 		}
-		return CheckResult{Status: status.Load().(string), Message: "dep says " + status.Load().(string)}
+		return readiness.CheckResult{Status: status.Load().(string), Message: "dep says " + status.Load().(string)}
 	})}
 	s := newServer(t, opts)
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -534,19 +494,19 @@ func TestReadinessLogsChanges(t *testing.T) {
 		status string
 		want   string // the new log line, "" for none
 	}{
-		{StatusHealthy, ""}, // first seen healthy: nothing to say
-		{StatusHealthy, ""},
-		{StatusDegraded, `level=WARN msg="readiness check changed" component=http check=dep status=degraded message="dep says degraded" previous=healthy`},
-		{StatusUnhealthy, `level=WARN msg="readiness check changed" component=http check=dep status=unhealthy message="dep says unhealthy" previous=degraded`},
-		{StatusUnhealthy, ""},
-		{StatusHealthy, `level=INFO msg="readiness check changed" component=http check=dep status=healthy message="dep says healthy" previous=unhealthy`},
-		{StatusHealthy, ""},
+		{readiness.StatusHealthy, ""}, // first seen healthy: nothing to say
+		{readiness.StatusHealthy, ""},
+		{readiness.StatusDegraded, `level=WARN msg="readiness check changed" component=http check=dep status=degraded message="dep says degraded" previous=healthy`},
+		{readiness.StatusUnhealthy, `level=WARN msg="readiness check changed" component=http check=dep status=unhealthy message="dep says unhealthy" previous=degraded`},
+		{readiness.StatusUnhealthy, ""},
+		{readiness.StatusHealthy, `level=INFO msg="readiness check changed" component=http check=dep status=healthy message="dep says healthy" previous=unhealthy`},
+		{readiness.StatusHealthy, ""},
 	} {
 		before := len(lines())
 		status.Store(step.status)
 		do(t, s, http.MethodGet, PathReady)
 		// A probe whose client left says nothing about the dependency.
-		s.evaluate(cancelled)
+		s.readiness.Evaluate(cancelled)
 		got := lines()[before:]
 		switch {
 		case step.want == "" && len(got) != 0:
@@ -578,11 +538,11 @@ func TestStatusRedactsErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := &fakeSource{}
-			src.set(tc.state)
+			src.Set(tc.state)
 			opts := baseOptions(src)
 			var setup []func(*http.Request)
 			if tc.auth {
-				opts.Auth = Auth{BearerToken: token}
+				opts.Auth = server.AuthConfig{BearerToken: token}
 				setup = append(setup, bearer(token))
 			}
 			s := newServer(t, opts)
@@ -611,20 +571,20 @@ func TestStatusFollowsThePing(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	db, err := collector.Open(collector.Options{URL: pg.URL, ConnectTimeout: 5 * time.Second}, nil, slog.New(slog.DiscardHandler))
+	db, err := collector.Open(collector.DBConfig{URL: secret.URL(pg.URL), ConnectTimeout: 5 * time.Second}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	refresher := collector.NewRefresher(db, collector.RefresherOptions{Interval: time.Hour}, nil, nil)
+	refresher := collector.NewRefresher(db, collector.RefreshConfig{Interval: time.Hour}, nil, nil)
 	if err := refresher.Refresh(ctx); err != nil {
 		t.Fatalf("first refresh: %v", err)
 	}
 	opts := baseOptions(refresher)
 	opts.RefreshInterval = time.Hour
-	opts.Checks = []Checker{
-		NewDatabaseCheck(db.Ping, db.MissingTables, refresher.ReportUnreachable),
-		NewRefreshCheck(refresher, time.Hour),
+	opts.Checks = []readiness.Checker{
+		readiness.NewDatabaseCheck(db.Ping, db.MissingTables, refresher.ReportUnreachable),
+		readiness.NewRefreshCheck(refresher, time.Hour),
 	}
 	s := newServer(t, opts)
 	s.now = time.Now
@@ -670,7 +630,7 @@ func TestStatusFollowsThePing(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := do(t, s, http.MethodGet, PathReady)
-	if st := r.json(t)["checks"].(map[string]any)["database"].(map[string]any)["status"]; st != StatusHealthy {
+	if st := r.json(t)["checks"].(map[string]any)["database"].(map[string]any)["status"]; st != readiness.StatusHealthy {
 		t.Fatalf("database check after recovery: %s", r.body)
 	}
 	assertFailing("after a successful ping")
@@ -679,5 +639,44 @@ func TestStatusFollowsThePing(t *testing.T) {
 	}
 	if r := do(t, s, http.MethodGet, PathStatus); r.code != http.StatusOK {
 		t.Errorf("status after a successful refresh: %d %s", r.code, r.body)
+	}
+}
+
+// The status endpoint answers with Tasker's verdict.
+func TestStatusVerdict(t *testing.T) {
+	tests := []struct {
+		name     string
+		counts   collector.HealthCounts
+		healthy  bool
+		wantUtil float64 // checked by collector.TestVerdict
+	}{
+		{"empty database", collector.HealthCounts{ActiveConnections: 1, MaxConnections: 100}, true, 1.0},
+		{"5 of 100 connections", collector.HealthCounts{ActiveConnections: 5, MaxConnections: 100}, true, 5.0},
+		{"3 of 50 connections", collector.HealthCounts{ActiveConnections: 3, MaxConnections: 50}, true, 6.0},
+		{"exactly 90% connections", collector.HealthCounts{ActiveConnections: 90, MaxConnections: 100}, true, 90.0},
+		{"90.01% connections", collector.HealthCounts{ActiveConnections: 9001, MaxConnections: 10000}, false, 90.01},
+		{"max connections 0", collector.HealthCounts{ActiveConnections: 500}, true, 0.0},
+		{"2 of 3 connections rounds", collector.HealthCounts{ActiveConnections: 2, MaxConnections: 3}, true, 66.67},
+		{"50% error tasks", collector.HealthCounts{TotalTasks: 2, ErrorTasks: 1}, true, 0},
+		{"over 50% error tasks", collector.HealthCounts{TotalTasks: 10000, ErrorTasks: 5001}, false, 0},
+		{"50% error steps", collector.HealthCounts{TotalSteps: 100, ErrorSteps: 50}, true, 0},
+		{"over 50% error steps", collector.HealthCounts{TotalSteps: 100, ErrorSteps: 51}, false, 0},
+		{"errors but no totals", collector.HealthCounts{ErrorTasks: 3, ErrorSteps: 3}, true, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// collector.TestVerdict checks the verdict itself; this is what
+			// clients see.
+			src := &fakeSource{}
+			src.Set(goodState(tc.counts))
+			s := newServer(t, baseOptions(src))
+			wantCode := http.StatusOK
+			if !tc.healthy {
+				wantCode = http.StatusServiceUnavailable
+			}
+			if r := do(t, s, http.MethodGet, PathStatus); r.code != wantCode {
+				t.Errorf("status code = %d, want %d", r.code, wantCode)
+			}
+		})
 	}
 }

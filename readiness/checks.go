@@ -1,4 +1,4 @@
-package exporters
+package readiness
 
 import (
 	"context"
@@ -8,57 +8,19 @@ import (
 	"time"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
 )
-
-// Check statuses, as Tasker's readiness checker reports them.
-const (
-	StatusHealthy   = "healthy"
-	StatusDegraded  = "degraded"
-	StatusUnhealthy = "unhealthy"
-)
-
-// HealthSource is what the endpoints and the domain collector read: the
-// refresher's view of its last attempts. It never touches the database.
-type HealthSource interface {
-	State() collector.RefreshState
-}
-
-// Checker is one readiness dependency. Check must return once ctx is done;
-// the readiness endpoint answers at its deadline either way, but a checker
-// that ignores ctx keeps its goroutine alive.
-type Checker interface {
-	Name() string
-	Check(ctx context.Context) CheckResult
-}
-
-// CheckResult is one entry of the readiness "checks" object.
-type CheckResult struct {
-	Status  string // StatusHealthy, StatusDegraded or StatusUnhealthy
-	Message string
-	Error   string
-	// ResponseTimeMs is filled with the wall time of Check when left zero.
-	ResponseTimeMs float64
-	// Details are merged into the check's JSON object; the keys above win.
-	Details map[string]any
-}
-
-type funcCheck struct {
-	name string
-	fn   func(context.Context) CheckResult
-}
-
-func (f funcCheck) Name() string                          { return f.name }
-func (f funcCheck) Check(ctx context.Context) CheckResult { return f.fn(ctx) }
-
-// CheckFunc adapts a function to a Checker.
-func CheckFunc(name string, fn func(ctx context.Context) CheckResult) Checker {
-	return funcCheck{name: name, fn: fn}
-}
 
 type databaseCheck struct {
 	ping        func(context.Context) (time.Duration, error)
 	missing     func() []string
 	unreachable func(error)
+}
+
+// DatabaseDetails are the database check's details: the Tasker tables it
+// did not find.
+type DatabaseDetails struct {
+	MissingTables []string `json:"missing_tables"`
 }
 
 // NewDatabaseCheck reports the "database" check. ping runs a trivial query
@@ -86,13 +48,13 @@ func (d databaseCheck) Check(ctx context.Context) CheckResult {
 	}
 	ms := float64(rtt) / float64(time.Millisecond)
 	if err != nil {
-		if d.unreachable != nil && ctx.Err() == nil && errorClass(err) == collector.ReasonConnection {
+		if d.unreachable != nil && ctx.Err() == nil && ErrorClass(err) == collector.ReasonConnection {
 			d.unreachable(err)
 		}
 		return CheckResult{
 			Status:         StatusUnhealthy,
-			Message:        "Database connection failed: " + errorText(err),
-			Error:          errorClass(err) + ": " + errorText(err),
+			Message:        "Database connection failed: " + ErrorText(err),
+			Error:          ErrorClass(err) + ": " + ErrorText(err),
 			ResponseTimeMs: ms,
 		}
 	}
@@ -103,7 +65,7 @@ func (d databaseCheck) Check(ctx context.Context) CheckResult {
 				Message:        "Tasker tables missing: " + strings.Join(m, ", "),
 				Error:          "schema: missing tables",
 				ResponseTimeMs: ms,
-				Details:        map[string]any{"missing_tables": m},
+				Details:        DatabaseDetails{MissingTables: m},
 			}
 		}
 	}
@@ -114,6 +76,16 @@ type refreshCheck struct {
 	src      HealthSource
 	interval time.Duration
 	now      func() time.Time
+}
+
+// RefreshDetails are the refresh check's details, in Tasker's JSON
+// conventions (internal/rubyjson).
+type RefreshDetails struct {
+	RefreshIntervalSeconds rubyjson.PlainFloat  `json:"refresh_interval_seconds"`
+	ConsecutiveFailures    uint64               `json:"consecutive_failures"`
+	LastError              string               `json:"last_error,omitempty"`
+	LastSuccessAt          *rubyjson.Time       `json:"last_success_at,omitempty"`
+	AgeSeconds             *rubyjson.PlainFloat `json:"age_seconds,omitempty"`
 }
 
 // NewRefreshCheck reports the "refresh" check: unhealthy until the first
@@ -128,24 +100,22 @@ func (*refreshCheck) Name() string { return "refresh" }
 
 func (r *refreshCheck) Check(context.Context) CheckResult {
 	st := r.src.State()
-	details := map[string]any{
-		"refresh_interval_seconds": seconds(r.interval),
-		"consecutive_failures":     st.Failures,
-	}
-	if st.LastError != nil {
-		details["last_error"] = errorText(st.LastError)
+	details := RefreshDetails{
+		RefreshIntervalSeconds: rubyjson.Seconds(r.interval),
+		ConsecutiveFailures:    st.Failures,
+		LastError:              ErrorText(st.LastError),
 	}
 	if st.Last == nil {
 		res := CheckResult{Status: StatusUnhealthy, Message: "First refresh pending", Error: ClassPending, Details: details}
 		if st.LastError != nil {
 			res.Message = "First refresh failed"
-			res.Error = errorClass(st.LastError) + ": " + errorText(st.LastError)
+			res.Error = ErrorClass(st.LastError) + ": " + ErrorText(st.LastError)
 		}
 		return res
 	}
 	age := max(r.now().Sub(st.Last.TakenAt), 0)
-	details["last_success_at"] = railsTime(st.Last.TakenAt)
-	details["age_seconds"] = seconds(age)
+	at, ageS := rubyjson.Time(st.Last.TakenAt), rubyjson.Seconds(age)
+	details.LastSuccessAt, details.AgeSeconds = &at, &ageS
 	limit := 2 * r.interval
 	switch {
 	case age > limit:
@@ -156,7 +126,7 @@ func (r *refreshCheck) Check(context.Context) CheckResult {
 			Details: details,
 		}
 		if st.LastError != nil {
-			res.Error = errorClass(st.LastError) + ": " + errorText(st.LastError)
+			res.Error = ErrorClass(st.LastError) + ": " + ErrorText(st.LastError)
 		}
 		return res
 	case st.LastError != nil:
@@ -168,7 +138,7 @@ func (r *refreshCheck) Check(context.Context) CheckResult {
 		return CheckResult{
 			Status:  StatusDegraded,
 			Message: fmt.Sprintf("%s; serving data from %s ago", what, age.Round(time.Millisecond)),
-			Error:   errorClass(st.LastError) + ": " + errorText(st.LastError),
+			Error:   ErrorClass(st.LastError) + ": " + ErrorText(st.LastError),
 			Details: details,
 		}
 	}

@@ -1,4 +1,4 @@
-package exporters
+package api
 
 import (
 	"context"
@@ -429,7 +429,7 @@ func many[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
 		return
 	}
 	// A repeated ids parameter is merged: ids=1,2&ids=3 names three tasks.
-	ids, err := analytics.ParseTaskIDs(strings.Join(q["ids"], ","), a.svc.Options().MaxBatch)
+	ids, err := analytics.ParseTaskIDs(strings.Join(q["ids"], ","), a.svc.Config().MaxBatch)
 	if err != nil {
 		badRequest(c, err)
 		return

@@ -1,0 +1,27 @@
+package collector
+
+import "github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
+
+// Verdict applies Tasker's StatusChecker rules to the health counts:
+// unhealthy above 90% connection utilization, or when more than half of the
+// tasks or of the steps are in error. It lives next to the counts it
+// judges; /tasker/health/status (package api) shows it. The
+// comparisons are strict and use the unrounded percentages, as Tasker does;
+// utilization is rounded to two places for display.
+func Verdict(c HealthCounts) (healthy bool, utilization float64) {
+	healthy = true
+	if c.MaxConnections > 0 {
+		pct := float64(c.ActiveConnections) / float64(c.MaxConnections) * 100
+		utilization = rubyjson.Round(pct, 2)
+		if pct > 90.0 {
+			healthy = false
+		}
+	}
+	if c.TotalTasks > 0 && float64(c.ErrorTasks)/float64(c.TotalTasks)*100 > 50.0 {
+		healthy = false
+	}
+	if c.TotalSteps > 0 && float64(c.ErrorSteps)/float64(c.TotalSteps)*100 > 50.0 {
+		healthy = false
+	}
+	return healthy, utilization
+}
