@@ -2,8 +2,6 @@ package collector
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -73,13 +71,6 @@ func TestFileCheckpointer(t *testing.T) {
 	}
 }
 
-// uniquePrefix keeps parallel tests apart in the shared Redis.
-func uniquePrefix(t *testing.T) string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return "sidecar_test:" + t.Name() + ":" + hex.EncodeToString(b) + ":"
-}
-
 func openRedis(t *testing.T, prefix string) store.Store {
 	t.Helper()
 	st, err := store.Open(store.Config{URL: secret.URL(storetest.RedisURL(t)), KeyPrefix: prefix})
@@ -98,7 +89,7 @@ func TestStoreCheckpointer(t *testing.T) {
 		shared bool
 	}{
 		{"memory", store.NewMemory("x:"), false},
-		{"redis", openRedis(t, uniquePrefix(t)), true},
+		{"redis", openRedis(t, storetest.Prefix(t)), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
@@ -128,7 +119,7 @@ func TestNewCheckpointerPicksTheStore(t *testing.T) {
 	if _, ok := NewCheckpointer(checkpointsIn(store.NewMemory("")), cfg).(*FileCheckpointer); !ok {
 		t.Error("an in-process store must not hold the checkpoint: it dies with the process")
 	}
-	if _, ok := NewCheckpointer(checkpointsIn(openRedis(t, uniquePrefix(t))), cfg).(*StoreCheckpointer); !ok {
+	if _, ok := NewCheckpointer(checkpointsIn(openRedis(t, storetest.Prefix(t))), cfg).(*StoreCheckpointer); !ok {
 		t.Error("a distributed store should hold the checkpoint")
 	}
 	if c := NewCheckpointer(nil, CheckpointConfig{}); c != nil {
@@ -186,7 +177,7 @@ func TestStreamLeaseHandoverAfterCrash(t *testing.T) {
 func testHandover(t *testing.T, crash bool) {
 	pg := pgtest.NewTasker(t)
 	pool := writerPool(t, pg.URL, 5)
-	st := openRedis(t, uniquePrefix(t))
+	st := openRedis(t, storetest.Prefix(t))
 	cfg := testStreamConfig()
 	cfg.Lease.TTL = 300 * time.Millisecond
 	replica := func() testStream {
@@ -305,7 +296,7 @@ func TestStreamKeepsLeaseThroughSlowPoll(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	f := newFixture(t, pg)
 	task := f.task(f.namedTask("default", "slow", "0.1.0"))
-	st := openRedis(t, uniquePrefix(t))
+	st := openRedis(t, storetest.Prefix(t))
 	cfg := testStreamConfig()
 	cfg.Lease.TTL = 300 * time.Millisecond
 	replica := func(opts ...StreamOption) testStream {
@@ -481,7 +472,7 @@ func TestShutdownWithSpentBudgetSavesCheckpoint(t *testing.T) {
 	// writes is then observable.
 	cfg.Checkpoint.Interval = time.Hour
 	// A shared store honours the context, as the final save must.
-	ckpt := NewCheckpointer(checkpointsIn(openRedis(t, uniquePrefix(t))), cfg.Checkpoint)
+	ckpt := NewCheckpointer(checkpointsIn(openRedis(t, storetest.Prefix(t))), cfg.Checkpoint)
 	s := newTestStream(t, pg.URL, cfg, ckpt)
 	ctx := testCtx(t)
 	_ = s.Start(ctx)

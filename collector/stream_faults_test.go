@@ -16,6 +16,7 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
+	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
 
 // ctxSink records whether the context each Consume got was still live.
@@ -348,7 +349,7 @@ func TestStreamLeaderWithoutDatabaseGivesLeaseUp(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	f := newFixture(t, pg)
 	task := f.task(f.namedTask("default", "welcome", "0.1.0"), "pending")
-	st := openRedis(t, uniquePrefix(t))
+	st := openRedis(t, storetest.Prefix(t))
 	cfg := testStreamConfig()
 	cfg.Lease.TTL = 300 * time.Millisecond
 	ctx := testCtx(t)
@@ -400,7 +401,7 @@ func TestStreamKeepsLeaseThroughLongRecount(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	f := newFixture(t, pg)
 	f.task(f.namedTask("default", "welcome", "0.1.0"), "pending")
-	st := openRedis(t, uniquePrefix(t))
+	st := openRedis(t, storetest.Prefix(t))
 	cfg := testStreamConfig()
 	cfg.Lease.TTL = 300 * time.Millisecond
 	ctx := testCtx(t)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
+	"github.com/tasker-systems/tasker-sidecar/store/storetest"
 )
 
 func testStreamConfig() StreamConfig {
@@ -501,7 +502,7 @@ func TestStreamRestartFromFileCheckpoint(t *testing.T) {
 // stream takes the lease its predecessor released.
 func TestStreamRestartFromRedisCheckpoint(t *testing.T) {
 	t.Parallel()
-	st := openRedis(t, uniquePrefix(t))
+	st := openRedis(t, storetest.Prefix(t))
 	cfg := testStreamConfig()
 	testRestart(t, NewCheckpointer(checkpointsIn(st), cfg.Checkpoint), func() StreamOption {
 		lease, err := newLease(st, cfg.Lease)

@@ -2,8 +2,6 @@ package coord
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -44,12 +42,6 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-func uniquePrefix(t *testing.T) string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return "sidecar_test:" + t.Name() + ":" + hex.EncodeToString(b) + ":"
 }
 
 func openRedis(t *testing.T, prefix string) store.Store {
@@ -109,11 +101,11 @@ func TestNewLeaseNeedsWorkingCompareAndSwap(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	redisWith := func(swap, del Conditional) *Coordinator {
-		return New(openRedis(t, uniquePrefix(t)), report(swap, del).get)
+		return New(openRedis(t, storetest.Prefix(t)), report(swap, del).get)
 	}
 	// SET IFEQ needs Redis 8.4 or Valkey 9: whether it works depends on
 	// the server the tests run against.
-	_, err := CompareAndSwap(ctx, openRedis(t, uniquePrefix(t)), CondNative, "probe", []byte("a"), []byte("b"), time.Second)
+	_, err := CompareAndSwap(ctx, openRedis(t, storetest.Prefix(t)), CondNative, "probe", []byte("a"), []byte("b"), time.Second)
 	nativeWorks := err == nil
 	unreachable, err := store.Open(store.Config{URL: secret.URL("redis://" + closedPort(t)), DialTimeout: 100 * time.Millisecond})
 	if err != nil {
@@ -188,7 +180,7 @@ func TestNewLeaseNeedsWorkingCompareAndSwap(t *testing.T) {
 func TestLeaseRefusedLaterActsAsNoLease(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	prefix := uniquePrefix(t)
+	prefix := storetest.Prefix(t)
 	a, b := report(CondScript, CondScript), report(CondScript, CondScript)
 	cfg := leaseConfig{Key: "stream:lease", TTL: 300 * time.Millisecond}
 	st := openRedis(t, prefix)
@@ -267,7 +259,7 @@ func TestLease(t *testing.T) {
 		st   store.Store
 	}{
 		{"memory", store.NewMemory("")},
-		{"redis", openRedis(t, uniquePrefix(t))},
+		{"redis", openRedis(t, storetest.Prefix(t))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
