@@ -14,21 +14,45 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
 
+const schemaUsage = "schema apply [--engine rails|core] [--database-url URL] [--create-database]"
+
+// schemaFor returns the schema that --engine names and the label printed
+// for it; ok is false for an unknown engine.
+func schemaFor(engine string) (label string, apply func(context.Context, *pgx.Conn) error, ok bool) {
+	switch engine {
+	case "rails":
+		return "Tasker", schema.Apply, true
+	case "core":
+		return "tasker-core", schema.ApplyCore, true
+	}
+	return "", nil, false
+}
+
 func schemaCmd(ctx context.Context, env *environment, args []string) int {
 	if len(args) == 0 || args[0] != "apply" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(env.stderr, "Usage: sidecar schema apply [--database-url URL] [--create-database]")
+			fmt.Fprintln(env.stderr, "Usage: sidecar "+schemaUsage)
 			return exitOK
 		}
-		fmt.Fprintln(env.stderr, "Usage: sidecar schema apply [--database-url URL] [--create-database]\n\nThe only schema subcommand is apply.")
+		fmt.Fprintln(env.stderr, "Usage: sidecar "+schemaUsage+"\n\nThe only schema subcommand is apply.")
 		return exitUsage
 	}
-	fs := newFlagSet(env, "schema apply", "schema apply [--database-url URL] [--create-database]",
-		"Creates the Tasker-compatible tables, indexes and view (written by tasker-sidecar from Tasker's\nschema, for demos and tests) in the database. Safe to run again. This is the only command that\nwrites to a database besides simulate and demo; 'run' never writes.")
+	fs := newFlagSet(env, "schema apply", schemaUsage,
+		"Creates a Tasker-compatible schema (written by tasker-sidecar from the engine's schema, for demos\n"+
+			"and tests) in the database. --engine rails: the Rails engine's tasker_* tables, indexes and view\n"+
+			"in public. --engine core: tasker-core's schema 'tasker' (tables, constraints, indexes; on\n"+
+			"PostgreSQL older than 18 also a UUIDv7 function, public.uuidv7()). Safe to run again. This is the\n"+
+			"only command that writes to a database besides simulate and demo; 'run' never writes.")
+	engineName := fs.String("engine", "rails", "which engine's schema: rails or core")
 	dbURL := fs.String("database-url", envOr(env, "SIDECAR_DATABASE_URL", ""), "PostgreSQL URL (env SIDECAR_DATABASE_URL)")
 	create := fs.Bool("create-database", false, "create the database first if it does not exist")
 	if code, done := parse(fs, args[1:]); done {
 		return code
+	}
+	label, apply, ok := schemaFor(*engineName)
+	if !ok {
+		fmt.Fprintf(env.stderr, "schema apply: --engine %q: must be rails or core\n", *engineName)
+		return exitUsage
 	}
 	if *dbURL == "" {
 		fmt.Fprintln(env.stderr, "schema apply: --database-url or SIDECAR_DATABASE_URL is required")
@@ -42,15 +66,20 @@ func schemaCmd(ctx context.Context, env *environment, args []string) int {
 			return exitFailure
 		}
 	}
-	if err := applySchema(ctx, *dbURL); err != nil {
+	if err := applyEngineSchema(ctx, *dbURL, apply); err != nil {
 		fmt.Fprintf(env.stderr, "schema apply: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintf(env.stdout, "Tasker schema applied to %s\n", redact.URL(*dbURL))
+	fmt.Fprintf(env.stdout, "%s schema applied to %s\n", label, redact.URL(*dbURL))
 	return exitOK
 }
 
+// applySchema applies the Rails engine's schema (demo's database).
 func applySchema(ctx context.Context, dbURL string) error {
+	return applyEngineSchema(ctx, dbURL, schema.Apply)
+}
+
+func applyEngineSchema(ctx context.Context, dbURL string, apply func(context.Context, *pgx.Conn) error) error {
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", redact.URL(dbURL), redactErr(err, dbURL))
@@ -60,7 +89,7 @@ func applySchema(ctx context.Context, dbURL string) error {
 	if _, err := conn.Exec(ctx, "SET client_min_messages = warning"); err != nil {
 		return err
 	}
-	return schema.Apply(ctx, conn)
+	return apply(ctx, conn)
 }
 
 // ensureDatabase creates the URL's database through the server's maintenance

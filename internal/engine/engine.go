@@ -1,7 +1,10 @@
 // Package engine names what the sidecar reads from a Tasker engine's
 // database: the workflow states, the sets of them the code reasons about,
-// and the tables. It describes the Rails engine (tasker-engine);
-// docs/tasker-semantics.md explains the semantics the sidecar relies on.
+// and the tables. The constants and functions of this file describe the
+// Rails engine (tasker-engine); docs/tasker-semantics.md explains the
+// semantics the sidecar relies on. engines.go describes each engine as an
+// Engine value, tasker-core's included, and detect.go finds which one a
+// database holds.
 //
 // SQL files and SQL strings keep Tasker's names spelled out, so that they
 // read and run as written; Go code that compares, labels or passes states
