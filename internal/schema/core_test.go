@@ -137,21 +137,7 @@ func TestApplyCoreCreatesEnginesSchema(t *testing.T) {
 		t.Errorf("tables %v, want %v", tables, wantTables)
 	}
 
-	rows, err = conn.Query(ctx, `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'tasker'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for rows.Next() {
-		var name, def string
-		if err := rows.Scan(&name, &def); err != nil {
-			t.Fatal(err)
-		}
-		got[name] = def
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := indexDefs(ctx, t, conn, "tasker")
 	want := map[string]bool{}
 	for _, ix := range coreIndexes {
 		want[ix.name] = true

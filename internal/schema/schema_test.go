@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
@@ -164,21 +166,7 @@ func TestApplyCreatesTaskersIndexes(t *testing.T) {
 		t.Fatalf("second apply: %v", err)
 	}
 
-	rows, err := conn.Query(ctx, `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for rows.Next() {
-		var name, def string
-		if err := rows.Scan(&name, &def); err != nil {
-			t.Fatal(err)
-		}
-		got[name] = def
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := indexDefs(ctx, t, conn, "public")
 
 	want := map[string]bool{}
 	for _, ix := range taskerIndexes {
@@ -207,4 +195,25 @@ func TestApplyCreatesTaskersIndexes(t *testing.T) {
 	if len(taskerIndexes) != 99 { // 86 indexes and 13 primary keys
 		t.Errorf("the table lists %d indexes, Tasker's schema has 99", len(taskerIndexes))
 	}
+}
+
+// indexDefs is every index of a schema, by name, as pg_indexes prints it.
+func indexDefs(ctx context.Context, t *testing.T, conn *pgx.Conn, schema string) map[string]string {
+	t.Helper()
+	rows, err := conn.Query(ctx, `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1`, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for rows.Next() {
+		var name, def string
+		if err := rows.Scan(&name, &def); err != nil {
+			t.Fatal(err)
+		}
+		got[name] = def
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
