@@ -155,22 +155,13 @@ func (l *Lease) Hold(ctx context.Context) (bool, error) {
 		}
 		l.unusable = false // works again: take the lease afresh
 	}
-	now := l.now()
 	if l.held {
-		ok, err := l.c.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
-		if err != nil {
-			if refused(err) {
-				return l.refuse(err)
-			}
-			l.held = now.Sub(l.renewed) < l.ttl
-			return l.held, fmt.Errorf("renew lease: %w", err)
+		if ok, err := l.renew(ctx); ok || err != nil {
+			return ok, err
 		}
-		if ok {
-			l.renewed = now
-			return true, nil
-		}
-		l.held = false // expired and possibly taken by another replica
+		// Expired, and possibly taken by another replica: try to take it.
 	}
+	now := l.now()
 	ok, err := l.add.SetNX(ctx, l.key, l.token, l.ttl)
 	if err != nil {
 		if refused(err) {
@@ -202,6 +193,14 @@ func (l *Lease) Renew(ctx context.Context) (bool, error) {
 	if !l.held {
 		return false, nil
 	}
+	return l.renew(ctx)
+}
+
+// renew extends a held lease by a token-checked compare-and-swap and
+// reports whether it is still held. When the store cannot be reached the
+// lease counts as held until its TTL since the last renewal runs out.
+// Called with mu held.
+func (l *Lease) renew(ctx context.Context) (bool, error) {
 	now := l.now()
 	ok, err := l.c.CompareAndSwap(ctx, l.key, l.token, l.token, l.ttl)
 	if err != nil {

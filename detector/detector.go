@@ -48,11 +48,7 @@ type Detector struct {
 
 	trigger chan struct{}
 
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
-	stopCh  chan struct{}
-	done    chan struct{}
+	loop lifecycle.Loop
 }
 
 // New returns a detector for st. The configuration is validated (zero
@@ -94,7 +90,6 @@ func New(st store.Store, cfg Config, reg prometheus.Registerer, logger *slog.Log
 		gap:     minRerunGap,
 		warned:  map[string]bool{},
 		trigger: make(chan struct{}, 1),
-		stopCh:  make(chan struct{}),
 	}, nil
 }
 
@@ -318,62 +313,33 @@ func (d *Detector) NotifyError(err error) bool {
 	return true
 }
 
-// Start runs the background loop until ctx ends or Stop is called: it runs
+// Start runs the background loop until ctx ends or Shutdown is called: it runs
 // detection at once if Run has not been called yet, re-runs it when
 // NotifyError or Rerun asks, when the store reports a reconnect, every
 // refresh_interval if set, and, while the store is unreachable, pings it
 // every recheck_interval and re-runs as soon as it answers. Start after
 // Shutdown does nothing.
 func (d *Detector) Start(ctx context.Context) error {
-	d.lifeMu.Lock()
-	defer d.lifeMu.Unlock()
-	if d.started || d.stopped {
-		return nil
-	}
-	d.started = true
-	d.done = make(chan struct{})
-	var remove func()
-	if rn, ok := d.st.(store.ReconnectNotifier); ok {
-		remove = rn.OnReconnect(func() {
-			d.logger.Debug("cache store reconnected; scheduling capability re-detection")
-			d.Rerun()
-		})
-	}
-	// Shutdown cancels a detection under way rather than waiting up to
-	// detect_timeout for it.
-	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-d.stopCh:
-		case <-ctx.Done():
+	d.loop.Start(ctx, func(ctx context.Context) {
+		if rn, ok := d.st.(store.ReconnectNotifier); ok {
+			remove := rn.OnReconnect(func() {
+				d.logger.Debug("cache store reconnected; scheduling capability re-detection")
+				d.Rerun()
+			})
+			defer remove()
 		}
-		cancel()
-	}()
-	go d.loop(ctx, remove)
+		d.run(ctx)
+	})
 	return nil
 }
 
-// Shutdown ends the background loop and waits for it, or for ctx to end. It
-// is safe to call before Start and more than once.
-func (d *Detector) Shutdown(ctx context.Context) error {
-	d.lifeMu.Lock()
-	if !d.stopped {
-		d.stopped = true
-		close(d.stopCh)
-	}
-	done := d.done
-	d.lifeMu.Unlock()
-	if done == nil {
-		return nil
-	}
-	return lifecycle.Wait(ctx, done)
-}
+// Shutdown ends the background loop, cancelling a detection under way, and
+// waits for it, or for ctx to end. It is safe to call before Start and more
+// than once.
+func (d *Detector) Shutdown(ctx context.Context) error { return d.loop.Shutdown(ctx) }
 
-func (d *Detector) loop(ctx context.Context, remove func()) {
-	defer close(d.done)
-	if remove != nil {
-		defer remove()
-	}
+// run is the background loop: its context ends at Shutdown.
+func (d *Detector) run(ctx context.Context) {
 	d.mu.RLock()
 	has := d.hasReport
 	d.mu.RUnlock()
@@ -392,8 +358,6 @@ func (d *Detector) loop(ctx context.Context, remove func()) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.stopCh:
-			return
 		case <-d.trigger:
 			d.mu.RLock()
 			wait := d.gap - d.now().Sub(d.lastRun)
@@ -402,8 +366,6 @@ func (d *Detector) loop(ctx context.Context, remove func()) {
 				select {
 				case <-time.After(wait):
 				case <-ctx.Done():
-					return
-				case <-d.stopCh:
 					return
 				}
 			}

@@ -757,12 +757,9 @@ func TestLifecycle(t *testing.T) {
 	_ = h.d.Shutdown(context.Background()) // before Start
 	_ = h.d.Shutdown(context.Background()) // twice
 	h.d.Start(context.Background())
-	// Start decides under lifeMu, before it returns, whether a loop runs:
-	// with none started, no detection can come later.
-	h.d.lifeMu.Lock()
-	started := h.d.started
-	h.d.lifeMu.Unlock()
-	if started {
+	// Start decides before it returns whether a loop runs: with none
+	// started, no detection can come later.
+	if h.d.loop.Done() != nil {
 		t.Error("Start after Stop started the detection loop")
 	}
 	if testutil.ToFloat64(h.d.metrics.runs.WithLabelValues("ok")) != 0 {

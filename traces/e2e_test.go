@@ -22,7 +22,6 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
-	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 	"github.com/tasker-systems/tasker-sidecar/traces"
 	"github.com/tasker-systems/tasker-sidecar/traces/otlp"
@@ -79,20 +78,14 @@ func TestJaegerE2E(t *testing.T) {
 	pg := pgtest.NewTasker(t)
 	pool := traces.WriterPool(t, pg.URL)
 	logger := traces.NewLogger(t)
-	db, err := collector.Open(collector.DBConfig{URL: secret.URL(pg.URL)}, nil, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := traces.OpenDB(t, pg.URL, logger)
 	exp, err := otlp.NewSpanExporter(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	workflows := traces.NewWorkflows(cfg, exp, db, prometheus.NewRegistry(), logger)
 	defer func() { _ = workflows.Shutdown(context.Background()) }()
-	scfg := collector.DefaultStreamConfig()
-	scfg.PollInterval = 50 * time.Millisecond
-	scfg.Checkpoint.File = ""
+	scfg := traces.StreamConfig(50 * time.Millisecond)
 	stream := collector.NewStream(db, scfg, nil, nil, logger, collector.WithSink(workflows))
 	_ = stream.Start(ctx)
 	defer func() { _ = stream.Shutdown(context.Background()) }()

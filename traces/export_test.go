@@ -18,6 +18,8 @@ var (
 	WriterPool        = writerPool
 	NewLogger         = testLogger
 	ExpectedSpans     = expectedSpans
+	OpenDB            = openDB
+	StreamConfig      = streamConfig
 )
 
 // All returns the spans received so far.

@@ -15,7 +15,6 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
-	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 )
 
@@ -112,11 +111,7 @@ func TestStreamHistoriesDrawTheSameTraces(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	db, err := collector.Open(collector.DBConfig{URL: secret.URL(pg.URL)}, nil, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, pg.URL, logger)
 	opts := simulate.Options{Seed: 11, ErrorRate: 0.3, ManualResolveRate: 1, Workers: 3}
 	// Tasks begun before the stream starts: their histories must be read.
 	if _, err := simulate.Live(ctx, pool, 5, time.Second, opts, nil); err != nil {
@@ -124,9 +119,7 @@ func TestStreamHistoriesDrawTheSameTraces(t *testing.T) {
 	}
 
 	rec := &recordingSink{}
-	scfg := collector.DefaultStreamConfig()
-	scfg.PollInterval = 20 * time.Millisecond
-	scfg.Checkpoint.File = ""
+	scfg := streamConfig(20 * time.Millisecond)
 	stream := collector.NewStream(db, scfg, nil, nil, logger, collector.WithSink(rec))
 	_ = stream.Start(ctx)
 	defer func() { _ = stream.Shutdown(context.Background()) }()

@@ -33,6 +33,26 @@ func writerPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
+// openDB is the sidecar's read-only pool on url, closed with the test.
+func openDB(t *testing.T, url string, logger *slog.Logger) *collector.DB {
+	t.Helper()
+	db, err := collector.Open(collector.DBConfig{URL: secret.URL(url)}, nil, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// streamConfig is the stream's configuration for these tests: polls every
+// poll, no checkpoint file.
+func streamConfig(poll time.Duration) collector.StreamConfig {
+	c := collector.DefaultStreamConfig()
+	c.PollInterval = poll
+	c.Checkpoint.File = ""
+	return c
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -86,11 +106,7 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	db, err := collector.Open(collector.DBConfig{URL: secret.URL(pg.URL)}, nil, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, pg.URL, logger)
 	reg := prometheus.NewRegistry()
 	recv, addr := startGRPCReceiver(t)
 	traces := NewWorkflows(testTracing(), grpcExporter(t, addr), db, reg, logger)
@@ -102,9 +118,7 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 	selfTP := NewSidecarTracerProvider(selfCfg, grpcExporter(t, selfAddr))
 	defer func() { _ = selfTP.Shutdown(context.Background()) }()
 
-	scfg := collector.DefaultStreamConfig()
-	scfg.PollInterval = 20 * time.Millisecond
-	scfg.Checkpoint.File = ""
+	scfg := streamConfig(20 * time.Millisecond)
 	stream := collector.NewStream(db, scfg, nil, reg, logger,
 		collector.WithSink(traces), collector.WithExemplars(traces.ExemplarTraceID), collector.WithTracerProvider(selfTP))
 	_ = stream.Start(ctx)

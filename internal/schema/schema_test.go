@@ -168,30 +168,7 @@ func TestApplyCreatesTaskersIndexes(t *testing.T) {
 
 	got := indexDefs(ctx, t, conn, "public")
 
-	want := map[string]bool{}
-	for _, ix := range taskerIndexes {
-		if want[ix.name] {
-			t.Errorf("%s is listed twice", ix.name)
-		}
-		want[ix.name] = true
-		def, ok := got[ix.name]
-		switch {
-		case !ok:
-			t.Errorf("index %s is missing", ix.name)
-		case def != ix.def:
-			t.Errorf("index %s differs from Tasker's:\n got: %s\nwant: %s", ix.name, def, ix.def)
-		}
-	}
-	var extra []string
-	for name := range got {
-		if !want[name] {
-			extra = append(extra, name)
-		}
-	}
-	sort.Strings(extra)
-	for _, name := range extra {
-		t.Errorf("index %s is not in Tasker's schema: %s", name, got[name])
-	}
+	compareIndexes(t, got, taskerIndexes, "Tasker's")
 	if len(taskerIndexes) != 99 { // 86 indexes and 13 primary keys
 		t.Errorf("the table lists %d indexes, Tasker's schema has 99", len(taskerIndexes))
 	}
@@ -216,4 +193,34 @@ func indexDefs(ctx context.Context, t *testing.T, conn *pgx.Conn, schema string)
 		t.Fatal(err)
 	}
 	return got
+}
+
+// compareIndexes reports every index of want (name and pg_indexes
+// definition) that got lacks or defines otherwise, every index got has
+// beyond want, and any name want lists twice; whose names the schema.
+func compareIndexes(t *testing.T, got map[string]string, want []struct{ name, def string }, whose string) {
+	t.Helper()
+	listed := map[string]bool{}
+	for _, ix := range want {
+		if listed[ix.name] {
+			t.Errorf("%s is listed twice", ix.name)
+		}
+		listed[ix.name] = true
+		switch def, ok := got[ix.name]; {
+		case !ok:
+			t.Errorf("index %s is missing", ix.name)
+		case def != ix.def:
+			t.Errorf("index %s differs from %s:\n got: %s\nwant: %s", ix.name, whose, def, ix.def)
+		}
+	}
+	var extra []string
+	for name := range got {
+		if !listed[name] {
+			extra = append(extra, name)
+		}
+	}
+	sort.Strings(extra)
+	for _, name := range extra {
+		t.Errorf("index %s is not in %s schema: %s", name, whose, got[name])
+	}
 }
