@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
@@ -46,7 +48,12 @@ type DB struct {
 	// migrated while we were away.
 	schemaStale atomic.Bool
 
+	// configured is database.engine; eng the engine the last successful
+	// resolution found (Kind empty before).
+	configured engine.Kind
+
 	mu        sync.Mutex
+	eng       engine.Engine
 	missing   []string
 	checked   bool
 	reachable bool
@@ -67,8 +74,9 @@ func Open(opts DBConfig, reg prometheus.Registerer, logger *slog.Logger) (*DB, e
 		return nil, err
 	}
 	db := &DB{
-		logger:   logger,
-		redacted: redact.URL(opts.URL.Value()),
+		logger:     logger,
+		redacted:   redact.URL(opts.URL.Value()),
+		configured: cmp.Or(opts.Engine, engine.KindAuto),
 	}
 	db.schemaStale.Store(true)
 	cfg.AfterConnect = func(context.Context, *pgx.Conn) error {
@@ -202,6 +210,27 @@ func (db *DB) CheckSchema(ctx context.Context) ([]string, error) {
 	}
 	db.recordSchema(missing)
 	return slices.Clone(missing), nil
+}
+
+// Engine is the engine the last successful resolution found; false before
+// the first one.
+func (db *DB) Engine() (engine.Engine, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.eng, db.eng.Kind != ""
+}
+
+// resolveEngine finds which engine's tables q sees, as database.engine
+// asks (engine.Resolve), and remembers it for Engine.
+func (db *DB) resolveEngine(ctx context.Context, q engine.Querier) (engine.Engine, error) {
+	e, err := engine.Resolve(ctx, q, db.configured)
+	if err != nil {
+		return engine.Engine{}, err
+	}
+	db.mu.Lock()
+	db.eng = e
+	db.mu.Unlock()
+	return e, nil
 }
 
 // MissingTables is the result of the most recent schema check: nil before

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/hostport"
 	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
@@ -29,6 +30,9 @@ type DBConfig struct {
 	StatementTimeout time.Duration `yaml:"statement_timeout"`
 	// ApplicationName is how a DBA finds the sidecar in pg_stat_activity.
 	ApplicationName string `yaml:"application_name"`
+	// Engine is which Tasker engine's schema to read: auto (detect it when
+	// the sidecar attaches), rails or core (insist on one).
+	Engine engine.Kind `yaml:"engine"`
 
 	// lockTimeout is how long a query may wait for a table lock; zero means
 	// defaultLockTimeout. Tests shorten it.
@@ -51,6 +55,7 @@ func DefaultDBConfig() DBConfig {
 		ConnectTimeout:   5 * time.Second,
 		StatementTimeout: 30 * time.Second,
 		ApplicationName:  "tasker-sidecar",
+		Engine:           engine.KindAuto,
 	}
 }
 
@@ -73,6 +78,9 @@ func (c DBConfig) Validate() []error {
 		if f.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be a positive duration such as 5s (got %s)", f.key, f.d))
 		}
+	}
+	if _, err := engine.ParseKind(string(c.Engine)); err != nil {
+		errs = append(errs, fmt.Errorf("engine: %w", err))
 	}
 	if c.ApplicationName == "" {
 		errs = append(errs, errors.New("application_name: must not be empty; it is how a DBA finds the sidecar in pg_stat_activity"))

@@ -53,6 +53,9 @@ type GroupCount struct {
 
 // Snapshot is one successful refresh.
 type Snapshot struct {
+	// Engine is the engine whose tables were counted; its state sets
+	// (engine.For) name the states Tasks and Steps can hold.
+	Engine engine.Kind
 	Counts HealthCounts
 	// Per namespace and named task, all states including resolved_manually and
 	// the "" no-transition bucket.
