@@ -11,7 +11,8 @@ LDFLAGS     := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(BRANCH) \
 	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-DEMO_DB     ?= postgres://postgres@127.0.0.1:5432/tasker_demo?sslmode=disable
+ENGINE      ?= rails
+DEMO_DB     ?= postgres://postgres@127.0.0.1:5432/tasker_demo$(if $(filter core,$(ENGINE)),_core,)?sslmode=disable
 GOTESTFLAGS ?=
 
 .PHONY: help build test test-unit services demo lint fmt-check tidy-check vet bench docker clean fuzz
@@ -28,9 +29,9 @@ services: ## install and start PostgreSQL, Redis, Memcached and promtool if miss
 test: services ## start the services the tests need, then run every test with -race
 	go test -race -count=1 $(GOTESTFLAGS) ./...
 
-demo: build ## run the sidecar on a live demo workload (in-process cache)
+demo: build ## run the sidecar on a live demo workload (in-process cache); ENGINE=core for tasker-core
 	./scripts/services.sh postgres
-	./$(BINARY) demo --database-url '$(DEMO_DB)'
+	./$(BINARY) demo --engine '$(ENGINE)' --database-url '$(DEMO_DB)'
 
 lint: fmt-check vet ## gofmt, go vet and staticcheck
 	go run $(STATICCHECK) ./...

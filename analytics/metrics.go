@@ -167,6 +167,9 @@ func (m *Metrics) Shutdown(ctx context.Context) error { return m.loop.Shutdown(c
 
 // Refresh computes (or fetches from the cache) the dashboard aggregates.
 func (m *Metrics) Refresh(ctx context.Context) error {
+	if m.svc.Supported() != nil {
+		return nil // nothing to compute on this engine: no gauges, no errors
+	}
 	start := time.Now()
 	compute := func(ctx context.Context) ([]byte, error) {
 		d, err := m.svc.dashboard(ctx, m.windowLen, m.maxGroups)

@@ -49,6 +49,18 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 
 const tracerName = "github.com/tasker-systems/tasker-sidecar/analytics"
 
+// ErrEngineUnsupported is wrapped by every computation while the attached
+// database is one whose analytics the sidecar does not compute: tasker-core's
+// analytics read other tables and functions (docs/endpoints.md#analytics).
+var ErrEngineUnsupported = errors.New("analytics are not computed for this engine")
+
+// WithSupported gates every computation: supported returns nil while the
+// attached database's analytics can be computed (or its engine is not known
+// yet), else an error wrapping ErrEngineUnsupported that says why.
+func WithSupported(supported func() error) Option {
+	return func(s *Service) { s.supported = supported }
+}
+
 // Service computes analytics from Tasker's database through the sidecar's
 // read-only pool.
 type Service struct {
@@ -57,6 +69,8 @@ type Service struct {
 	log    *slog.Logger
 	adm    *admission
 	tracer trace.Tracer
+	// supported is WithSupported's gate, nil for none.
+	supported func() error
 }
 
 // New returns a Service reading through pool, which must be the sidecar's
@@ -74,6 +88,15 @@ func New(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, opts ...Option) *S
 		o(s)
 	}
 	return s
+}
+
+// Supported is nil when the attached database's analytics can be computed;
+// else an error wrapping ErrEngineUnsupported (WithSupported).
+func (s *Service) Supported() error {
+	if s.supported == nil {
+		return nil
+	}
+	return s.supported()
 }
 
 // Config returns the effective configuration, defaults applied.
@@ -147,6 +170,9 @@ func (s *Service) read(ctx context.Context, class, name string, fn func(q querie
 	// once per class keeps a connection of the capped pool for readiness,
 	// the refresh and the stream, and bounding the waiters keeps a flood
 	// from queueing goroutines without end.
+	if err := s.Supported(); err != nil {
+		return err
+	}
 	g := s.adm.gates[class]
 	if g == nil {
 		return fmt.Errorf("%w %q", errUnknownClass, class)

@@ -97,17 +97,27 @@ func newAnalyticsAPI(a *analytics.Service, cache ttl.Getter, logger *slog.Logger
 }
 
 func (a *analyticsAPI) mount(r *gin.Engine) {
-	r.GET(PathPerformance, noCache, a.performance)
-	r.GET(PathBottlenecks, noCache, a.bottlenecks)
-	r.GET(PathTaskContext, noCache, func(c *gin.Context) { one(a, c, a.contexts) })
-	r.GET(PathTaskSteps, noCache, func(c *gin.Context) { one(a, c, a.steps) })
-	r.GET(PathTaskGraph, noCache, func(c *gin.Context) { one(a, c, a.graphs) })
-	r.GET(PathTasksContext, noCache, func(c *gin.Context) { many(a, c, a.contexts) })
-	r.GET(PathTasksSteps, noCache, func(c *gin.Context) { many(a, c, a.steps) })
-	r.GET(PathTasksGraph, noCache, func(c *gin.Context) { many(a, c, a.graphs) })
-	r.GET(PathHandlers, noCache, a.handlers)
-	r.GET(PathHandlerNS, noCache, a.handlerNamespace)
-	r.GET(PathHandlerDetail, noCache, a.handlerDetail)
+	r.GET(PathPerformance, noCache, a.supported, a.performance)
+	r.GET(PathBottlenecks, noCache, a.supported, a.bottlenecks)
+	r.GET(PathTaskContext, noCache, a.supported, func(c *gin.Context) { one(a, c, a.contexts) })
+	r.GET(PathTaskSteps, noCache, a.supported, func(c *gin.Context) { one(a, c, a.steps) })
+	r.GET(PathTaskGraph, noCache, a.supported, func(c *gin.Context) { one(a, c, a.graphs) })
+	r.GET(PathTasksContext, noCache, a.supported, func(c *gin.Context) { many(a, c, a.contexts) })
+	r.GET(PathTasksSteps, noCache, a.supported, func(c *gin.Context) { many(a, c, a.steps) })
+	r.GET(PathTasksGraph, noCache, a.supported, func(c *gin.Context) { many(a, c, a.graphs) })
+	r.GET(PathHandlers, noCache, a.supported, a.handlers)
+	r.GET(PathHandlerNS, noCache, a.supported, a.handlerNamespace)
+	r.GET(PathHandlerDetail, noCache, a.supported, a.handlerDetail)
+}
+
+// supported answers 501 before any parameter is read while the attached
+// engine's analytics are not computed (analytics.ErrEngineUnsupported):
+// a tasker-core task key is not a Rails id, and must not get a 400 saying
+// so.
+func (a *analyticsAPI) supported(c *gin.Context) {
+	if err := a.svc.Supported(); err != nil {
+		c.AbortWithStatusJSON(http.StatusNotImplemented, errorBody{Error: "Not Implemented", Message: err.Error()})
+	}
 }
 
 // failureBody is Tasker's analytics error shape; Scope only on bottlenecks.

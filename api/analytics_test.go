@@ -997,3 +997,40 @@ func TestTaskBatchRuns(t *testing.T) {
 		t.Fatal("the abandoned run was not cancelled")
 	}
 }
+
+// TestAnalyticsUnsupportedEngine: attached to a database whose analytics
+// the sidecar does not compute (tasker-core), every analytics route answers
+// 501 naming why, before reading its parameters (a UUID is not a Rails
+// id), and nothing reaches the cache or the database.
+func TestAnalyticsUnsupportedEngine(t *testing.T) {
+	pool, err := collector.Open(collector.DBConfig{URL: secret.URL("postgres://postgres@127.0.0.1:1/none?sslmode=disable")}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	supported := errors.New("not yet")
+	svc := analytics.New(pool.Pool(), analytics.Config{}, nil, analytics.WithSupported(func() error {
+		if supported != nil {
+			return fmt.Errorf("%w: the database is tasker-core's", analytics.ErrEngineUnsupported)
+		}
+		return nil
+	}))
+	s := newServer(t, baseOptions(&fakeSource{}))
+	cache := &recordingCache{keys: map[string]int{}}
+	MountAnalytics(s.Router(), svc, cache, nil)
+	const key = "0190a1b2-c3d4-7e5f-8a6b-0c1d2e3f4a5b"
+	for _, path := range []string{PathPerformance, PathBottlenecks, "/tasker/tasks/" + key + "/context",
+		"/tasker/tasks/steps?ids=" + key, PathHandlers} {
+		r := do(t, s, http.MethodGet, path)
+		if r.code != http.StatusNotImplemented || !strings.Contains(string(r.body), "tasker-core") {
+			t.Errorf("%s: %d %s, want 501 naming the engine", path, r.code, r.body)
+		}
+	}
+	if got := cache.take(); len(got) != 0 {
+		t.Errorf("the cache was asked for %v", got)
+	}
+	supported = nil // the same routes compute again (and fail on the unreachable database)
+	if r := do(t, s, http.MethodGet, "/tasker/tasks/x/context"); r.code != http.StatusBadRequest {
+		t.Errorf("a Rails route after the gate opened: %d, want 400 for a bad id", r.code)
+	}
+}

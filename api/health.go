@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/readiness"
 )
 
@@ -151,7 +152,7 @@ type statusBody struct {
 	Status             string          `json:"status"`
 	Error              string          `json:"error,omitempty"`
 	ErrorClass         string          `json:"error_class,omitempty"`
-	Metrics            *statusMetrics  `json:"metrics,omitempty"`
+	Metrics            any             `json:"metrics,omitempty"` // *statusMetrics or *coreStatusMetrics
 	Database           *statusDatabase `json:"database,omitempty"`
 	Cached             bool            `json:"cached"`
 	Timestamp          railsTime       `json:"timestamp"`
@@ -175,11 +176,24 @@ type statusMetrics struct {
 		Complete   int64 `json:"complete"`
 		Error      int64 `json:"error"`
 	} `json:"steps"`
-	Retries struct {
-		RetryableErrors  int64 `json:"retryable_errors"`
-		ExhaustedRetries int64 `json:"exhausted_retries"`
-		InBackoff        int64 `json:"in_backoff"`
-	} `json:"retries"`
+	Retries statusRetries `json:"retries"`
+}
+
+type statusRetries struct {
+	RetryableErrors  int64 `json:"retryable_errors"`
+	ExhaustedRetries int64 `json:"exhausted_retries"`
+	InBackoff        int64 `json:"in_backoff"`
+}
+
+// coreStatusMetrics are the metrics on tasker-core: one key per state of
+// the engine's task and step state machines, zeros included, plus total
+// (which also counts entities without a transition row, as core's
+// get_system_health_counts does), and the retry classes as on Rails
+// (docs/endpoints.md).
+type coreStatusMetrics struct {
+	Tasks   map[string]int64 `json:"tasks"`
+	Steps   map[string]int64 `json:"steps"`
+	Retries statusRetries    `json:"retries"`
 }
 
 type statusDatabase struct {
@@ -242,7 +256,7 @@ func (s *Server) status(c *gin.Context) {
 		body.Cached, body.GenerationDuration = true, &gen
 
 		healthy, util := collector.Verdict(snap.Counts)
-		body.Metrics = metricsOf(snap.Counts)
+		body.Metrics = metricsFor(snap)
 		body.Database = &statusDatabase{
 			ActiveConnections:     snap.Counts.ActiveConnections,
 			MaxConnections:        snap.Counts.MaxConnections,
@@ -291,6 +305,31 @@ func failure(err error, full bool) string {
 		return "refresh failed: " + errorText(err)
 	}
 	return "refresh failed (" + errorClass(err) + "); details are in the sidecar's log"
+}
+
+// metricsFor is the metrics member for snap's engine: Rails' fixed keys on
+// the Rails engine (and on snapshots that name no engine), one key per
+// state on tasker-core.
+func metricsFor(snap *collector.Snapshot) any {
+	if snap.Engine != engine.KindCore {
+		return metricsOf(snap.Counts)
+	}
+	e := engine.Core()
+	perState := func(states []string, counts map[string]int64, total int64) map[string]int64 {
+		m := make(map[string]int64, len(states)+1)
+		for _, st := range states {
+			m[st] = counts[st]
+		}
+		m["total"] = total
+		return m
+	}
+	h := snap.Counts
+	return &coreStatusMetrics{
+		Tasks: perState(e.TaskStates.All, snap.TaskStates(), h.TotalTasks),
+		Steps: perState(e.StepStates.All, snap.StepStates(), h.TotalSteps),
+		Retries: statusRetries{RetryableErrors: h.RetryableErrorSteps, ExhaustedRetries: h.ExhaustedRetrySteps,
+			InBackoff: h.InBackoffSteps},
+	}
 }
 
 func metricsOf(h collector.HealthCounts) *statusMetrics {

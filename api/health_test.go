@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 	"github.com/tasker-systems/tasker-sidecar/internal/secret"
@@ -277,6 +278,83 @@ func TestStatusBodyHealthy(t *testing.T) {
 	}
 }
 
+// coreState is a tasker-core snapshot: 8 tasks (1 without a transition), 12
+// steps (2 without), whose error shares decide the verdict.
+func coreState(errorTasks, errorSteps int64) collector.RefreshState {
+	st := goodState(collector.HealthCounts{
+		TotalTasks: 8 + errorTasks, PendingTasks: 1, CompleteTasks: 2, ErrorTasks: errorTasks,
+		TotalSteps: 12 + errorSteps, InProgressSteps: 3, ErrorSteps: errorSteps,
+		RetryableErrorSteps: 4, ExhaustedRetrySteps: errorSteps, InBackoffSteps: 4,
+		ActiveConnections: 5, MaxConnections: 100,
+	})
+	g := func(state string, n int64) collector.GroupCount {
+		return collector.GroupCount{Namespace: "billing", TaskName: "invoice", State: state, Count: n}
+	}
+	st.Last.Engine = engine.KindCore
+	st.Last.Tasks = []collector.GroupCount{g("", 1), g("pending", 1), g("steps_in_process", 2), g("blocked_by_failures", 1),
+		g("waiting_for_retry", 1), g("complete", 2), g("error", errorTasks)}
+	st.Last.Steps = []collector.GroupCount{g("", 2), g("in_progress", 3), g("waiting_for_retry", 4),
+		g("enqueued_for_orchestration", 3), g("error", errorSteps)}
+	return st
+}
+
+func TestStatusBodyCore(t *testing.T) {
+	src := &fakeSource{}
+	src.Set(coreState(1, 1))
+	s := newServer(t, baseOptions(src))
+	r := do(t, s, http.MethodGet, PathStatus)
+	got := string(r.body)
+	want := `{"healthy":true,"status":"healthy",` +
+		`"metrics":{"tasks":{"blocked_by_failures":1,"cancelled":0,"complete":2,"enqueuing_steps":0,"error":1,` +
+		`"evaluating_results":0,"initializing":0,"pending":1,"resolved_manually":0,"steps_in_process":2,"total":9,` +
+		`"waiting_for_dependencies":0,"waiting_for_retry":1},` +
+		`"steps":{"cancelled":0,"complete":0,"enqueued":0,"enqueued_as_error_for_orchestration":0,` +
+		`"enqueued_for_orchestration":3,"error":1,"in_progress":3,"pending":0,"resolved_manually":0,"total":13,` +
+		`"waiting_for_retry":4},` +
+		`"retries":{"retryable_errors":4,"exhausted_retries":1,"in_backoff":4}},` +
+		`"database":{"active_connections":5,"max_connections":100,"connection_utilization":5.0},` +
+		`"cached":true,"timestamp":"2025-06-18T15:30:00.123Z","generation_duration":0.042,` +
+		`"cache_info":{"cached":true,"age_seconds":10.0,"ttl_seconds":30.0,"refreshed_at":"2025-06-18T15:29:50.123Z",` +
+		`"refresh_interval_seconds":30.0,"stale":false,"last_attempt_at":"2025-06-18T15:29:50.123Z","consecutive_failures":0}}`
+	if r.code != http.StatusOK || got != want {
+		t.Errorf("code %d body\n got %s\nwant %s", r.code, got, want)
+	}
+	// One key per core state plus total, on both families.
+	m := r.json(t)["metrics"].(map[string]any)
+	for family, states := range map[string][]string{"tasks": engine.Core().TaskStates.All, "steps": engine.Core().StepStates.All} {
+		keys := m[family].(map[string]any)
+		if len(keys) != len(states)+1 || keys["total"] == nil {
+			t.Errorf("%s has keys %v, want the %d core states and total", family, keys, len(states))
+		}
+	}
+}
+
+// On core the verdict judges the core error state: tasks and steps in
+// error (exhausted or not retryable), not those waiting for a retry or
+// blocked by failures.
+func TestStatusVerdictCore(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		errorTasks, errorSteps int64
+		healthy                bool
+	}{
+		{"few errors", 1, 1, true},
+		{"half the tasks in error", 8, 0, true},
+		{"over half the tasks in error", 9, 0, false},
+		{"over half the steps in error", 0, 13, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &fakeSource{}
+			src.Set(coreState(tc.errorTasks, tc.errorSteps))
+			s := newServer(t, baseOptions(src))
+			r := do(t, s, http.MethodGet, PathStatus)
+			if got := r.code == http.StatusOK; got != tc.healthy {
+				t.Errorf("code = %d, want healthy %v: %s", r.code, tc.healthy, r.body)
+			}
+		})
+	}
+}
+
 func TestJSONFloat(t *testing.T) {
 	for in, want := range map[float64]string{5: "5.0", 0: "0.0", 1.25: "1.25", 90.01: "90.01", -2: "-2.0", 1e21: "1000000000000000000000.0"} {
 		b, err := jsonFloat(in).MarshalJSON()
@@ -418,7 +496,7 @@ func TestReadyRedactsDetails(t *testing.T) {
 			opts := baseOptions(&fakeSource{})
 			opts.Auth = tc.auth
 			opts.Logger = debugLogger(logs)
-			opts.Checks = []readiness.Checker{readiness.NewDatabaseCheck(db.Ping, db.MissingTables, nil)}
+			opts.Checks = []readiness.Checker{readiness.NewDatabaseCheck(db.Ping, db.SchemaStatus, nil)}
 			s := newServer(t, opts)
 			var setup []func(*http.Request)
 			if tc.cred != nil {
@@ -583,7 +661,7 @@ func TestStatusFollowsThePing(t *testing.T) {
 	opts := baseOptions(refresher)
 	opts.RefreshInterval = time.Hour
 	opts.Checks = []readiness.Checker{
-		readiness.NewDatabaseCheck(db.Ping, db.MissingTables, refresher.ReportUnreachable),
+		readiness.NewDatabaseCheck(db.Ping, db.SchemaStatus, refresher.ReportUnreachable),
 		readiness.NewRefreshCheck(refresher, time.Hour),
 	}
 	s := newServer(t, opts)
@@ -676,6 +754,42 @@ func TestStatusVerdict(t *testing.T) {
 			}
 			if r := do(t, s, http.MethodGet, PathStatus); r.code != wantCode {
 				t.Errorf("status code = %d, want %d", r.code, wantCode)
+			}
+		})
+	}
+}
+
+// Readiness names the engine the sidecar attached to, for callers with
+// credentials, on either engine.
+func TestReadyReportsEngine(t *testing.T) {
+	for _, tc := range []struct {
+		engine string
+		apply  func(context.Context, *pgx.Conn) error
+	}{
+		{"rails", schema.Apply},
+		{"core", schema.ApplyCore},
+	} {
+		t.Run(tc.engine, func(t *testing.T) {
+			pg := pgtest.New(t)
+			if err := tc.apply(context.Background(), pg.Conn(t)); err != nil {
+				t.Fatal(err)
+			}
+			db, err := collector.Open(collector.DBConfig{URL: secret.URL(pg.URL)}, nil, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(db.Close)
+			opts := baseOptions(&fakeSource{})
+			opts.Auth = server.AuthConfig{BearerToken: token}
+			opts.Checks = []readiness.Checker{readiness.NewDatabaseCheck(db.Ping, db.SchemaStatus, nil)}
+			s := newServer(t, opts)
+			r := do(t, s, http.MethodGet, PathReady, bearer(token))
+			check := r.json(t)["checks"].(map[string]any)["database"].(map[string]any)
+			if check["status"] != readiness.StatusHealthy || check["engine"] != tc.engine || check["configured_engine"] != "auto" {
+				t.Errorf("database check = %v, want healthy on %s (configured auto)", check, tc.engine)
+			}
+			if _, ok := check["missing_tables"]; ok {
+				t.Errorf("missing_tables on a complete schema: %v", check)
 			}
 		})
 	}

@@ -230,7 +230,7 @@ func testHandover(t *testing.T, crash bool) {
 	seen := map[int64]int{}
 	for _, tr := range append(a.sink.all(), b.sink.all()...) {
 		if !tr.Step && engine.EndsRun(tr.ToState) {
-			seen[tr.ID]++
+			seen[tr.ID.Int()]++
 		}
 	}
 	rows, err := pg.Conn(t).Query(ctx, `SELECT id FROM tasker_task_transitions WHERE to_state = ANY($1) ORDER BY id`, terminalTaskStates)
@@ -247,7 +247,7 @@ func testHandover(t *testing.T, crash bool) {
 	}
 	var again, total int
 	for _, id := range ids {
-		if start[tableTaskTransitions].Contains(id) {
+		if start[tableTaskTransitions].Contains(engine.IntID(id)) {
 			continue
 		}
 		total++

@@ -20,20 +20,60 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/redact"
-	"github.com/tasker-systems/tasker-sidecar/internal/schema"
 )
 
 // ErrClosed is returned by calls on a DB after Close.
 var ErrClosed = errors.New("database handle is closed")
 
-// SchemaError reports Tasker tables that are absent from the connected
-// database (in the session's search_path).
+// SchemaError reports that the connected database does not hold the
+// Tasker engine the sidecar should read: neither engine's tables, both, or
+// only some of one engine's (in the session's search_path for Rails, in
+// schema tasker for tasker-core). Err is engine.Resolve's error, which
+// names what was found; errors.Is reaches engine.ErrNoTables and
+// engine.ErrBothEngines through it.
 type SchemaError struct {
+	// Missing are the tables of the engine the sidecar looked for that do
+	// not exist: the incomplete engine's, or with neither engine found the
+	// configured engine's (Rails' under auto, as before detection existed).
+	// Nil when both engines' tables were found.
 	Missing []string
+	Err     error
 }
 
 func (e *SchemaError) Error() string {
-	return "Tasker schema incomplete: missing tables " + strings.Join(e.Missing, ", ")
+	if e.Err == nil {
+		return "Tasker schema incomplete: missing tables " + strings.Join(e.Missing, ", ")
+	}
+	var mt *engine.MissingTablesError
+	if errors.As(e.Err, &mt) {
+		return "Tasker schema incomplete: " + e.Err.Error()
+	}
+	msg := "Tasker schema: " + e.Err.Error()
+	if len(e.Missing) > 0 {
+		msg += "; missing tables " + strings.Join(e.Missing, ", ")
+	}
+	return msg
+}
+
+func (e *SchemaError) Unwrap() error { return e.Err }
+
+// schemaError turns engine.Resolve's error into a *SchemaError, or returns
+// it unchanged when it is not about the tables (the query failed).
+func schemaError(configured engine.Kind, err error) error {
+	var mt *engine.MissingTablesError
+	switch {
+	case errors.As(err, &mt):
+		return &SchemaError{Missing: slices.Clone(mt.Missing), Err: err}
+	case errors.Is(err, engine.ErrNoTables):
+		want := engine.Rails()
+		if e, ferr := engine.For(configured); ferr == nil {
+			want = e
+		}
+		return &SchemaError{Missing: want.Tables.List(), Err: err}
+	case errors.Is(err, engine.ErrBothEngines):
+		return &SchemaError{Err: err}
+	}
+	return err
 }
 
 // DB is a read-only view of Tasker's PostgreSQL database.
@@ -55,6 +95,8 @@ type DB struct {
 	mu        sync.Mutex
 	eng       engine.Engine
 	missing   []string
+	schemaErr error       // the last check's *SchemaError, nil when it found an engine
+	announced engine.Kind // the engine last logged as found
 	checked   bool
 	reachable bool
 	seen      bool // reachable holds a real observation
@@ -197,27 +239,55 @@ func (db *DB) Ping(ctx context.Context) (time.Duration, error) {
 	return latency, nil
 }
 
-// CheckSchema reports which of schema.Required are not visible in the
-// session's search_path, and remembers the answer for MissingTables.
+// CheckSchema finds which engine's tables the database holds, as
+// database.engine asks (see attach), and returns the tables missing for it
+// (nil when an engine was found). It fails only when the check could not
+// run; MissingTables, SchemaStatus and Engine remember the answer.
 func (db *DB) CheckSchema(ctx context.Context) ([]string, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	missing, err := queryMissing(ctx, db.pool)
-	db.noteReachable(err)
-	if err != nil {
-		return nil, fmt.Errorf("check Tasker schema: %w", err)
+	_, err := db.attach(ctx, db.pool)
+	db.noteReachable(err) // a schema error is an answer: reachable
+	var se *SchemaError
+	if errors.As(err, &se) {
+		return slices.Clone(se.Missing), nil
 	}
-	db.recordSchema(missing)
-	return slices.Clone(missing), nil
+	if err != nil {
+		return nil, err
+	}
+	return nil, nil
 }
 
 // Engine is the engine the last successful resolution found; false before
-// the first one.
+// the first one. A later failed check does not forget it: the counts
+// already served came from that engine.
 func (db *DB) Engine() (engine.Engine, bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	return db.eng, db.eng.Kind != ""
+}
+
+// SchemaStatus is what the last schema check found.
+type SchemaStatus struct {
+	Checked bool
+	// Engine is the engine the last successful check found (Kind empty
+	// before one); it stays set when a later check fails.
+	Engine engine.Engine
+	// Configured is database.engine.
+	Configured engine.Kind
+	// Missing and Err are the last check's *SchemaError's, nil when that
+	// check found an engine.
+	Missing []string
+	Err     error
+}
+
+// SchemaStatus reports the last schema check, for readiness.
+func (db *DB) SchemaStatus() SchemaStatus {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return SchemaStatus{Checked: db.checked, Engine: db.eng, Configured: db.configured,
+		Missing: slices.Clone(db.missing), Err: db.schemaErr}
 }
 
 // resolveEngine finds which engine's tables q sees, as database.engine
@@ -233,6 +303,31 @@ func (db *DB) resolveEngine(ctx context.Context, q engine.Querier) (engine.Engin
 	return e, nil
 }
 
+// attach is the schema check every reader runs before it counts (Refresh,
+// the transition stream, Ping after a reconnect): it resolves the engine
+// inside q (a transaction, so that the check and the counts see the same
+// catalogs), records the answer, logging it when it changes, and returns
+// the engine. A database without a usable engine yields a *SchemaError
+// naming what was found; a failed query its own error.
+//
+// Checked on every refresh, not just at connect: it costs one round trip
+// and turns "relation does not exist" into an error naming every missing
+// table, even when tables disappear while we are connected.
+func (db *DB) attach(ctx context.Context, q engine.Querier) (engine.Engine, error) {
+	e, err := db.resolveEngine(ctx, q)
+	if err != nil {
+		err = schemaError(db.configured, err)
+		var se *SchemaError
+		if !errors.As(err, &se) {
+			return engine.Engine{}, fmt.Errorf("check Tasker schema: %w", err)
+		}
+		db.recordCheck(e, se)
+		return engine.Engine{}, se
+	}
+	db.recordCheck(e, nil)
+	return e, nil
+}
+
 // MissingTables is the result of the most recent schema check: nil before
 // the first check and when nothing is missing.
 func (db *DB) MissingTables() []string {
@@ -241,50 +336,54 @@ func (db *DB) MissingTables() []string {
 	return slices.Clone(db.missing)
 }
 
-// querier is the part of pgxpool.Pool and pgx.Tx the checks need.
+// querier is the part of pgxpool.Pool and pgx.Tx the readers need.
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// to_regclass resolves through search_path exactly as our unqualified
-// queries do, and returns NULL instead of raising for an unknown name.
-const missingSQL = `
-SELECT name
-FROM unnest($1::text[]) WITH ORDINALITY AS r(name, ord)
-WHERE to_regclass(name) IS NULL
-ORDER BY ord`
-
-func queryMissing(ctx context.Context, q querier) ([]string, error) {
-	rows, err := q.Query(ctx, missingSQL, schema.Required)
-	if err != nil {
-		return nil, err
-	}
-	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
-	}
-	if len(missing) == 0 {
-		return nil, nil
-	}
-	return missing, nil
-}
-
-// recordSchema stores a check result and logs only when it changes, so a
-// database that stays incomplete does not flood the log every refresh.
-func (db *DB) recordSchema(missing []string) {
+// recordCheck stores a check result and logs only when it changes, so a
+// database that stays incomplete does not flood the log every refresh. e
+// is the engine found (ignored when se is set). The engine is logged when
+// first found and whenever it changes.
+func (db *DB) recordCheck(e engine.Engine, se *SchemaError) {
 	db.schemaStale.Store(false)
+	var missing []string
+	var errText string
+	if se != nil {
+		missing, errText = se.Missing, se.Error()
+	}
 	db.mu.Lock()
-	changed := !db.checked || !slices.Equal(db.missing, missing)
-	had := len(db.missing) > 0
+	prevErr := ""
+	if db.schemaErr != nil {
+		prevErr = db.schemaErr.Error()
+	}
+	changed := !db.checked || prevErr != errText
+	had := db.schemaErr != nil
+	prevKind := db.announced
 	db.missing, db.checked = missing, true
+	if se != nil {
+		db.schemaErr = se
+	} else {
+		db.schemaErr = nil
+		db.announced = e.Kind
+	}
 	db.mu.Unlock()
 	switch {
-	case !changed:
-	case len(missing) > 0:
+	case se != nil && changed && len(missing) > 0:
 		db.logger.Error("Tasker tables are missing; health counts cannot be computed until they exist",
-			"missing_tables", strings.Join(missing, ","), "database", db.redacted)
+			"missing_tables", strings.Join(missing, ","), "err", errText, "database", db.redacted)
+	case se != nil && changed:
+		db.logger.Error("cannot tell which Tasker engine the database holds; health counts cannot be computed until database.engine names one",
+			"err", errText, "database", db.redacted)
+	case se != nil:
+	case prevKind == "":
+		db.logger.Info("attached to a Tasker engine", "engine", e.Kind, "engine_name", e.Name,
+			"configured", db.configured, "database", db.redacted)
+	case prevKind != e.Kind:
+		db.logger.Warn("the database now holds another Tasker engine", "engine", e.Kind, "engine_name", e.Name,
+			"previous_engine", prevKind, "database", db.redacted)
 	case had:
-		db.logger.Info("Tasker schema is complete again", "database", db.redacted)
+		db.logger.Info("Tasker schema is complete again", "engine", e.Kind, "database", db.redacted)
 	}
 }
 

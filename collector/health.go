@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -11,8 +12,10 @@ import (
 )
 
 // The queries below reproduce get_system_health_counts_v01 (docs/tasker-semantics.md#health-counts)
-// without calling it: the function may be absent or a different version in
-// the database we observe. Shared rules:
+// on the Rails engine, and tasker-core's get_system_health_counts() plus the
+// sidecar's retry classes on tasker-core (the core* constants), without
+// calling either: the function may be absent or a different version in the
+// database we observe. Shared rules:
 //   - current state is the transition row with most_recent = true, joined
 //     with LEFT JOIN so entities without transitions stay in the totals
 //     (their to_state is NULL, reported as the "" group);
@@ -97,6 +100,80 @@ WHERE st.most_recent = true AND st.to_state = 'error'
                 WHERE tt.task_id = s.task_id AND tt.most_recent = true LIMIT 1), 'pending')
       IN ('pending', 'in_progress')`
 
+// The tasker-core versions of the queries above: the same shape on schema
+// tasker's tables and uuid keys (docs/tasker-semantics.md#tasker-core). Core
+// moves a retryable failure to the state waiting_for_retry, so the retry
+// classes come from states, not from error rows and columns:
+//   - retryable and in_backoff are the steps in waiting_for_retry (the same
+//     number: every such step waits out a delay);
+//   - exhausted are the steps in error with attempts >= max_attempts, left
+//     uncoalesced as on Rails, so a NULL in either falls out.
+//
+// oldest is when the step longest in its group's state entered it, for the
+// states of $1 (the engine's running step states).
+const coreTaskGroupsSQL = `
+WITH per_named_task AS (
+    SELECT t.named_task_uuid, tt.to_state, count(*) AS n
+    FROM tasker.tasks t
+    LEFT JOIN tasker.task_transitions tt
+           ON tt.task_uuid = t.task_uuid AND tt.most_recent = true
+    GROUP BY t.named_task_uuid, tt.to_state
+)
+SELECT COALESCE(ns.name, ''), COALESCE(nt.name, ''), COALESCE(p.to_state, ''), sum(p.n)::bigint
+FROM per_named_task p
+LEFT JOIN tasker.named_tasks nt ON nt.named_task_uuid = p.named_task_uuid
+LEFT JOIN tasker.task_namespaces ns ON ns.task_namespace_uuid = nt.task_namespace_uuid
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3`
+
+const coreStepGroupsSQL = `
+WITH per_named_task AS (
+    SELECT t.named_task_uuid, st.to_state,
+           count(*) AS n,
+           count(*) FILTER (WHERE st.to_state = 'waiting_for_retry') AS retryable,
+           count(*) FILTER (WHERE st.to_state = 'error'
+                              AND s.attempts >= s.max_attempts) AS exhausted,
+           min(st.created_at) FILTER (WHERE st.to_state = ANY($1::text[])) AS oldest
+    FROM tasker.workflow_steps s
+    LEFT JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+    LEFT JOIN tasker.workflow_step_transitions st
+           ON st.workflow_step_uuid = s.workflow_step_uuid AND st.most_recent = true
+    GROUP BY t.named_task_uuid, st.to_state
+)
+SELECT COALESCE(ns.name, ''), COALESCE(nt.name, ''), COALESCE(p.to_state, ''),
+       sum(p.n)::bigint, sum(p.retryable)::bigint, sum(p.exhausted)::bigint, sum(p.retryable)::bigint,
+       min(p.oldest)
+FROM per_named_task p
+LEFT JOIN tasker.named_tasks nt ON nt.named_task_uuid = p.named_task_uuid
+LEFT JOIN tasker.task_namespaces ns ON ns.task_namespace_uuid = nt.task_namespace_uuid
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3`
+
+// coreOldestRetryableSQL finds when the step longest in waiting_for_retry
+// entered it, among steps whose task's current state is not terminal (the
+// engine's TaskStates.Terminal; no transition is pending): as on Rails, a task that ended retries nothing
+// until an operator acts. Its cost follows the steps in waiting_for_retry.
+const coreOldestRetryableSQL = `
+SELECT min(st.created_at)
+FROM tasker.workflow_step_transitions st
+CROSS JOIN LATERAL (
+    SELECT s.task_uuid FROM tasker.workflow_steps s
+    WHERE s.workflow_step_uuid = st.workflow_step_uuid
+    LIMIT 1) s
+WHERE st.most_recent = true AND st.to_state = 'waiting_for_retry'
+  AND COALESCE((SELECT tt.to_state FROM tasker.task_transitions tt
+                WHERE tt.task_uuid = s.task_uuid AND tt.most_recent = true LIMIT 1), 'pending')
+      NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')`
+
+// oldestRetryableSQLFor is the query behind Snapshot.OldestRetryableErrorStep
+// on e. It takes no arguments and returns one nullable timestamp.
+func oldestRetryableSQLFor(e engine.Engine) string {
+	if e.Kind == engine.KindCore {
+		return coreOldestRetryableSQL
+	}
+	return oldestRetryableSQL
+}
+
 // Our own session is active while this runs, so active_connections >= 1,
 // matching the function. Without pg_read_all_stats other roles' sessions have
 // a NULL state and are not counted, also as in the function.
@@ -133,28 +210,26 @@ func (db *DB) refresh(ctx context.Context) (Snapshot, error) {
 	// also covers every early return.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
-	// Checked on every refresh, not just at connect: it costs one round trip
-	// and turns "relation does not exist" into an error naming every missing
-	// table, even when tables disappear while we are connected.
-	missing, err := queryMissing(ctx, tx)
+	e, err := db.attach(ctx, tx)
 	if err != nil {
-		return snap, fmt.Errorf("check Tasker schema: %w", err)
+		return snap, err
 	}
-	db.recordSchema(missing)
-	if len(missing) > 0 {
-		return snap, &SchemaError{Missing: missing}
-	}
-	return queryCounts(ctx, tx)
+	return queryCounts(ctx, tx, e)
 }
 
-// queryCounts runs the full count inside tx, so that a caller holding a
-// REPEATABLE READ snapshot (the transition stream) gets counts of exactly
-// the rows it has seen.
-func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
-	var snap Snapshot
+// queryCounts runs the full count of e's tables inside tx, so that a
+// caller holding a REPEATABLE READ snapshot (the transition stream) gets
+// counts of exactly the rows it has seen. e is the engine the caller's
+// schema check found (DB.attach).
+func queryCounts(ctx context.Context, tx pgx.Tx, e engine.Engine) (Snapshot, error) {
+	snap := Snapshot{Engine: e.Kind}
 	var steps []stepGroup
+	taskSQL, stepSQL, stepArgs := taskGroupsSQL, stepGroupsSQL, []any(nil)
+	if e.Kind == engine.KindCore {
+		taskSQL, stepSQL, stepArgs = coreTaskGroupsSQL, coreStepGroupsSQL, []any{e.StepStates.Running}
+	}
 	b := &pgx.Batch{}
-	b.Queue(taskGroupsSQL).Query(func(rows pgx.Rows) error {
+	b.Queue(taskSQL).Query(func(rows pgx.Rows) error {
 		groups, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupCount, error) {
 			var g GroupCount
 			return g, r.Scan(&g.Namespace, &g.TaskName, &g.State, &g.Count)
@@ -165,11 +240,11 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 		snap.Tasks = groups
 		return nil
 	})
-	b.Queue(stepGroupsSQL).Query(func(rows pgx.Rows) error {
+	b.Queue(stepSQL, stepArgs...).Query(func(rows pgx.Rows) error {
 		groups, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stepGroup, error) {
 			var g stepGroup
 			return g, r.Scan(&g.Namespace, &g.TaskName, &g.State, &g.Count, &g.retryable, &g.exhausted, &g.backoff,
-				&g.oldestInProgress)
+				&g.oldest)
 		})
 		if err != nil {
 			return fmt.Errorf("count steps: %w", err)
@@ -183,7 +258,7 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 		}
 		return nil
 	})
-	b.Queue(oldestRetryableSQL).QueryRow(func(row pgx.Row) error {
+	b.Queue(oldestRetryableSQLFor(e)).QueryRow(func(row pgx.Row) error {
 		var at *time.Time
 		if err := row.Scan(&at); err != nil {
 			return fmt.Errorf("find the oldest retryable step: %w", err)
@@ -205,7 +280,9 @@ func queryCounts(ctx context.Context, tx pgx.Tx) (Snapshot, error) {
 type stepGroup struct {
 	GroupCount
 	retryable, exhausted, backoff int64
-	oldestInProgress              *time.Time
+	// oldest is when the step longest in the group's state entered it; on
+	// Rails only for in_progress, on core for every running state.
+	oldest *time.Time
 }
 
 func (s *Snapshot) tallyTasks() {
@@ -229,7 +306,12 @@ func (s *Snapshot) tallyTasks() {
 	}
 }
 
+// tallyTasks and tallySteps fill the Rails-named columns from the groups
+// by state name, on either engine: a core state Rails does not have (core
+// tasks have no in_progress) counts in the totals only, as on core's own
+// function; TaskStates and StepStates have every state.
 func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
+	e := engineOf(*s)
 	c := &s.Counts
 	out := make([]GroupCount, 0, len(groups))
 	for _, g := range groups {
@@ -240,7 +322,12 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 		c.InBackoffSteps += g.backoff
 		s.ErrorStepsByName = appendRetryGroups(s.ErrorStepsByName, g.Namespace, g.TaskName,
 			retryCounts{retryable: g.retryable, exhausted: g.exhausted, backoff: g.backoff})
-		s.OldestInProgressStep = earliest(s.OldestInProgressStep, g.oldestInProgress)
+		if g.oldest != nil && slices.Contains(e.StepStates.Running, g.State) {
+			if s.OldestStepByState == nil {
+				s.OldestStepByState = map[string]time.Time{}
+			}
+			s.OldestStepByState[g.State] = earliest(s.OldestStepByState[g.State], g.oldest)
+		}
 		switch g.State {
 		case engine.Pending:
 			c.PendingSteps += g.Count
@@ -257,7 +344,35 @@ func (s *Snapshot) tallySteps(groups []stepGroup) []GroupCount {
 		}
 	}
 	SortGroups(s.ErrorStepsByName)
+	s.OldestInProgressStep = s.OldestStepByState[engine.InProgress]
 	return out
+}
+
+// TaskStates sums Tasks by state: one entry per state some task is in,
+// without the "" group of tasks with no transition (the total minus the
+// sum).
+func (s Snapshot) TaskStates() map[string]int64 { return byState(s.Tasks) }
+
+// StepStates sums Steps by state, as TaskStates does Tasks.
+func (s Snapshot) StepStates() map[string]int64 { return byState(s.Steps) }
+
+func byState(groups []GroupCount) map[string]int64 {
+	out := map[string]int64{}
+	for _, g := range groups {
+		if g.State != "" {
+			out[g.State] += g.Count
+		}
+	}
+	return out
+}
+
+// engineOf is the engine whose tables s counted: Rails when Engine is
+// unset, as in snapshots from before engines were told apart.
+func engineOf(s Snapshot) engine.Engine {
+	if e, err := engine.For(s.Engine); err == nil {
+		return e
+	}
+	return engine.Rails()
 }
 
 // earliest is the earlier of cur (zero: none yet) and t (nil: none).

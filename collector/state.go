@@ -34,30 +34,38 @@ const (
 // is a move of one entity from one key to another, so applying each
 // transition exactly once keeps it equal to a full count of the same rows.
 type countState struct {
+	eng   engine.Engine // whose states carry retry classes (Engine.HasRetryClass)
 	tasks map[stateKey]int64
 	steps map[stateKey]int64
 	// errorSteps remembers the retry class each step in error was counted
 	// with. The class comes from step columns that are overwritten on the
 	// next attempt, so it cannot be recomputed when the step leaves error.
-	errorSteps map[int64]uint8
+	errorSteps map[engine.ID]uint8
 	retryable  int64
 	exhausted  int64
 	backoff    int64
 	// errorGroup is the group each step in error was counted in, and
 	// retryByGroup the retry classes per group: the by-name breakdown.
-	errorGroup   map[int64]group
+	errorGroup   map[engine.ID]group
 	retryByGroup map[group]*retryCounts
-	// inProgress holds when each step in progress entered it: the oldest is
-	// Snapshot.OldestInProgressStep. (OldestRetryableErrorStep depends on
+	// running holds each step in one of the engine's running states
+	// (StepStates.Running) and when it entered it: the oldest per state
+	// are Snapshot.OldestStepByState. (OldestRetryableErrorStep depends on
 	// the task's state too, which the stream does not keep; the stream
 	// queries it, see Stream.Refresh.)
-	inProgress map[int64]time.Time
+	running map[engine.ID]stateSince
 }
 
-func newCountState() *countState {
-	return &countState{tasks: map[stateKey]int64{}, steps: map[stateKey]int64{}, errorSteps: map[int64]uint8{},
-		errorGroup: map[int64]group{}, retryByGroup: map[group]*retryCounts{},
-		inProgress: map[int64]time.Time{}}
+// stateSince is a step's current state and when it entered it.
+type stateSince struct {
+	state string
+	at    time.Time
+}
+
+func newCountState(e engine.Engine) *countState {
+	return &countState{eng: e, tasks: map[stateKey]int64{}, steps: map[stateKey]int64{}, errorSteps: map[engine.ID]uint8{},
+		errorGroup: map[engine.ID]group{}, retryByGroup: map[group]*retryCounts{},
+		running: map[engine.ID]stateSince{}}
 }
 
 // retryCounts are the retry classes of one group's steps in error.
@@ -72,10 +80,10 @@ type errorStep struct {
 // countStateFrom builds the state from a full count, the steps in error
 // with their classes and when each step in progress entered it, all taken
 // in the same snapshot.
-func countStateFrom(snap Snapshot, errorSteps map[int64]errorStep, inProgress map[int64]time.Time) *countState {
-	s := newCountState()
-	if inProgress != nil {
-		s.inProgress = inProgress
+func countStateFrom(e engine.Engine, snap Snapshot, errorSteps map[engine.ID]errorStep, running map[engine.ID]stateSince) *countState {
+	s := newCountState(e)
+	if running != nil {
+		s.running = running
 	}
 	for _, g := range snap.Tasks {
 		s.tasks[stateKey{group{g.Namespace, g.TaskName}, g.State}] += g.Count
@@ -105,16 +113,16 @@ func (s *countState) moveTask(g group, from, to string) {
 // from its current columns, used when it enters error. A step's
 // transitions must be applied in sort_key order, so that leaving error
 // removes the class entering it added.
-func (s *countState) moveStep(g group, stepID int64, from, to string, class uint8, at time.Time) {
+func (s *countState) moveStep(g group, stepID engine.ID, from, to string, class uint8, at time.Time) {
 	move(s.steps, g, from, to)
-	delete(s.inProgress, stepID)
-	if to == engine.InProgress {
-		s.inProgress[stepID] = at
+	delete(s.running, stepID)
+	if slices.Contains(s.eng.StepStates.Running, to) {
+		s.running[stepID] = stateSince{to, at}
 	}
-	if from == engine.Error {
+	if s.eng.HasRetryClass(from) {
 		s.clearErrorStep(stepID)
 	}
-	if to == engine.Error {
+	if s.eng.HasRetryClass(to) {
 		s.clearErrorStep(stepID) // a missed exit must not count the step twice
 		s.setErrorStep(stepID, class, g)
 	}
@@ -128,7 +136,7 @@ func move(m map[stateKey]int64, g group, from, to string) {
 	m[stateKey{g, to}]++
 }
 
-func (s *countState) setErrorStep(id int64, c uint8, g group) {
+func (s *countState) setErrorStep(id engine.ID, c uint8, g group) {
 	s.errorSteps[id] = c
 	s.errorGroup[id] = g
 	d := classCounts(c)
@@ -145,7 +153,7 @@ func (s *countState) setErrorStep(id int64, c uint8, g group) {
 	rc.backoff += d.backoff
 }
 
-func (s *countState) clearErrorStep(id int64) {
+func (s *countState) clearErrorStep(id engine.ID) {
 	c, ok := s.errorSteps[id]
 	if !ok {
 		return
@@ -178,7 +186,7 @@ func classCounts(c uint8) retryCounts {
 // snapshot renders the state as a Snapshot with the same groups and
 // columns a full count produces (connection counts excepted).
 func (s *countState) snapshot() Snapshot {
-	var snap Snapshot
+	snap := Snapshot{Engine: s.eng.Kind}
 	snap.Tasks = groupCounts(s.tasks)
 	snap.tallyTasks()
 	steps := make([]stepGroup, 0, len(s.steps))
@@ -193,20 +201,24 @@ func (s *countState) snapshot() Snapshot {
 		snap.ErrorStepsByName = appendRetryGroups(snap.ErrorStepsByName, g.namespace, g.task, *rc)
 	}
 	SortGroups(snap.ErrorStepsByName)
-	snap.OldestInProgressStep = oldest(s.inProgress)
+	snap.OldestStepByState = oldestByState(s.running)
+	snap.OldestInProgressStep = snap.OldestStepByState[engine.InProgress]
 	return snap
 }
 
-// oldest is the earliest time in m, zero when m is empty. A linear scan:
-// the steps in progress are bounded by the workers.
-func oldest(m map[int64]time.Time) time.Time {
-	var first time.Time
-	for _, t := range m {
-		if first.IsZero() || t.Before(first) {
-			first = t
+// oldestByState is the earliest entry per state in m, nil when m is
+// empty. A linear scan: the running steps are bounded by the workers.
+func oldestByState(m map[engine.ID]stateSince) map[string]time.Time {
+	var out map[string]time.Time
+	for _, r := range m {
+		if out == nil {
+			out = map[string]time.Time{}
+		}
+		if first, ok := out[r.state]; !ok || r.at.Before(first) {
+			out[r.state] = r.at
 		}
 	}
-	return first
+	return out
 }
 
 // groupCounts lists the non-zero counters sorted by namespace, task and

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"reflect"
 	"testing"
 	"time"
@@ -9,14 +10,14 @@ import (
 func TestCountStateMoves(t *testing.T) {
 	t.Parallel()
 	g := group{"billing", "invoice"}
-	s := newCountState()
+	s := newCountState(engine.Rails())
 	s.newTask(g)
 	s.newStep(g)
 	s.newStep(g)
 	s.moveTask(g, "", "in_progress")
-	s.moveStep(g, 1, "", "in_progress", 0, time.Time{})
-	s.moveStep(g, 1, "in_progress", "error", classRetryable|classBackoff, time.Time{})
-	s.moveStep(g, 2, "", "error", classExhausted, time.Time{})
+	s.moveStep(g, engine.IntID(1), "", "in_progress", 0, time.Time{})
+	s.moveStep(g, engine.IntID(1), "in_progress", "error", classRetryable|classBackoff, time.Time{})
+	s.moveStep(g, engine.IntID(2), "", "error", classExhausted, time.Time{})
 
 	snap := s.snapshot()
 	want := HealthCounts{
@@ -30,9 +31,9 @@ func TestCountStateMoves(t *testing.T) {
 
 	// Leaving error removes the class it entered with, whatever the
 	// step's columns say now.
-	s.moveStep(g, 1, "error", "pending", classExhausted, time.Time{})
-	s.moveStep(g, 1, "pending", "in_progress", 0, time.Time{})
-	s.moveStep(g, 1, "in_progress", "complete", 0, time.Time{})
+	s.moveStep(g, engine.IntID(1), "error", "pending", classExhausted, time.Time{})
+	s.moveStep(g, engine.IntID(1), "pending", "in_progress", 0, time.Time{})
+	s.moveStep(g, engine.IntID(1), "in_progress", "complete", 0, time.Time{})
 	s.moveTask(g, "in_progress", "complete")
 	snap = s.snapshot()
 	want = HealthCounts{
@@ -54,18 +55,18 @@ func TestCountStateMoves(t *testing.T) {
 func TestCountStateDrift(t *testing.T) {
 	t.Parallel()
 	g := group{"ns", "t"}
-	a, b := newCountState(), newCountState()
+	a, b := newCountState(engine.Rails()), newCountState(engine.Rails())
 	for _, s := range []*countState{a, b} {
 		s.newTask(g)
 		s.moveTask(g, "", "complete")
 		s.newStep(g)
-		s.moveStep(g, 7, "", "error", classRetryable, time.Time{})
+		s.moveStep(g, engine.IntID(7), "", "error", classRetryable, time.Time{})
 	}
 	if d := a.drift(b); !d.zero() {
 		t.Fatalf("equal states drift %+v", d)
 	}
-	b.newTask(g)                                                    // one task a missed
-	b.moveStep(g, 7, "error", "error", classExhausted, time.Time{}) // same state, other class
+	b.newTask(g)                                                                  // one task a missed
+	b.moveStep(g, engine.IntID(7), "error", "error", classExhausted, time.Time{}) // same state, other class
 	d := a.drift(b)
 	if d.Tasks != 1 || d.Steps != 0 || d.ErrorSteps != 1 {
 		t.Errorf("drift = %+v, want 1 task, 0 steps, 1 error step", d)
@@ -77,7 +78,7 @@ func TestCountStateFromSnapshotRoundTrip(t *testing.T) {
 	var snap Snapshot
 	snap.Tasks = mixedTaskGroups()
 	snap.Steps = mixedStepGroups()
-	s := countStateFrom(snap, map[int64]errorStep{1: {classRetryable | classBackoff, group{"billing", "invoice"}}, 2: {classExhausted, group{"default", "welcome"}}}, nil)
+	s := countStateFrom(engine.Rails(), snap, map[engine.ID]errorStep{engine.IntID(1): {classRetryable | classBackoff, group{"billing", "invoice"}}, engine.IntID(2): {classExhausted, group{"default", "welcome"}}}, nil)
 	got := s.snapshot()
 	SortGroups(snap.Tasks)
 	SortGroups(snap.Steps)
@@ -142,9 +143,9 @@ func TestCountStateOldestInProgress(t *testing.T) {
 			{1, "error", "pending", 40}, {1, "pending", "in_progress", 41}}, at(41)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newCountState()
+			s := newCountState(engine.Rails())
 			for _, m := range tc.moves {
-				s.moveStep(g, m.step, m.from, m.to, classRetryable, at(m.at))
+				s.moveStep(g, engine.IntID(m.step), m.from, m.to, classRetryable, at(m.at))
 			}
 			if got := s.snapshot().OldestInProgressStep; !got.Equal(tc.want) {
 				t.Errorf("oldest in progress %v, want %v", got, tc.want)

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 )
 
@@ -24,9 +25,9 @@ import (
 type Transition struct {
 	// Step is true for a workflow step transition, false for a task's.
 	Step   bool
-	ID     int64 // the transition row's id
-	TaskID int64
-	StepID int64 // 0 for a task transition
+	ID     engine.ID // the transition row's key
+	TaskID engine.ID
+	StepID engine.ID // zero for a task transition
 	// Namespace, TaskName and Version of the task's named task ("" if it
 	// has none).
 	Namespace, TaskName, Version string
@@ -88,7 +89,7 @@ func WithSink(sink Sink) StreamOption { return func(s *Stream) { s.sinks = appen
 // WithExemplars attaches exemplars to the workflow counters and histograms:
 // traceID returns the hex trace id of a task's trace, and false when the
 // task is not traced (then no exemplar is attached).
-func WithExemplars(traceID func(taskID int64) (string, bool)) StreamOption {
+func WithExemplars(traceID func(taskID engine.ID) (string, bool)) StreamOption {
 	return func(s *Stream) { s.traceIDs = traceID }
 }
 
@@ -112,14 +113,18 @@ type Stream struct {
 
 	// Owned by the loop goroutine (or a test driving poll directly).
 	initialized bool
-	state       *countState
+	// eng is the engine the first count found; a recount that finds
+	// another fails (the tables were replaced under the sidecar: restart).
+	eng   engine.Engine
+	xids  xidTracker // core only: the running transactions (stream_keys.go)
+	state *countState
 	// pos is what has been read. base is the position the counts were
 	// last taken at by a full count: rows it contains are already counted
 	// and are only emitted. traceBase is the shared checkpoint found on
 	// taking the lease: rows it contains were exported by the previous
 	// holder.
 	pos, base, traceBase position
-	named                map[int32]namedTask
+	named                map[engine.ID]namedTask
 	labels               *labeler
 	ident                string
 	leader               bool
@@ -400,33 +405,45 @@ func (s *Stream) init(ctx context.Context) (err error) {
 		}
 	}
 
-	// Before the snapshot of the count, as in read.
-	churn, _ := readChurn(ctx, s.db.pool)
+	// The engine first, to know which tables' statistics to read; the
+	// statistics before the snapshot of the count, as in read.
+	eng, err := s.db.attach(ctx, s.db.pool)
+	if err != nil {
+		return err
+	}
+	s.eng = eng
+	churn, _ := readChurn(ctx, s.db.pool, eng)
 	tx, err := s.beginRead(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	missing, err := queryMissing(ctx, tx)
+	snap, err := readSnapshot(ctx, tx) // first: it must report the transaction's snapshot
 	if err != nil {
-		return fmt.Errorf("check Tasker schema: %w", err)
+		return err
 	}
-	s.db.recordSchema(missing)
-	if len(missing) > 0 {
-		return &SchemaError{Missing: missing}
+	if e, err := s.db.attach(ctx, tx); err != nil {
+		return err
+	} else if e.Kind != eng.Kind {
+		return fmt.Errorf("the database changed engines while the stream started (%s, then %s)", eng.Name, e.Name)
 	}
 	var ident string
-	if err := tx.QueryRow(ctx, identitySQL).Scan(&ident); err != nil {
+	tables := eng.Tables
+	if err := tx.QueryRow(ctx, identitySQL, tables.TaskTransitions, tables.StepTransitions).Scan(&ident); err != nil {
 		return fmt.Errorf("identify database: %w", err)
 	}
 	full, named, err := s.count(ctx, tx)
 	if err != nil {
 		return err
 	}
-	pos, err := startPosition(ctx, tx, s.cfg.StartGapWindow, now)
+	pos, err := startPosition(ctx, tx, eng, s.cfg.StartGapWindow, now, snap)
 	if err != nil {
 		return err
 	}
+	if eng.Kind == engine.KindCore {
+		s.xids.start(snap, snap.at.Add(-coreStartLookback))
+	}
+	s.m.touchTables(eng)
 
 	s.state, s.named, s.ident = full, named, ident
 	s.pos, s.base = pos, pos.clone()
@@ -436,14 +453,14 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	if haveCP {
 		s.resume(cp)
 	}
-	s.m.setPosition(s.pos)
+	s.m.setPosition(s.eng, s.pos)
 	s.publish(now)
 	s.initialized = true
 	close(s.ready)
 	s.succeeded()
-	s.logger.Info("transition stream started",
-		"task_transitions_watermark", s.pos[tableTaskTransitions].Watermark,
-		"step_transitions_watermark", s.pos[tableStepTransitions].Watermark,
+	s.logger.Info("transition stream started", "engine", eng.Kind,
+		"task_transitions_position", s.pos[tableTaskTransitions].describe(),
+		"step_transitions_position", s.pos[tableStepTransitions].describe(),
 		"tasks", s.snap.Counts.TotalTasks, "steps", s.snap.Counts.TotalSteps)
 	return nil
 }
@@ -463,35 +480,34 @@ func (s *Stream) resume(cp Checkpoint) {
 	case cp.Database != s.ident:
 		s.logger.Warn("the stream checkpoint belongs to another database; ignoring it",
 			"checkpoint", s.ckpt.String(), "checkpoint_database", cp.Database, "database", s.ident)
-	case cp.TaskTransitions.Watermark > s.pos[tt].Watermark || cp.StepTransitions.Watermark > s.pos[st].Watermark:
+	case cp.TaskTransitions.ahead(s.pos[tt]) || cp.StepTransitions.ahead(s.pos[st]):
 		s.logger.Warn("the stream checkpoint is ahead of the database (restored from a backup?); ignoring it",
 			"checkpoint", s.ckpt.String())
 	default:
-		s.pos[tt], s.pos[st] = cp.TaskTransitions.clone(), cp.StepTransitions.clone()
+		s.pos[tt], s.pos[st] = cp.TaskTransitions.resumed(), cp.StepTransitions.resumed()
 		s.logger.Info("resuming the transition stream from its checkpoint", "checkpoint", s.ckpt.String(),
 			"saved_at", cp.SavedAt,
-			"task_transitions_behind", s.base[tt].Watermark-cp.TaskTransitions.Watermark,
-			"step_transitions_behind", s.base[st].Watermark-cp.StepTransitions.Watermark)
+			"task_transitions_from", s.pos[tt].describe(), "step_transitions_from", s.pos[st].describe())
 	}
 }
 
 // count takes a full count inside tx: the health counts, the retry class
 // of every step in error and the named tasks.
-func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]namedTask, error) {
+func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[engine.ID]namedTask, error) {
 	ctx, span := s.tracer.Start(ctx, "stream.recount")
 	start := time.Now()
-	snap, err := queryCounts(ctx, tx)
-	var named map[int32]namedTask
+	snap, err := queryCounts(ctx, tx, s.eng)
+	var named map[engine.ID]namedTask
 	if err == nil {
-		named, err = readNamedTasks(ctx, tx)
+		named, err = readNamedTasks(ctx, tx, s.eng)
 	}
-	var errorSteps map[int64]errorStep
+	var errorSteps map[engine.ID]errorStep
 	if err == nil {
-		errorSteps, err = readErrorSteps(ctx, tx, named)
+		errorSteps, err = readErrorSteps(ctx, tx, s.eng, named)
 	}
-	var inProgress map[int64]time.Time
+	var running map[engine.ID]stateSince
 	if err == nil {
-		inProgress, err = readInProgressSteps(ctx, tx)
+		running, err = readRunningSteps(ctx, tx, s.eng)
 	}
 	endSpan(span, err)
 	if err != nil {
@@ -499,7 +515,7 @@ func (s *Stream) count(ctx context.Context, tx pgx.Tx) (*countState, map[int32]n
 	}
 	s.m.recounts.Inc()
 	s.m.recountDuration.Observe(time.Since(start).Seconds())
-	return countStateFrom(snap, errorSteps, inProgress), named, nil
+	return countStateFrom(s.eng, snap, errorSteps, running), named, nil
 }
 
 // pollResult is what one poll read; nothing is applied until every read
@@ -512,7 +528,7 @@ type pollResult struct {
 	expired         [numTables]int64
 	drained         bool
 	recount         *countState
-	named           map[int32]namedTask
+	named           map[engine.ID]namedTask
 	recountDuration time.Duration
 	// recountErr is a recount that failed after every read succeeded: the
 	// rows are applied all the same.
@@ -521,6 +537,10 @@ type pollResult struct {
 	// churnedTable names a table that lost rows since the last poll.
 	churn        map[string]tableChurn
 	churnedTable string
+	// xids is the transaction tracker after this poll (core), applied with
+	// the rows; given is how many transactions it gave up waiting for.
+	xids  xidTracker
+	given int
 }
 
 // poll reads what was committed since the last poll and applies it. more
@@ -617,7 +637,7 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 	// Outside the transaction, so that a failure costs only the check:
 	// deletions then wait for the periodic recount.
 	if now.Sub(s.churnRead) >= churnCheckInterval {
-		if churn, err := readChurn(ctx, s.db.pool); err == nil {
+		if churn, err := readChurn(ctx, s.db.pool, s.eng); err == nil {
 			res.churn = churn
 			res.churnedTable, _ = churned(s.churn, churn)
 		} else if ctx.Err() == nil {
@@ -629,6 +649,15 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 		return res, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	snap, err := readSnapshot(ctx, tx) // first: it must report the transaction's snapshot
+	if err != nil {
+		return res, err
+	}
+	var scanFrom, floor time.Time
+	if s.eng.Kind == engine.KindCore {
+		res.xids = s.xids.clone()
+		scanFrom, floor = res.xids.advance(snap)
+	}
 
 	// Entities first, and transitions only once they are drained: a
 	// transition is never applied before the row of its task or step, so
@@ -637,24 +666,33 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 		if !res.drained && (t == tableTaskTransitions || t == tableStepTransitions) {
 			break
 		}
-		drained, err := s.readTable(ctx, tx, t, &res, now)
+		var drained bool
+		if s.eng.Kind == engine.KindCore {
+			drained, err = s.readKeys(ctx, tx, t, &res, scanFrom)
+		} else {
+			drained, err = s.readTable(ctx, tx, t, &res, now, snap.xmax)
+		}
 		if err != nil {
 			return res, err
 		}
 		res.checked[t] = true
 		res.drained = res.drained && drained
 	}
+	if s.eng.Kind == engine.KindCore {
+		s.raiseFloors(&res, scanFrom, floor)
+	}
 	for t := range numTables {
-		// Gaps are re-checked (above) before they expire, so a row that
-		// commits just before the horizon is still found; a table this poll
+		// Gaps are re-checked (above) before they are settled or expire, so
+		// a row that commits just before is still found; a table this poll
 		// did not read (transitions behind a backlog of tasks or steps)
 		// keeps its gaps until a poll that re-checks them.
-		if res.checked[t] {
+		if res.checked[t] && s.eng.Kind == engine.KindRails {
+			res.pos[t].resolve(snap.xmin, now)
 			res.expired[t] = res.pos[t].expire(now, s.cfg.GapHorizon)
 		}
 	}
 	if s.hasUnknownNamedTasks(&res) {
-		if res.named, err = readNamedTasks(ctx, tx); err != nil {
+		if res.named, err = readNamedTasks(ctx, tx, s.eng); err != nil {
 			return res, err
 		}
 	}
@@ -677,12 +715,12 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 // readTable reads new rows of t, and in its first batch the rows that
 // appeared in gaps, until a batch comes back short (drained) or the
 // poll's batch budget is spent.
-func (s *Stream) readTable(ctx context.Context, tx pgx.Tx, t table, res *pollResult, now time.Time) (bool, error) {
+func (s *Stream) readTable(ctx context.Context, tx pgx.Tx, t table, res *pollResult, now time.Time, xmax uint64) (bool, error) {
 	cur := &res.pos[t]
 	gaps := *cur
 	for range s.cfg.MaxBatchesPerPoll {
 		qctx, span := s.tracer.Start(ctx, "stream.read", trace.WithAttributes(
-			attribute.String("db.system", "postgresql"), attribute.String("db.sql.table", t.String())))
+			attribute.String("db.system", "postgresql"), attribute.String("db.sql.table", t.name(s.eng))))
 		rows, err := readRows(qctx, tx, t, cur.Watermark, s.cfg.BatchSize, gaps)
 		span.SetAttributes(attribute.Int("rows", len(rows)))
 		endSpan(span, err)
@@ -692,15 +730,15 @@ func (s *Stream) readTable(ctx context.Context, tx pgx.Tx, t table, res *pollRes
 		gaps = Cursor{}
 		var fresh, late []int64
 		for _, r := range rows {
-			if r.id > cur.Watermark {
-				fresh = append(fresh, r.id)
+			if id := r.id.Int(); id > cur.Watermark {
+				fresh = append(fresh, id)
 			} else {
-				late = append(late, r.id)
+				late = append(late, id)
 			}
 		}
 		slices.Sort(fresh)
 		cur.fill(late)
-		cur.advance(fresh, now)
+		cur.advance(fresh, now, xmax)
 		res.rows[t] = append(res.rows[t], rows...)
 		res.late[t] += len(late)
 		if len(fresh) < s.cfg.BatchSize {
@@ -723,7 +761,7 @@ func (s *Stream) hasUnknownNamedTasks(res *pollResult) bool {
 	return false
 }
 
-func (s *Stream) namedTaskOf(id *int32) namedTask {
+func (s *Stream) namedTaskOf(id *engine.ID) namedTask {
 	if id == nil {
 		return namedTask{}
 	}
@@ -756,7 +794,8 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 		// A step's rows in sort_key order: leaving error must find the
 		// class that entering it recorded.
 		slices.SortFunc(rows, func(a, b row) int {
-			return cmp.Or(cmp.Compare(a.taskID, b.taskID), cmp.Compare(a.stepID, b.stepID), cmp.Compare(a.sortKey, b.sortKey))
+			return cmp.Or(a.taskID.Compare(b.taskID), a.stepID.Compare(b.stepID), cmp.Compare(a.sortKey, b.sortKey),
+				a.at.Compare(b.at), a.id.Compare(b.id))
 		})
 		for i := range rows {
 			r := &rows[i]
@@ -773,7 +812,7 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 				}
 			}
 			ns, task := s.labels.labels(nt.group)
-			s.m.emit(t, r, ns, task, s.exemplar(r.taskID))
+			s.m.emit(s.eng, t, r, ns, task, s.exemplar(r.taskID))
 			if !s.traceBase[t].Contains(r.id) {
 				tr := Transition{
 					Step: t == tableStepTransitions, ID: r.id, TaskID: r.taskID, StepID: r.stepID,
@@ -788,19 +827,27 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 		}
 	}
 	slices.SortFunc(out, func(a, b Transition) int {
-		return cmp.Or(cmp.Compare(b2i(a.Step), b2i(b.Step)), cmp.Compare(a.ID, b.ID))
+		return cmp.Or(cmp.Compare(b2i(a.Step), b2i(b.Step)), a.ID.Compare(b.ID))
 	})
 	if len(s.sinks) > 0 {
 		s.runs.attach(out, res.pos)
 	}
 
+	if s.eng.Kind == engine.KindCore {
+		s.xids = res.xids
+		if res.given > 0 {
+			s.logger.Warn("gave up waiting for long-running transactions; the next recount corrects the counts if they commit rows older than the stream's floor",
+				"transactions", res.given, "gap_horizon", s.cfg.GapHorizon, "seen_limit", maxSeenKeys)
+		}
+	}
 	for t := range numTables {
-		s.m.rows.WithLabelValues(t.String()).Add(float64(len(res.rows[t])))
-		s.m.lateRows.WithLabelValues(t.String()).Add(float64(res.late[t]))
-		s.m.gapsExpired.WithLabelValues(t.String()).Add(float64(res.expired[t]))
-		if res.expired[t] > 0 {
+		name := t.name(s.eng)
+		s.m.rows.WithLabelValues(name).Add(float64(len(res.rows[t])))
+		s.m.lateRows.WithLabelValues(name).Add(float64(res.late[t]))
+		s.m.gapsExpired.WithLabelValues(name).Add(float64(res.expired[t]))
+		if res.expired[t] > 0 && s.eng.Kind == engine.KindRails {
 			s.logger.Warn("gave up waiting for rows in gaps below the watermark; the next recount corrects the counts if they commit later",
-				"table", t.String(), "ids", res.expired[t], "gap_horizon", s.cfg.GapHorizon)
+				"table", name, "ids", res.expired[t], "gap_horizon", s.cfg.GapHorizon)
 		}
 		if t == tableTaskTransitions || t == tableStepTransitions {
 			s.dirty = s.dirty || len(res.rows[t]) > 0 || res.expired[t] > 0
@@ -828,7 +875,7 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 		s.recountFailures, s.recountRetry = 0, time.Time{}
 		s.m.recountFailures.Set(0)
 	}
-	s.m.setPosition(s.pos)
+	s.m.setPosition(s.eng, s.pos)
 	if res.drained {
 		s.m.caughtUp.Set(1)
 	} else {
@@ -844,8 +891,8 @@ func b2i(b bool) int {
 	return 0
 }
 
-func (s *Stream) exemplar(taskID int64) prometheus.Labels {
-	if s.traceIDs == nil || taskID == 0 {
+func (s *Stream) exemplar(taskID engine.ID) prometheus.Labels {
+	if s.traceIDs == nil || taskID.IsZero() {
 		return nil
 	}
 	id, ok := s.traceIDs(taskID)
@@ -926,7 +973,7 @@ func (s *Stream) takeOver(ctx context.Context, polled []Transition) []Transition
 	s.traceBase[tableTaskTransitions] = cp.TaskTransitions.clone()
 	s.traceBase[tableStepTransitions] = cp.StepTransitions.clone()
 	var out []Transition
-	inPoll := map[int64]bool{}
+	inPoll := map[engine.ID]bool{}
 	for _, t := range polled {
 		if !t.Step {
 			inPoll[t.ID] = true
@@ -935,12 +982,8 @@ func (s *Stream) takeOver(ctx context.Context, polled []Transition) []Transition
 			out = append(out, t)
 		}
 	}
-	ranges := s.pos[tableTaskTransitions].since(cp.TaskTransitions)
-	if len(ranges) == 0 {
-		return out
-	}
 	limit := s.cfg.BatchSize * s.cfg.MaxBatchesPerPoll
-	rows, err := s.replay(ctx, ranges, limit)
+	rows, err := s.replay(ctx, cp.TaskTransitions, limit)
 	if err != nil {
 		s.logger.Warn("could not replay the transitions the previous lease holder left unexported", "err", err)
 		return out
@@ -959,7 +1002,7 @@ func (s *Stream) takeOver(ctx context.Context, polled []Transition) []Transition
 			ToState: r.toState, SortKey: r.sortKey, At: r.at, Replay: true,
 		})
 	}
-	slices.SortFunc(replayed, func(a, b Transition) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(replayed, func(a, b Transition) int { return a.ID.Compare(b.ID) })
 	s.m.replayed.Add(float64(len(replayed)))
 	s.logger.Info("replayed terminal task transitions the previous lease holder had not exported", "transitions", len(replayed))
 	return append(replayed, out...)
@@ -972,12 +1015,24 @@ func tableFor(t Transition) table {
 	return tableTaskTransitions
 }
 
-func (s *Stream) replay(ctx context.Context, ranges []Gap, limit int) ([]row, error) {
+// replay reads the terminal task transitions this replica has read and
+// the checkpoint old had not.
+func (s *Stream) replay(ctx context.Context, old Cursor, limit int) ([]row, error) {
+	pos := s.pos[tableTaskTransitions]
+	var ranges []Gap
+	if s.eng.Kind == engine.KindRails {
+		if ranges = pos.since(old); len(ranges) == 0 {
+			return nil, nil
+		}
+	}
 	tx, err := s.beginRead(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if s.eng.Kind == engine.KindCore {
+		return readCoreReplay(ctx, tx, pos, old, limit)
+	}
 	return readReplay(ctx, tx, ranges, limit)
 }
 
@@ -1068,7 +1123,7 @@ func (s *Stream) oldestRetryable(ctx context.Context) (time.Time, bool) {
 		return s.retryOldest, s.retryFailed
 	}
 	var at *time.Time
-	err := s.db.pool.QueryRow(ctx, oldestRetryableSQL).Scan(&at)
+	err := s.db.pool.QueryRow(ctx, oldestRetryableSQLFor(s.eng)).Scan(&at)
 	if err != nil && !s.retryFailed {
 		s.logger.Warn("could not find the oldest retryable step in error; its age is not exported until the query works", "err", err)
 	}

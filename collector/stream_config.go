@@ -27,6 +27,12 @@ type StreamConfig struct {
 	// searched for gaps when the stream starts from a full count, so rows
 	// of transactions that were open at that moment are not missed.
 	StartGapWindow int64 `yaml:"start_gap_window"`
+	// KeyClockMargin is how much older than the transaction writing it a
+	// tasker-core key may be: keys made by the application's clock (task
+	// keys, from Rust's Uuid::now_v7) before its INSERT, or on a host whose
+	// clock is behind the database's. The stream re-reads this much of each
+	// table on every poll, skipping the keys it has read.
+	KeyClockMargin time.Duration `yaml:"key_clock_margin"`
 	// RecountInterval is how often a full recount checks the incremental
 	// counts for drift and corrects them; 0 disables it (the first count at
 	// start always runs).
@@ -79,6 +85,7 @@ func DefaultStreamConfig() StreamConfig {
 		PollTimeout:       60 * time.Second,
 		GapHorizon:        10 * time.Minute,
 		StartGapWindow:    100_000,
+		KeyClockMargin:    5 * time.Second,
 		RecountInterval:   time.Hour,
 		StaleAfter:        time.Minute,
 		MaxLabelGroups:    100,
@@ -123,6 +130,9 @@ func (c StreamConfig) Validate() []error {
 	}
 	if c.StaleAfter > 0 && c.PollInterval > 0 && c.StaleAfter < 2*c.PollInterval {
 		add("stale_after", "must be at least twice poll_interval (got %s)", c.StaleAfter)
+	}
+	if c.KeyClockMargin < 0 || c.KeyClockMargin > time.Hour {
+		add("key_clock_margin", "must be between 0 and 1h (got %s)", c.KeyClockMargin)
 	}
 	if c.StartGapWindow < 0 {
 		add("start_gap_window", "must not be negative (got %d)", c.StartGapWindow)

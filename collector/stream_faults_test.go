@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/coord"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/store"
@@ -258,7 +259,7 @@ func TestStreamGapExpiresOnlyAfterRecheck(t *testing.T) {
 			idA := statesman(t, ctx, txA, tc.tbl, a, "in_progress")
 			statesman(t, ctx, f.conn, tc.tbl, b, "in_progress")
 			s.drain(t)
-			if cur := s.pos[tc.tbl]; cur.Contains(idA) {
+			if cur := s.pos[tc.tbl]; cur.Contains(engine.IntID(idA)) {
 				t.Fatalf("cursor %+v: want %d in a gap", cur, idA)
 			}
 			clock.Advance(30 * time.Second)

@@ -110,7 +110,7 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 		}, []string{"table"}),
 		watermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "watermark",
-			Help: "Highest id read, by table.",
+			Help: "Highest id read, by table; on tasker-core the floor, in Unix seconds: every row whose key was made before it has been read.",
 		}, []string{"table"}),
 		pollDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "poll_duration_seconds",
@@ -171,11 +171,6 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 			Help: "Terminal task transitions handed to the trace exporter again after taking the lease over, because the previous holder had not exported them.",
 		}),
 	}
-	for _, t := range []table{tableTasks, tableSteps, tableTaskTransitions, tableStepTransitions} {
-		m.rows.WithLabelValues(t.String())
-		m.lateRows.WithLabelValues(t.String())
-		m.gapsExpired.WithLabelValues(t.String())
-	}
 	for _, r := range Reasons() {
 		m.pollErrors.WithLabelValues(r)
 		m.recountErrors.WithLabelValues(r)
@@ -203,11 +198,28 @@ func (m *streamMetrics) setDrift(d driftReport) {
 	}
 }
 
-func (m *streamMetrics) setPosition(p position) {
+// touchTables creates the per-table series of e's tables at zero, once
+// the engine is known.
+func (m *streamMetrics) touchTables(e engine.Engine) {
 	for t := range numTables {
-		m.watermark.WithLabelValues(t.String()).Set(float64(p[t].Watermark))
-		m.gaps.WithLabelValues(t.String()).Set(float64(len(p[t].Gaps)))
-		m.gapIDs.WithLabelValues(t.String()).Set(float64(p[t].gapIDs()))
+		m.rows.WithLabelValues(t.name(e))
+		m.lateRows.WithLabelValues(t.name(e))
+		m.gapsExpired.WithLabelValues(t.name(e))
+	}
+}
+
+func (m *streamMetrics) setPosition(e engine.Engine, p position) {
+	for t := range numTables {
+		name := t.name(e)
+		if e.Kind == engine.KindCore {
+			m.watermark.WithLabelValues(name).Set(float64(p[t].Floor.UUIDTime().UnixMilli()) / 1e3)
+			m.gaps.WithLabelValues(name).Set(0)
+			m.gapIDs.WithLabelValues(name).Set(0)
+			continue
+		}
+		m.watermark.WithLabelValues(name).Set(float64(p[t].Watermark))
+		m.gaps.WithLabelValues(name).Set(float64(len(p[t].Gaps)))
+		m.gapIDs.WithLabelValues(name).Set(float64(p[t].gapIDs()))
 	}
 }
 
@@ -244,8 +256,8 @@ func (l *labeler) labels(g group) (namespace, task string) {
 
 // stateValue keeps the state label to Tasker's six states; rows with any
 // other to_state (which Tasker's models reject) count as "other".
-func stateValue(s string) string {
-	if slices.Contains(States, s) {
+func stateValue(known func(string) bool, s string) string {
+	if known(s) {
 		return s
 	}
 	return OtherLabel
@@ -255,7 +267,7 @@ func clean(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // exemplar returns the exemplar labels for a task's trace, nil when the
 // task has no exported trace.
-type exemplarFunc func(taskID int64) (traceID string, ok bool)
+type exemplarFunc func(taskID engine.ID) (traceID string, ok bool)
 
 func (m *streamMetrics) inc(c prometheus.Counter, ex prometheus.Labels) {
 	if ex != nil {
@@ -280,11 +292,11 @@ func (m *streamMetrics) observe(o prometheus.Observer, d time.Duration, ex prome
 
 // emit updates the workflow metrics for one transition row; g is its
 // group, ex its exemplar (nil for none).
-func (m *streamMetrics) emit(t table, r *row, ns, task string, ex prometheus.Labels) {
-	to := stateValue(r.toState)
+func (m *streamMetrics) emit(e engine.Engine, t table, r *row, ns, task string, ex prometheus.Labels) {
 	if t == tableTaskTransitions {
+		to := stateValue(e.IsTaskState, r.toState)
 		m.inc(m.taskTransitions.WithLabelValues(to, ns, task), ex)
-		if engine.EndsRun(r.toState) {
+		if e.EndsRun(r.toState) {
 			start := r.taskCreated
 			if r.runStartAt != nil {
 				start = r.runStartAt
@@ -295,15 +307,17 @@ func (m *streamMetrics) emit(t table, r *row, ns, task string, ex prometheus.Lab
 		}
 		return
 	}
+	to := stateValue(e.IsStepState, r.toState)
 	m.inc(m.stepTransitions.WithLabelValues(to, ns, task), ex)
 	from := ""
 	if r.fromState != nil {
 		from = *r.fromState
 	}
+	outcome, ends := e.AttemptOutcome(from, to)
 	switch {
-	case from == engine.InProgress && engine.EndsAttempt(to) && r.fromAt != nil:
-		m.observe(m.stepDuration.WithLabelValues(ns, task, to), r.at.Sub(*r.fromAt), ex)
-	case engine.IsRetry(from, to):
+	case ends && r.fromAt != nil:
+		m.observe(m.stepDuration.WithLabelValues(ns, task, outcome), r.at.Sub(*r.fromAt), ex)
+	case e.IsRetry(from, to):
 		m.inc(m.stepRetries.WithLabelValues(ns, task), ex)
 	}
 	if to == engine.InProgress && r.lastErrorAt != nil {

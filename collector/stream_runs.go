@@ -15,13 +15,13 @@ import (
 // (DB.TaskHistories).
 type TaskTransitions struct {
 	Task  []HistoryTransition
-	Steps map[int64][]HistoryTransition // by workflow_step_id
-	// TaskThrough and StepThrough are the ids up to which the stream had
+	Steps map[engine.ID][]HistoryTransition // by step key
+	// TaskThrough and StepThrough are the keys below which the stream had
 	// read every committed row of the task transitions and of the step
-	// transitions table when it handed these over. Rows above them (a step
-	// cancelled just after its task, committed after the stream's read)
-	// are read from the database and merged.
-	TaskThrough, StepThrough int64
+	// transitions table when it handed these over (Cursor.ReadBelow). Rows
+	// at or above them (a step cancelled just after its task, committed
+	// after the stream's read) are read from the database and merged.
+	TaskThrough, StepThrough engine.ID
 }
 
 // Bounds of the transitions the stream keeps for the trace exporter (a
@@ -41,9 +41,9 @@ const (
 // the stream's start or checkpoint is never kept. Owned by the loop
 // goroutine.
 type keptRuns struct {
-	tasks map[int64]*keptTask
-	order []int64 // task ids, oldest first; ids no longer kept are skipped
-	rows  int     // kept rows of all tasks
+	tasks map[engine.ID]*keptTask
+	order []engine.ID // task ids, oldest first; ids no longer kept are skipped
+	rows  int         // kept rows of all tasks
 	// dropped counts the tasks forgotten because of the bounds or a gap
 	// given up below the watermark.
 	dropped prometheus.Counter
@@ -56,7 +56,7 @@ type keptTask struct {
 
 func newKeptRuns(reg prometheus.Registerer) *keptRuns {
 	k := &keptRuns{
-		tasks: map[int64]*keptTask{},
+		tasks: map[engine.ID]*keptTask{},
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "histories_dropped_total",
 			Help: "Tasks whose transitions the stream stopped keeping for the trace exporter (bounds reached, or a gap given up); their histories are read from the database.",
@@ -79,7 +79,7 @@ func (k *keptRuns) reset() {
 // add keeps the poll's rows: new tasks, and the transitions of kept tasks.
 func (k *keptRuns) add(res *pollResult) {
 	for t := range numTables {
-		if (t == tableTaskTransitions || t == tableStepTransitions) && res.expired[t] > 0 {
+		if (t == tableTaskTransitions || t == tableStepTransitions) && res.expired[t] > 0 || res.given > 0 {
 			// A row given up may belong to any kept task.
 			k.reset()
 			break
@@ -120,7 +120,7 @@ func (k *keptRuns) add(res *pollResult) {
 
 // start keeps a task from its first row on, forgetting the oldest kept
 // task when the bound is reached.
-func (k *keptRuns) start(taskID int64) {
+func (k *keptRuns) start(taskID engine.ID) {
 	if _, ok := k.tasks[taskID]; ok {
 		return
 	}
@@ -129,10 +129,10 @@ func (k *keptRuns) start(taskID int64) {
 			break
 		}
 	}
-	k.tasks[taskID] = &keptTask{t: TaskTransitions{Steps: map[int64][]HistoryTransition{}}}
+	k.tasks[taskID] = &keptTask{t: TaskTransitions{Steps: map[engine.ID][]HistoryTransition{}}}
 	k.order = append(k.order, taskID)
 	if len(k.order) > 2*maxKeptTasks {
-		k.order = slices.DeleteFunc(k.order, func(id int64) bool { _, ok := k.tasks[id]; return !ok })
+		k.order = slices.DeleteFunc(k.order, func(id engine.ID) bool { _, ok := k.tasks[id]; return !ok })
 	}
 }
 
@@ -149,12 +149,12 @@ func (k *keptRuns) forgetOldest() bool {
 	return false
 }
 
-func (k *keptRuns) forget(taskID int64) {
+func (k *keptRuns) forget(taskID engine.ID) {
 	k.remove(taskID)
 	k.dropped.Inc()
 }
 
-func (k *keptRuns) remove(taskID int64) {
+func (k *keptRuns) remove(taskID engine.ID) {
 	if kt, ok := k.tasks[taskID]; ok {
 		k.rows -= kt.rows
 		delete(k.tasks, taskID)
@@ -177,7 +177,7 @@ func (k *keptRuns) attach(out []Transition, pos position) {
 		}
 		k.remove(tr.TaskID)
 		tt := kt.t
-		tt.TaskThrough, tt.StepThrough = readThrough(pos[tableTaskTransitions]), readThrough(pos[tableStepTransitions])
+		tt.TaskThrough, tt.StepThrough = pos[tableTaskTransitions].ReadBelow(), pos[tableStepTransitions].ReadBelow()
 		bySortKey(tt.Task)
 		for _, rows := range tt.Steps {
 			bySortKey(rows)
@@ -186,21 +186,10 @@ func (k *keptRuns) attach(out []Transition, pos position) {
 	}
 }
 
-// readThrough is the highest id up to which every row that commits has
-// been read: below the watermark and below every gap, whose ids may still
-// commit.
-func readThrough(c Cursor) int64 {
-	through := c.Watermark
-	for _, g := range c.Gaps {
-		through = min(through, g.Lo-1)
-	}
-	return through
-}
-
 // bySortKey orders rows as TaskHistories returns them; rows found late in
 // a gap arrive after later ones.
 func bySortKey(rows []HistoryTransition) {
 	slices.SortFunc(rows, func(a, b HistoryTransition) int {
-		return cmp.Or(cmp.Compare(a.SortKey, b.SortKey), cmp.Compare(a.ID, b.ID))
+		return cmp.Or(cmp.Compare(a.SortKey, b.SortKey), a.At.Compare(b.At), a.ID.Compare(b.ID))
 	})
 }

@@ -5,17 +5,19 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 func TestKeptRuns(t *testing.T) {
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	taskRow := func(id int64) row { return row{id: id} }
+	taskRow := func(id int64) row { return row{id: engine.IntID(id)} }
 	taskTr := func(id, task int64, state string, sortKey int32) row {
-		return row{id: id, taskID: task, toState: state, sortKey: sortKey, at: at.Add(time.Duration(id) * time.Second)}
+		return row{id: engine.IntID(id), taskID: engine.IntID(task), toState: state, sortKey: sortKey, at: at.Add(time.Duration(id) * time.Second)}
 	}
 	stepTr := func(id, task, step int64, state string, sortKey int32) row {
 		r := taskTr(id, task, state, sortKey)
-		r.stepID = step
+		r.stepID = engine.IntID(step)
 		return r
 	}
 	poll := func(tasks, taskTrs, stepTrs []row) *pollResult {
@@ -24,7 +26,7 @@ func TestKeptRuns(t *testing.T) {
 		return &res
 	}
 	end := func(task int64, state string, sortKey int32) []Transition {
-		return []Transition{{TaskID: task, ToState: state, SortKey: sortKey}}
+		return []Transition{{TaskID: engine.IntID(task), ToState: state, SortKey: sortKey}}
 	}
 
 	t.Run("a task seen from its row", func(t *testing.T) {
@@ -45,10 +47,10 @@ func TestKeptRuns(t *testing.T) {
 		if len(h.Task) != 3 || h.Task[0].SortKey != 1 || h.Task[2].ToState != "complete" {
 			t.Errorf("task transitions %+v", h.Task)
 		}
-		if h.TaskThrough != 3 || h.StepThrough != 11 {
-			t.Errorf("read through %d and %d, want 3 and 11 (below the lowest gap)", h.TaskThrough, h.StepThrough)
+		if h.TaskThrough != engine.IntID(4) || h.StepThrough != engine.IntID(12) {
+			t.Errorf("read below %s and %s, want 4 and 12 (below the lowest gap)", h.TaskThrough, h.StepThrough)
 		}
-		if s := h.Steps[7]; len(s) != 2 || s[0].ToState != "pending" || s[1].ID != 11 {
+		if s := h.Steps[engine.IntID(7)]; len(s) != 2 || s[0].ToState != "pending" || s[1].ID != engine.IntID(11) {
 			t.Errorf("step transitions %+v", s)
 		}
 		// A later run of the task is read from the database.
@@ -72,12 +74,12 @@ func TestKeptRuns(t *testing.T) {
 	t.Run("steps and non-terminal rows get none", func(t *testing.T) {
 		k := newKeptRuns(nil)
 		k.add(poll([]row{taskRow(3)}, nil, nil))
-		out := []Transition{{TaskID: 3, ToState: "in_progress"}, {Step: true, TaskID: 3, StepID: 9, ToState: "complete"}}
+		out := []Transition{{TaskID: engine.IntID(3), ToState: "in_progress"}, {Step: true, TaskID: engine.IntID(3), StepID: engine.IntID(9), ToState: "complete"}}
 		k.attach(out, position{})
 		if out[0].History != nil || out[1].History != nil {
 			t.Error("history on a transition that ends no run")
 		}
-		if _, ok := k.tasks[3]; !ok {
+		if _, ok := k.tasks[engine.IntID(3)]; !ok {
 			t.Error("task forgotten before its run ended")
 		}
 	})
@@ -109,7 +111,7 @@ func TestKeptRuns(t *testing.T) {
 		if len(k.tasks) != maxKeptTasks {
 			t.Errorf("%d tasks kept, want %d", len(k.tasks), maxKeptTasks)
 		}
-		if _, ok := k.tasks[1]; ok {
+		if _, ok := k.tasks[engine.IntID(1)]; ok {
 			t.Error("the oldest task is still kept")
 		}
 		if got := testutil.ToFloat64(k.dropped); got != 1 {
@@ -132,10 +134,10 @@ func TestKeptRuns(t *testing.T) {
 		if k.rows > maxKeptRows {
 			t.Errorf("%d rows kept, bound %d", k.rows, maxKeptRows)
 		}
-		if _, ok := k.tasks[1]; ok {
+		if _, ok := k.tasks[engine.IntID(1)]; ok {
 			t.Error("the oldest task is still kept")
 		}
-		if _, ok := k.tasks[int64(tasks)]; !ok {
+		if _, ok := k.tasks[engine.IntID(int64(tasks))]; !ok {
 			t.Error("the newest task was forgotten")
 		}
 		if got := testutil.ToFloat64(k.dropped); got != 1 {

@@ -122,24 +122,24 @@ FROM tasker_workflow_step_transitions st
 JOIN tasker_workflow_steps s ON s.workflow_step_id = st.workflow_step_id
 WHERE st.most_recent = true AND st.to_state = 'error'`
 
-// The steps currently in progress and since when. No index covers the
-// state, so this reads every current step row (about as long as the step
-// half of the full count); it runs with the full count only.
-const inProgressStepsSQL = `
-SELECT st.workflow_step_id, st.created_at
+// The steps currently in a running state ($1, StepStates.Running), and
+// since when. No index covers the state, so this reads every current step
+// row (about as long as the step half of the full count); it runs with the
+// full count only.
+const runningStepsSQL = `
+SELECT st.workflow_step_id, st.to_state, st.created_at
 FROM tasker_workflow_step_transitions st
-WHERE st.most_recent = true AND st.to_state = 'in_progress'`
+WHERE st.most_recent = true AND st.to_state = ANY($1::text[])`
 
 // churnSQL reads PostgreSQL's cumulative statistics of the four tables the
 // stream follows: rows deleted, and the file node, which TRUNCATE
 // replaces. Statesman never deletes; a cleanup job or a data fix does, and
 // the stream cannot see a row that is gone.
 const churnSQL = `
-SELECT c.relname::text, COALESCE(s.n_tup_del, 0), COALESCE(pg_relation_filenode(c.oid), 0)
+SELECT c.oid::regclass::text, COALESCE(s.n_tup_del, 0), COALESCE(pg_relation_filenode(c.oid), 0)
 FROM pg_class c
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.oid = ANY (ARRAY['tasker_tasks'::regclass, 'tasker_workflow_steps'::regclass,
-                         'tasker_task_transitions'::regclass, 'tasker_workflow_step_transitions'::regclass])`
+WHERE c.oid = ANY ($1::text[]::regclass[])`
 
 // tableChurn is what churnSQL read of one table.
 type tableChurn struct {
@@ -147,8 +147,9 @@ type tableChurn struct {
 	filenode uint32
 }
 
-func readChurn(ctx context.Context, q querier) (map[string]tableChurn, error) {
-	rows, err := q.Query(ctx, churnSQL)
+// readChurn reads the statistics of e's four stream tables.
+func readChurn(ctx context.Context, q querier, e engine.Engine) (map[string]tableChurn, error) {
+	rows, err := q.Query(ctx, churnSQL, e.Tables.List()[:4])
 	if err != nil {
 		return nil, fmt.Errorf("read table statistics: %w", err)
 	}
@@ -183,6 +184,7 @@ func churned(before, now map[string]tableChurn) (string, bool) {
 	return "", false
 }
 
+// namedTasksSQL: see coreNamedTasksSQL for core.
 const namedTasksSQL = `
 SELECT nt.named_task_id, COALESCE(ns.name, ''), nt.name, nt.version
 FROM tasker_named_tasks nt
@@ -191,8 +193,7 @@ LEFT JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_
 // The identity stored in a checkpoint: the OIDs change when the tables are
 // recreated (a restore), the name when we point at another database.
 const identitySQL = `
-SELECT current_database() || '/' || 'tasker_task_transitions'::regclass::oid || '/' ||
-       'tasker_workflow_step_transitions'::regclass::oid`
+SELECT current_database() || '/' || $1::regclass::oid || '/' || $2::regclass::oid`
 
 // gapsSQL finds the missing ids in ($1, $2] of a table, as ranges; $2 is
 // the table's highest id, so there is no gap after the last row.
@@ -222,6 +223,18 @@ func (t table) idColumn() string {
 	return [...]string{"task_id", "workflow_step_id", "id", "id"}[t]
 }
 
+// name is the table as e's SQL spells it, and the stream metrics' table
+// label.
+func (t table) name(e engine.Engine) string {
+	tables := e.Tables
+	return [...]string{tables.Tasks, tables.Steps, tables.TaskTransitions, tables.StepTransitions}[t]
+}
+
+// keyColumn is t's key column on core.
+func (t table) keyColumn() string {
+	return [...]string{"task_uuid", "workflow_step_uuid", "task_transition_uuid", "workflow_step_transition_uuid"}[t]
+}
+
 // position is a cursor per table.
 type position [numTables]Cursor
 
@@ -235,10 +248,10 @@ func (p position) clone() position {
 // row is one row of any of the four reads. Entity rows fill id and
 // namedTask only.
 type row struct {
-	id        int64
-	taskID    int64
-	stepID    int64
-	namedTask *int32
+	id        engine.ID
+	taskID    engine.ID
+	stepID    engine.ID
+	namedTask *engine.ID
 	toState   string
 	sortKey   int32
 	at        time.Time
@@ -251,6 +264,7 @@ type row struct {
 	class       uint8      // step transitions
 }
 
+// readRows reads the Rails rows above the watermark wm and in gaps' gaps.
 func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps Cursor) ([]row, error) {
 	lo, hi := gaps.gapBounds()
 	var (
@@ -267,6 +281,32 @@ func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps
 	case tableStepTransitions:
 		rows, err = tx.Query(ctx, stepTransitionsSQL, wm, limit, lo, hi)
 	}
+	return scanRows(t, rows, err)
+}
+
+// readCoreRows reads the core rows from the key from up, skipping seen.
+func readCoreRows(ctx context.Context, tx pgx.Tx, t table, from engine.ID, limit int, seen []engine.ID) ([]row, error) {
+	keys := keyArgsOf(true, seen)
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	switch t {
+	case tableTasks:
+		rows, err = tx.Query(ctx, coreTaskEntitiesSQL, from, limit, keys)
+	case tableSteps:
+		rows, err = tx.Query(ctx, coreStepEntitiesSQL, from, limit, keys)
+	case tableTaskTransitions:
+		rows, err = tx.Query(ctx, coreTaskTransitionsSQL, from, limit, keys, terminalTaskStates)
+	case tableStepTransitions:
+		rows, err = tx.Query(ctx, coreStepTransitionsSQL, from, limit, keys)
+	}
+	return scanRows(t, rows, err)
+}
+
+// scanRows reads either engine's rows: the queries return the same
+// columns in the same order.
+func scanRows(t table, rows pgx.Rows, err error) ([]row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", t, err)
 	}
@@ -280,13 +320,9 @@ func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps
 			err = r.Scan(&x.id, &x.taskID, &x.toState, &x.sortKey, &x.at, &x.fromState, &x.fromAt,
 				&x.namedTask, &x.taskCreated, &x.runStartAt)
 		case tableStepTransitions:
-			var taskID *int64
 			var retryable, exhausted, backoff bool
-			err = r.Scan(&x.id, &x.stepID, &taskID, &x.toState, &x.sortKey, &x.at, &x.fromState, &x.fromAt,
+			err = r.Scan(&x.id, &x.stepID, &x.taskID, &x.toState, &x.sortKey, &x.at, &x.fromState, &x.fromAt,
 				&x.namedTask, &retryable, &exhausted, &backoff, &x.lastErrorAt)
-			if taskID != nil {
-				x.taskID = *taskID
-			}
 			if retryable {
 				x.class |= classRetryable
 			}
@@ -301,6 +337,29 @@ func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", t, err)
+	}
+	return out, nil
+}
+
+// readCoreReplay returns the terminal task transitions pos has read and
+// old had not, at most limit of them, the newest first.
+func readCoreReplay(ctx context.Context, tx pgx.Tx, pos, old Cursor, limit int) ([]row, error) {
+	rows, err := tx.Query(ctx, coreReplaySQL, old.Floor, terminalTaskStates, limit+len(old.Seen))
+	if err != nil {
+		return nil, fmt.Errorf("read replay: %w", err)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.id, &x.taskID, &x.toState, &x.sortKey, &x.at, &x.namedTask)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read replay: %w", err)
+	}
+	out := all[:0]
+	for _, x := range all {
+		if pos.readSince(old, x.id) && len(out) < limit {
+			out = append(out, x)
+		}
 	}
 	return out, nil
 }
@@ -332,7 +391,10 @@ ORDER BY r.id DESC LIMIT $4`, lo, hi, terminalTaskStates, limit)
 // startPosition is where a fresh count leaves the stream: the highest
 // visible id of each table, with the missing ids of the window below it as
 // gaps, since some of them may belong to transactions still open.
-func startPosition(ctx context.Context, tx pgx.Tx, window int64, now time.Time) (position, error) {
+func startPosition(ctx context.Context, tx pgx.Tx, e engine.Engine, window int64, now time.Time, snap xidSnapshot) (position, error) {
+	if e.Kind == engine.KindCore {
+		return coreStartPosition(ctx, tx, snap.at.Add(-coreStartLookback))
+	}
 	var p position
 	for t := range numTables {
 		var wm int64
@@ -349,13 +411,39 @@ func startPosition(ctx context.Context, tx pgx.Tx, window int64, now time.Time) 
 			return p, fmt.Errorf("read %s gaps: %w", t, err)
 		}
 		gaps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Gap, error) {
-			g := Gap{Since: now}
+			g := Gap{Since: now, XMax: snap.xmax}
 			return g, r.Scan(&g.Lo, &g.Hi)
 		})
 		if err != nil {
 			return p, fmt.Errorf("read %s gaps: %w", t, err)
 		}
 		p[t].Gaps = normalizeGaps(gaps)
+	}
+	return p, nil
+}
+
+// coreStartLookback is how long before a fresh count a transaction still
+// running then is assumed to have begun writing: the stream reads the keys
+// from there (minus the key clock margin) and remembers them, so that rows
+// such a transaction commits later are found. A transaction that wrote
+// earlier still and commits later is counted by the next recount.
+const coreStartLookback = time.Minute
+
+// coreStartPosition is where a fresh count leaves the core stream: each
+// table's floor at from, with every key at or above it already seen.
+func coreStartPosition(ctx context.Context, tx pgx.Tx, from time.Time) (position, error) {
+	var p position
+	floor := engine.UUIDLowerBound(from)
+	for t := range numTables {
+		rows, err := tx.Query(ctx, fmt.Sprintf(coreKeysSinceSQL, t.name(engine.Core()), t.keyColumn()), floor)
+		if err != nil {
+			return p, fmt.Errorf("read %s keys: %w", t.name(engine.Core()), err)
+		}
+		seen, err := pgx.CollectRows(rows, pgx.RowTo[engine.ID])
+		if err != nil {
+			return p, fmt.Errorf("read %s keys: %w", t.name(engine.Core()), err)
+		}
+		p[t] = Cursor{Floor: floor, Seen: seen}
 	}
 	return p, nil
 }
@@ -370,7 +458,12 @@ func normalizeGaps(gs []Gap) []Gap {
 	for _, g := range gs[1:] {
 		last := &out[len(out)-1]
 		if g.Lo <= last.Hi+1 {
+			// The merged gap waits for the longer of the two.
 			last.Hi = max(last.Hi, g.Hi)
+			last.XMax = max(last.XMax, g.XMax)
+			if g.Since.Before(last.Since) {
+				last.Since = g.Since
+			}
 			continue
 		}
 		out = append(out, g)
@@ -381,16 +474,16 @@ func normalizeGaps(gs []Gap) []Gap {
 // readErrorSteps returns the retry class and group of every step in error;
 // named resolves the groups (a dangling named task is the ("", "") group, as
 // in the full count).
-func readErrorSteps(ctx context.Context, tx pgx.Tx, named map[int32]namedTask) (map[int64]errorStep, error) {
-	rows, err := tx.Query(ctx, errorStepsSQL)
+func readErrorSteps(ctx context.Context, tx pgx.Tx, e engine.Engine, named map[engine.ID]namedTask) (map[engine.ID]errorStep, error) {
+	rows, err := tx.Query(ctx, pick(e, errorStepsSQL, coreErrorStepsSQL))
 	if err != nil {
 		return nil, fmt.Errorf("read steps in error: %w", err)
 	}
-	steps := map[int64]errorStep{}
+	steps := map[engine.ID]errorStep{}
 	var (
-		id                            int64
+		id                            engine.ID
 		retryable, exhausted, backoff bool
-		namedTask                     *int32
+		namedTask                     *engine.ID
 	)
 	_, err = pgx.ForEachRow(rows, []any{&id, &retryable, &exhausted, &backoff, &namedTask}, func() error {
 		var c uint8
@@ -416,21 +509,21 @@ func readErrorSteps(ctx context.Context, tx pgx.Tx, named map[int32]namedTask) (
 	return steps, nil
 }
 
-func readInProgressSteps(ctx context.Context, tx pgx.Tx) (map[int64]time.Time, error) {
-	rows, err := tx.Query(ctx, inProgressStepsSQL)
+func readRunningSteps(ctx context.Context, tx pgx.Tx, e engine.Engine) (map[engine.ID]stateSince, error) {
+	rows, err := tx.Query(ctx, pick(e, runningStepsSQL, coreRunningStepsSQL), e.StepStates.Running)
 	if err != nil {
-		return nil, fmt.Errorf("read steps in progress: %w", err)
+		return nil, fmt.Errorf("read running steps: %w", err)
 	}
-	out := map[int64]time.Time{}
+	out := map[engine.ID]stateSince{}
 	var (
-		id int64
-		at time.Time
+		id engine.ID
+		r  stateSince
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error {
-		out[id] = at
+	if _, err := pgx.ForEachRow(rows, []any{&id, &r.state, &r.at}, func() error {
+		out[id] = r
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("read steps in progress: %w", err)
+		return nil, fmt.Errorf("read running steps: %w", err)
 	}
 	return out, nil
 }
@@ -441,14 +534,14 @@ type namedTask struct {
 	version string
 }
 
-func readNamedTasks(ctx context.Context, tx pgx.Tx) (map[int32]namedTask, error) {
-	rows, err := tx.Query(ctx, namedTasksSQL)
+func readNamedTasks(ctx context.Context, tx pgx.Tx, e engine.Engine) (map[engine.ID]namedTask, error) {
+	rows, err := tx.Query(ctx, pick(e, namedTasksSQL, coreNamedTasksSQL))
 	if err != nil {
 		return nil, fmt.Errorf("read named tasks: %w", err)
 	}
-	out := map[int32]namedTask{}
+	out := map[engine.ID]namedTask{}
 	var (
-		id                int32
+		id                engine.ID
 		ns, name, version string
 	)
 	_, err = pgx.ForEachRow(rows, []any{&id, &ns, &name, &version}, func() error {
@@ -459,4 +552,12 @@ func readNamedTasks(ctx context.Context, tx pgx.Tx) (map[int32]namedTask, error)
 		return nil, fmt.Errorf("read named tasks: %w", err)
 	}
 	return out, nil
+}
+
+// pick is the Rails or the core text of a query, for e.
+func pick(e engine.Engine, rails, core string) string {
+	if e.Kind == engine.KindCore {
+		return core
+	}
+	return rails
 }

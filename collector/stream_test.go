@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
@@ -126,6 +128,9 @@ func (s testStream) assertMatchesRecount(t *testing.T) {
 	if !slices.Equal(got.ErrorStepsByName, want.ErrorStepsByName) {
 		t.Errorf("error steps by name differ:\n got  %+v\n want %+v", got.ErrorStepsByName, want.ErrorStepsByName)
 	}
+	if !maps.EqualFunc(got.OldestStepByState, want.OldestStepByState, time.Time.Equal) {
+		t.Errorf("oldest running step per state differs: got %v, want %v", got.OldestStepByState, want.OldestStepByState)
+	}
 	if !got.OldestInProgressStep.Equal(want.OldestInProgressStep) {
 		t.Errorf("oldest step in progress differs: got %v, want %v", got.OldestInProgressStep, want.OldestInProgressStep)
 	}
@@ -150,12 +155,18 @@ func (s testStream) assertMatchesRecount(t *testing.T) {
 
 type transitionKey struct {
 	step bool
-	id   int64
+	id   engine.ID
 }
 
 // assertExactlyOnce checks that every transition row outside start was
 // emitted exactly once across emitted, and none inside start was.
 func assertExactlyOnce(t *testing.T, conn *pgx.Conn, start position, emitted []Transition) {
+	t.Helper()
+	assertExactlyOnceIn(t, engine.Rails(), conn, start, emitted)
+}
+
+// assertExactlyOnceIn is assertExactlyOnce on e's tables.
+func assertExactlyOnceIn(t *testing.T, e engine.Engine, conn *pgx.Conn, start position, emitted []Transition) {
 	t.Helper()
 	seen := map[transitionKey]int{}
 	for _, tr := range emitted {
@@ -163,11 +174,15 @@ func assertExactlyOnce(t *testing.T, conn *pgx.Conn, start position, emitted []T
 	}
 	var checked, missing, dup, early int
 	for _, tbl := range []table{tableTaskTransitions, tableStepTransitions} {
-		rows, err := conn.Query(testCtx(t), "SELECT id FROM "+tbl.String()+" ORDER BY id")
+		key := "id"
+		if e.Kind == engine.KindCore {
+			key = tbl.keyColumn()
+		}
+		rows, err := conn.Query(testCtx(t), "SELECT "+key+" FROM "+tbl.name(e)+" ORDER BY 1")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[engine.ID])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,16 +193,16 @@ func assertExactlyOnce(t *testing.T, conn *pgx.Conn, start position, emitted []T
 			switch {
 			case start[tbl].Contains(id) && n != 0:
 				early++
-				t.Errorf("%s %d was counted at start but emitted %d times", tbl, id, n)
+				t.Errorf("%s %s was counted at start but emitted %d times", tbl, id, n)
 			case !start[tbl].Contains(id) && n == 0:
 				missing++
 				if missing < 10 {
-					t.Errorf("%s %d never emitted", tbl, id)
+					t.Errorf("%s %s never emitted", tbl, id)
 				}
 			case !start[tbl].Contains(id) && n > 1:
 				dup++
 				if dup < 10 {
-					t.Errorf("%s %d emitted %d times", tbl, id, n)
+					t.Errorf("%s %s emitted %d times", tbl, id, n)
 				}
 			default:
 				checked++
@@ -231,7 +246,7 @@ func emittedIDs(ts []Transition, step bool) []int64 {
 	var out []int64
 	for _, t := range ts {
 		if t.Step == step {
-			out = append(out, t.ID)
+			out = append(out, t.ID.Int())
 		}
 	}
 	return out
@@ -268,7 +283,7 @@ func TestStreamOutOfOrderCommit(t *testing.T) {
 		t.Fatalf("emitted %v after B committed, want [%d]", got, idB)
 	}
 	cur := s.pos[tableTaskTransitions]
-	if cur.Watermark != idB || cur.Contains(idA) {
+	if cur.Watermark != idB || cur.Contains(engine.IntID(idA)) {
 		t.Fatalf("cursor %+v: want watermark %d with %d in a gap", cur, idB, idA)
 	}
 	s.assertMatchesRecount(t) // A is not committed: the counts must not include it
@@ -281,7 +296,7 @@ func TestStreamOutOfOrderCommit(t *testing.T) {
 	if got := emittedIDs(s.sink.all(), false); !slices.Equal(got, []int64{idB, idA}) {
 		t.Fatalf("emitted %v, want [%d %d]: A exactly once, after the watermark passed it", got, idB, idA)
 	}
-	if s.pos[tableTaskTransitions].Contains(idA) != true || len(s.pos[tableTaskTransitions].Gaps) != 0 {
+	if s.pos[tableTaskTransitions].Contains(engine.IntID(idA)) != true || len(s.pos[tableTaskTransitions].Gaps) != 0 {
 		t.Errorf("gap not closed: %+v", s.pos[tableTaskTransitions])
 	}
 	if n := testutil.ToFloat64(s.m.lateRows.WithLabelValues("tasker_task_transitions")); n != 1 {
@@ -632,12 +647,12 @@ func TestStreamCrashRestartLosesNothing(t *testing.T) {
 			cp = last.StepTransitions
 		}
 		for _, id := range ids {
-			n := seen[transitionKey{tbl == tableStepTransitions, id}]
+			n := seen[transitionKey{tbl == tableStepTransitions, engine.IntID(id)}]
 			switch {
-			case start[tbl].Contains(id):
+			case start[tbl].Contains(engine.IntID(id)):
 			case n == 0:
 				t.Errorf("%s %d lost in the crash", tbl, id)
-			case n > 1 && cp.Contains(id):
+			case n > 1 && cp.Contains(engine.IntID(id)):
 				t.Errorf("%s %d emitted %d times although the checkpoint had it", tbl, id, n)
 			case n > 1:
 				again++
@@ -762,8 +777,8 @@ func TestStreamMetricsAndExemplars(t *testing.T) {
 	nt := f.namedTask("default", "welcome", "0.1.0")
 	task := f.task(nt)
 	step := f.step(task, stepSpec{attempts: n32(0), retryLimit: n32(3)})
-	s := newTestStream(t, pg.URL, testStreamConfig(), nil, WithExemplars(func(id int64) (string, bool) {
-		return fmt.Sprintf("%032x", id), true
+	s := newTestStream(t, pg.URL, testStreamConfig(), nil, WithExemplars(func(id engine.ID) (string, bool) {
+		return fmt.Sprintf("%032x", id.Int()), true
 	}))
 	s.drain(t)
 
@@ -901,4 +916,71 @@ func TestStreamRefreshOldestRetryable(t *testing.T) {
 	if got.OldestRetryableErrorStep.IsZero() || !got.OldestRetryableErrorStep.Equal(full.OldestRetryableErrorStep) {
 		t.Errorf("oldest retryable step = %v, want %v as the full count says", got.OldestRetryableErrorStep, full.OldestRetryableErrorStep)
 	}
+}
+
+// TestStreamSettlesRolledBackIDs checks that ids no transaction can
+// commit any more (rolled-back inserts) stop costing re-checks once every
+// transaction that was running when they were skipped has ended, instead
+// of being re-checked on every poll until the gap horizon: the sparse-id
+// case of docs/stream.md, from a fresh start and in steady state.
+func TestStreamSettlesRolledBackIDs(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewTasker(t)
+	f := newFixture(t, pg)
+	nt := f.namedTask("default", "welcome", "0.1.0")
+	x := f.task(nt, "pending")
+	ctx := testCtx(t)
+	rollBack := func(n int) {
+		conn := pg.Conn(t)
+		for range n {
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			statesman(t, ctx, tx, tableTaskTransitions, x, "in_progress")
+			_ = tx.Rollback(ctx)
+		}
+		statesman(t, ctx, conn, tableTaskTransitions, x, "pending") // above the rolled-back ids
+	}
+	rollBack(30)
+
+	cfg := testStreamConfig()
+	cfg.StartGapWindow = 1000
+	s := newTestStream(t, pg.URL, cfg, nil)
+	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	s.now = clock.Now
+	s.drain(t)
+	tt := tableTaskTransitions
+	if got := s.pos[tt].gapIDs(); got < 30 {
+		t.Fatalf("fresh start: %d missing ids in gaps, want the 30 rolled back", got)
+	}
+	// Transactions of the whole cluster count (other tests' databases
+	// too): poll until those running when the gaps were seen have ended.
+	settle := func() int64 {
+		clock.Advance(gapSettle)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			s.drain(t)
+			if n := s.pos[tt].gapIDs(); n == 0 || time.Now().After(deadline) {
+				return n
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if got := settle(); got != 0 {
+		t.Errorf("fresh start: %d ids still re-checked after every transaction that could fill them ended", got)
+	}
+
+	rollBack(20)
+	s.drain(t)
+	if got := s.pos[tt].gapIDs(); got != 20 {
+		t.Errorf("steady state: %d ids in gaps, want 20", got)
+	}
+	if got := settle(); got != 0 {
+		t.Errorf("steady state: %d ids still re-checked", got)
+	}
+	if n := testutil.ToFloat64(s.m.gapsExpired.WithLabelValues("tasker_task_transitions")); n != 0 {
+		t.Errorf("%v ids given up at the horizon; they were settled, not given up", n)
+	}
+	s.assertMatchesRecount(t)
 }

@@ -18,7 +18,10 @@ var States = engine.States()
 
 // HealthCounts has exactly the columns and semantics of Tasker's
 // get_system_health_counts_v01() (docs/tasker-semantics.md#health-counts). Entities with no
-// transition row count in the totals only.
+// transition row count in the totals only. On tasker-core each state column
+// counts the core state of the same name (InProgressTasks is 0: core tasks
+// have no in_progress) and the retry columns follow Snapshot.ErrorStepsByName;
+// Snapshot.TaskStates and StepStates have every core state.
 type HealthCounts struct {
 	TotalTasks      int64 `json:"total_tasks"`
 	PendingTasks    int64 `json:"pending_tasks"`
@@ -64,16 +67,28 @@ type Snapshot struct {
 	// Steps in error per namespace and named task by retry class: State is
 	// RetryClassRetryable, RetryClassExhausted or RetryClassInBackoff, and
 	// the counts sum to the HealthCounts columns. Zero counts are left out.
+	// On core retryable and in_backoff are the steps in waiting_for_retry,
+	// exhausted those in error with attempts >= max_attempts
+	// (docs/tasker-semantics.md#tasker-core).
 	ErrorStepsByName []GroupCount
 	// Current state counts the health function leaves out of its columns.
 	ResolvedManuallyTasks int64
 	CancelledSteps        int64
 	ResolvedManuallySteps int64
 
-	// When the step longest in progress entered in_progress, and when the
-	// retryable step longest in error (a retry left, retryable, its task
-	// still pending or in progress) entered error, from their current
-	// transition rows; zero when there is none.
+	// OldestStepByState has, for each of the engine's running step states
+	// (StepStates.Running: in_progress on Rails; enqueued, in_progress and
+	// the two orchestration hand-offs on core), when the step longest in
+	// that state entered it, from its current transition row. A state no
+	// step is in has no entry; nil when no step runs.
+	OldestStepByState map[string]time.Time
+	// When the step longest in progress entered in_progress (the
+	// in_progress entry of OldestStepByState, on both engines), and when
+	// the retryable step waiting longest entered its wait, from their
+	// current transition rows; zero when there is none. On Rails that is
+	// a step in error with a retry left, retryable, its task still pending
+	// or in progress; on core a step in waiting_for_retry whose task is
+	// not in a terminal state.
 	// These are what the stuck-step alerts watch.
 	OldestInProgressStep     time.Time
 	OldestRetryableErrorStep time.Time

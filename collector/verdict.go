@@ -8,6 +8,14 @@ import "github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
 // judges; /tasker/health/status (package api) shows it. The
 // comparisons are strict and use the unrounded percentages, as Tasker does;
 // utilization is rounded to two places for display.
+//
+// On tasker-core the same columns hold the core states of the same names
+// (queryCounts tallies groups by state name): ErrorTasks and ErrorSteps
+// count the state error, which on core means failed for good (exhausted or
+// not retryable), so the rule keeps Rails' meaning for tasks; for steps it
+// is stricter than on Rails, whose error also holds steps with retries
+// left: core's waiting_for_retry, blocked_by_failures and the
+// enqueued_as_error_for_orchestration hand-off count in the totals only.
 func Verdict(c HealthCounts) (healthy bool, utilization float64) {
 	healthy = true
 	if c.MaxConnections > 0 {

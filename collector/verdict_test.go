@@ -1,6 +1,10 @@
 package collector
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
+)
 
 func TestVerdict(t *testing.T) {
 	tests := []struct {
@@ -27,6 +31,39 @@ func TestVerdict(t *testing.T) {
 			healthy, util := Verdict(tc.counts)
 			if healthy != tc.healthy || util != tc.wantUtil {
 				t.Errorf("Verdict = %v, %v; want %v, %v", healthy, util, tc.healthy, tc.wantUtil)
+			}
+		})
+	}
+}
+
+// On core the verdict reads the core error state; the states of a failure
+// that may still recover (waiting_for_retry, blocked_by_failures, the
+// error hand-off to orchestration) count in the totals only.
+func TestVerdictCore(t *testing.T) {
+	g := func(state string, n int64) GroupCount { return GroupCount{"ns", "t", state, n} }
+	for _, tc := range []struct {
+		name         string
+		tasks, steps []GroupCount
+		healthy      bool
+	}{
+		{"recoverable failures are not errors",
+			[]GroupCount{g("blocked_by_failures", 5), g("waiting_for_retry", 5), g("error", 1)},
+			[]GroupCount{g("waiting_for_retry", 8), g("enqueued_as_error_for_orchestration", 8), g("error", 1)}, true},
+		{"half the tasks in error", []GroupCount{g("error", 2), g("", 2)}, nil, true},
+		{"over half the tasks in error", []GroupCount{g("error", 3), g("", 2)}, nil, false},
+		{"over half the steps in error", nil, []GroupCount{g("error", 3), g("complete", 2)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := Snapshot{Engine: engine.KindCore, Tasks: tc.tasks}
+			s.tallyTasks()
+			var steps []stepGroup
+			for _, gc := range tc.steps {
+				steps = append(steps, stepGroup{GroupCount: gc})
+			}
+			s.Steps = s.tallySteps(steps)
+			s.Counts.MaxConnections, s.Counts.ActiveConnections = 100, 1
+			if healthy, _ := Verdict(s.Counts); healthy != tc.healthy {
+				t.Errorf("Verdict(%+v) = %v, want %v", s.Counts, healthy, tc.healthy)
 			}
 		})
 	}

@@ -142,24 +142,33 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c := snap.Counts
 
-	byState := func(desc *prometheus.Desc, total int64, counts map[string]int64) {
+	eng := engineOf(snap)
+	byState := func(desc *prometheus.Desc, total int64, states []string, counts map[string]int64) {
 		rest := total
-		for state, v := range counts {
+		for _, state := range states {
+			v := counts[state]
 			gauge(desc, v, state)
 			rest -= v
 		}
-		// Rows with a state outside Tasker's six, which its models reject,
-		// would land in "new" too.
+		// Rows with a state outside the engine's, which its state machine
+		// rejects, would land in "new" too.
 		gauge(desc, max(rest, 0), StateNew)
 	}
-	byState(d.tasks, c.TotalTasks, map[string]int64{
-		engine.Pending: c.PendingTasks, engine.InProgress: c.InProgressTasks, engine.Complete: c.CompleteTasks,
-		engine.Error: c.ErrorTasks, engine.Cancelled: c.CancelledTasks, engine.ResolvedManually: snap.ResolvedManuallyTasks,
-	})
-	byState(d.steps, c.TotalSteps, map[string]int64{
-		engine.Pending: c.PendingSteps, engine.InProgress: c.InProgressSteps, engine.Complete: c.CompleteSteps,
-		engine.Error: c.ErrorSteps, engine.Cancelled: snap.CancelledSteps, engine.ResolvedManually: snap.ResolvedManuallySteps,
-	})
+	taskCounts, stepCounts := snap.TaskStates(), snap.StepStates()
+	if eng.Kind == engine.KindRails {
+		// The Rails columns, as the sidecar has always exported them: the
+		// health function's six states.
+		taskCounts = map[string]int64{
+			engine.Pending: c.PendingTasks, engine.InProgress: c.InProgressTasks, engine.Complete: c.CompleteTasks,
+			engine.Error: c.ErrorTasks, engine.Cancelled: c.CancelledTasks, engine.ResolvedManually: snap.ResolvedManuallyTasks,
+		}
+		stepCounts = map[string]int64{
+			engine.Pending: c.PendingSteps, engine.InProgress: c.InProgressSteps, engine.Complete: c.CompleteSteps,
+			engine.Error: c.ErrorSteps, engine.Cancelled: snap.CancelledSteps, engine.ResolvedManually: snap.ResolvedManuallySteps,
+		}
+	}
+	byState(d.tasks, c.TotalTasks, eng.TaskStates.All, taskCounts)
+	byState(d.steps, c.TotalSteps, eng.StepStates.All, stepCounts)
 
 	gauge(d.errorSteps, c.RetryableErrorSteps, engine.RetryClassRetryable)
 	gauge(d.errorSteps, c.ExhaustedRetrySteps, engine.RetryClassExhausted)
@@ -171,9 +180,18 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return max(now.Sub(since).Seconds(), 0)
 	}
-	ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestInProgressStep), engine.InProgress)
+	// One series per running step state of the engine (in_progress alone on
+	// Rails), then the retry wait: steps in error with a retry left on
+	// Rails, steps in waiting_for_retry on core.
+	for _, state := range eng.StepStates.Running {
+		since := snap.OldestStepByState[state]
+		if state == engine.InProgress {
+			since = snap.OldestInProgressStep
+		}
+		ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(since), state)
+	}
 	if !snap.OldestRetryableUnknown {
-		ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestRetryableErrorStep), engine.Error)
+		ch <- prometheus.MustNewConstMetric(d.oldestStep, prometheus.GaugeValue, age(snap.OldestRetryableErrorStep), retryWaitState(eng))
 	}
 	gauge(d.connActive, c.ActiveConnections)
 	gauge(d.connMax, c.MaxConnections)
@@ -218,7 +236,7 @@ func (d *domainCollector) breakdown(snap *collector.Snapshot) breakdown {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.memoFor != snap {
-		d.memo, d.memoFor = foldGroups(snap.Tasks, snap.Steps, d.cfg.MaxLabelGroups), snap
+		d.memo, d.memoFor = foldGroups(snap.Tasks, snap.Steps, d.cfg.MaxLabelGroups, engineOf(snap)), snap
 		d.memo.errorSteps = fold(snap.ErrorStepsByName, d.memo.kept, retryClassLabel)
 	}
 	return d.memo
@@ -228,11 +246,12 @@ func (d *domainCollector) breakdown(snap *collector.Snapshot) breakdown {
 // count, then step count, then name, so that the kept set is the same for
 // both families and stable across scrapes. Everything else is summed into
 // the "other" pair, so the per-state sums are preserved.
-func foldGroups(tasks, steps []collector.GroupCount, limit int) breakdown {
+func foldGroups(tasks, steps []collector.GroupCount, limit int, eng engine.Engine) breakdown {
+	taskLabel, stepLabel := stateLabel(eng.TaskStates), stateLabel(eng.StepStates)
 	type totals struct{ tasks, steps int64 }
 	sizes := map[pair]*totals{}
-	size := func(g collector.GroupCount) *totals {
-		if _, ok := stateLabel(g.State); !ok {
+	size := func(g collector.GroupCount, label func(string) (string, bool)) *totals {
+		if _, ok := label(g.State); !ok {
 			return &totals{} // exported nowhere, so it must not win a slot
 		}
 		p := pair{clean(g.Namespace), clean(g.TaskName)}
@@ -244,10 +263,10 @@ func foldGroups(tasks, steps []collector.GroupCount, limit int) breakdown {
 		return t
 	}
 	for _, g := range tasks {
-		size(g).tasks += g.Count
+		size(g, taskLabel).tasks += g.Count
 	}
 	for _, g := range steps {
-		size(g).steps += g.Count
+		size(g, stepLabel).steps += g.Count
 	}
 	ranked := make([]pair, 0, len(sizes))
 	for p := range sizes {
@@ -267,8 +286,8 @@ func foldGroups(tasks, steps []collector.GroupCount, limit int) breakdown {
 		kept[p] = true
 	}
 	return breakdown{
-		tasks:   fold(tasks, kept, stateLabel),
-		steps:   fold(steps, kept, stateLabel),
+		tasks:   fold(tasks, kept, taskLabel),
+		steps:   fold(steps, kept, stepLabel),
 		kept:    kept,
 		dropped: len(ranked) - len(kept),
 	}
@@ -302,13 +321,34 @@ func fold(groups []collector.GroupCount, kept map[pair]bool, label func(string) 
 	return out
 }
 
-// stateLabel keeps label values to the enum: an unexpected state string from
-// the database is dropped rather than becoming a new series.
-func stateLabel(s string) (string, bool) {
-	if s == "" {
-		return StateNew, true
+// stateLabel keeps label values to the engine's states: an unexpected state
+// string from the database is dropped rather than becoming a new series.
+func stateLabel(states engine.StateSets) func(string) (string, bool) {
+	return func(s string) (string, bool) {
+		if s == "" {
+			return StateNew, true
+		}
+		return s, states.Has(s)
 	}
-	return s, engine.IsState(s)
+}
+
+// engineOf is the engine whose states snap holds: Rails when unset, as in
+// snapshots from before engines were told apart.
+func engineOf(snap *collector.Snapshot) engine.Engine {
+	if e, err := engine.For(snap.Engine); err == nil {
+		return e
+	}
+	return engine.Rails()
+}
+
+// retryWaitState labels the age of the oldest step waiting for a retry:
+// the engine's backoff state (waiting_for_retry on core), or error on
+// Rails, where such a step is in error with a retry left.
+func retryWaitState(e engine.Engine) string {
+	if len(e.StepStates.InBackoff) > 0 {
+		return e.StepStates.InBackoff[0]
+	}
+	return engine.Error
 }
 
 // retryClassLabel keeps the retry_class label to the three classes.

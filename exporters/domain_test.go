@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 func g(ns, task, state string, n int64) collector.GroupCount {
@@ -197,7 +198,7 @@ func TestFoldGroups(t *testing.T) {
 		g("e", "small", "error", 9),
 		g("zzz", "stepsonly", "pending", 1), // a pair with steps but no tasks
 	}
-	b := foldGroups(tasks, steps, 3)
+	b := foldGroups(tasks, steps, 3, engine.Rails())
 
 	// a/big (55) and b/mid (20) lead; c/tie and d/tie tie on tasks (10) and
 	// steps (5), so the namespace decides: c/tie stays.
@@ -234,7 +235,7 @@ func TestFoldGroups(t *testing.T) {
 	for i, x := range tasks {
 		rev[len(tasks)-1-i] = x
 	}
-	if again := foldGroups(rev, steps, 3); !equalSeries(again.tasks, b.tasks) {
+	if again := foldGroups(rev, steps, 3, engine.Rails()); !equalSeries(again.tasks, b.tasks) {
 		t.Errorf("order-dependent result: %v", again.tasks)
 	}
 }
@@ -244,7 +245,7 @@ func TestFoldMergesRealOtherPair(t *testing.T) {
 		g("other", "other", "complete", 100),
 		g("x", "y", "complete", 1),
 	}
-	b := foldGroups(tasks, nil, 1)
+	b := foldGroups(tasks, nil, 1, engine.Rails())
 	want := []series{{"other", "other", "complete", 101}}
 	if !equalSeries(b.tasks, want) {
 		t.Errorf("got %v, want %v", b.tasks, want)

@@ -13,20 +13,26 @@ import (
 
 type databaseCheck struct {
 	ping        func(context.Context) (time.Duration, error)
-	missing     func() []string
+	schema      func() collector.SchemaStatus
 	unreachable func(error)
 }
 
-// DatabaseDetails are the database check's details: the Tasker tables it
-// did not find.
+// DatabaseDetails are the database check's details: the Tasker engine the
+// sidecar attached to ("rails" or "core"; absent until a schema check found
+// one), database.engine as configured, and the Tasker tables it did not
+// find.
 type DatabaseDetails struct {
-	MissingTables []string `json:"missing_tables"`
+	Engine           string   `json:"engine,omitempty"`
+	ConfiguredEngine string   `json:"configured_engine,omitempty"`
+	MissingTables    []string `json:"missing_tables,omitempty"`
 }
 
 // NewDatabaseCheck reports the "database" check. ping runs a trivial query
-// and returns its round-trip time; missing (may be nil) lists the Tasker
-// tables the sidecar needs but did not find, so that a sidecar pointed at the
-// wrong database is not ready even though the connection works.
+// and returns its round-trip time; schema (may be nil; collector.DB's
+// SchemaStatus) is what the last schema check found: the engine, or the
+// tables missing or the engines found when it could not settle on one, so
+// that a sidecar pointed at the wrong database is not ready even though the
+// connection works.
 //
 // unreachable (may be nil; collector.Refresher.ReportUnreachable) is told
 // when the ping finds the database unreachable, so that the status endpoint
@@ -34,8 +40,8 @@ type DatabaseDetails struct {
 // count, and only while ctx is live: a ping that waited out the deadline
 // for a pool connection busy with analytics, or whose caller went away,
 // says nothing about the database.
-func NewDatabaseCheck(ping func(ctx context.Context) (time.Duration, error), missing func() []string, unreachable func(error)) Checker {
-	return databaseCheck{ping: ping, missing: missing, unreachable: unreachable}
+func NewDatabaseCheck(ping func(ctx context.Context) (time.Duration, error), schema func() collector.SchemaStatus, unreachable func(error)) Checker {
+	return databaseCheck{ping: ping, schema: schema, unreachable: unreachable}
 }
 
 func (databaseCheck) Name() string { return "database" }
@@ -58,18 +64,36 @@ func (d databaseCheck) Check(ctx context.Context) CheckResult {
 			ResponseTimeMs: ms,
 		}
 	}
-	if d.missing != nil {
-		if m := d.missing(); len(m) > 0 {
-			return CheckResult{
-				Status:         StatusUnhealthy,
-				Message:        "Tasker tables missing: " + strings.Join(m, ", "),
-				Error:          "schema: missing tables",
-				ResponseTimeMs: ms,
-				Details:        DatabaseDetails{MissingTables: m},
-			}
+	if d.schema == nil {
+		return CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: ms}
+	}
+	st := d.schema()
+	details := DatabaseDetails{Engine: string(st.Engine.Kind), ConfiguredEngine: string(st.Configured),
+		MissingTables: st.Missing}
+	switch {
+	case len(st.Missing) > 0:
+		return CheckResult{
+			Status:         StatusUnhealthy,
+			Message:        "Tasker tables missing: " + strings.Join(st.Missing, ", "),
+			Error:          "schema: missing tables",
+			ResponseTimeMs: ms,
+			Details:        details,
+		}
+	case st.Err != nil:
+		// Both engines' tables: the error names them.
+		return CheckResult{
+			Status:         StatusUnhealthy,
+			Message:        "Tasker engine not settled: " + ErrorText(st.Err),
+			Error:          "schema: " + ErrorText(st.Err),
+			ResponseTimeMs: ms,
+			Details:        details,
 		}
 	}
-	return CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: ms}
+	res := CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: ms}
+	if st.Engine.Kind != "" {
+		res.Details = details
+	}
+	return res
 }
 
 type refreshCheck struct {

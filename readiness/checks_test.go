@@ -3,11 +3,14 @@ package readiness
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/healthtest"
 )
 
@@ -19,6 +22,10 @@ var (
 	errRefused = healthtest.ErrRefused
 )
 
+func status(st collector.SchemaStatus) func() collector.SchemaStatus {
+	return func() collector.SchemaStatus { return st }
+}
+
 func TestDatabaseCheck(t *testing.T) {
 	ok := func(context.Context) (time.Duration, error) { return 1500 * time.Microsecond, nil }
 	down := func(context.Context) (time.Duration, error) { return 0, errRefused }
@@ -26,22 +33,33 @@ func TestDatabaseCheck(t *testing.T) {
 	tests := []struct {
 		name        string
 		ping        func(context.Context) (time.Duration, error)
-		missing     func() []string
+		schema      func() collector.SchemaStatus
 		wantStatus  string
 		wantMessage string
 		wantError   string
+		wantDetails any
 	}{
-		{"healthy", ok, nil, StatusHealthy, "Database connection active", ""},
-		{"healthy with schema", ok, func() []string { return nil }, StatusHealthy, "Database connection active", ""},
+		{"healthy", ok, nil, StatusHealthy, "Database connection active", "", nil},
+		{"healthy before any schema check", ok, status(collector.SchemaStatus{}), StatusHealthy, "Database connection active", "", nil},
+		{"healthy on rails", ok, status(collector.SchemaStatus{Checked: true, Engine: engine.Rails(), Configured: engine.KindAuto}),
+			StatusHealthy, "Database connection active", "", DatabaseDetails{Engine: "rails", ConfiguredEngine: "auto"}},
+		{"healthy on core", ok, status(collector.SchemaStatus{Checked: true, Engine: engine.Core(), Configured: engine.KindCore}),
+			StatusHealthy, "Database connection active", "", DatabaseDetails{Engine: "core", ConfiguredEngine: "core"}},
 		{"down", down, nil, StatusUnhealthy, "Database connection failed: collect health counts: dial tcp 10.0.0.5:5432: connection refused",
-			"connection: collect health counts"},
-		{"timeout", slow, nil, StatusUnhealthy, "Database connection failed: context deadline exceeded", "timeout: context deadline exceeded"},
-		{"missing tables", ok, func() []string { return []string{"tasker_tasks", "tasker_named_tasks"} }, StatusUnhealthy,
-			"Tasker tables missing: tasker_tasks, tasker_named_tasks", "schema: missing tables"},
+			"connection: collect health counts", nil},
+		{"timeout", slow, nil, StatusUnhealthy, "Database connection failed: context deadline exceeded", "timeout: context deadline exceeded", nil},
+		{"missing tables", ok, status(collector.SchemaStatus{Checked: true, Configured: engine.KindAuto,
+			Missing: []string{"tasker_tasks", "tasker_named_tasks"}, Err: errors.New("no Tasker tables")}), StatusUnhealthy,
+			"Tasker tables missing: tasker_tasks, tasker_named_tasks", "schema: missing tables",
+			DatabaseDetails{ConfiguredEngine: "auto", MissingTables: []string{"tasker_tasks", "tasker_named_tasks"}}},
+		{"both engines", ok, status(collector.SchemaStatus{Checked: true, Configured: engine.KindAuto,
+			Err: fmt.Errorf("Tasker schema: found %w (...)", engine.ErrBothEngines)}), StatusUnhealthy,
+			"Tasker engine not settled: Tasker schema: found both the Rails engine's tables and tasker-core's (...)",
+			"schema: Tasker schema: found both", DatabaseDetails{ConfiguredEngine: "auto"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewDatabaseCheck(tc.ping, tc.missing, nil)
+			c := NewDatabaseCheck(tc.ping, tc.schema, nil)
 			if c.Name() != "database" {
 				t.Errorf("name = %q", c.Name())
 			}
@@ -50,6 +68,9 @@ func TestDatabaseCheck(t *testing.T) {
 			res := c.Check(ctx)
 			if res.Status != tc.wantStatus || res.Message != tc.wantMessage || !strings.HasPrefix(res.Error, tc.wantError) {
 				t.Errorf("got %+v", res)
+			}
+			if !reflect.DeepEqual(res.Details, tc.wantDetails) {
+				t.Errorf("details = %#v, want %#v", res.Details, tc.wantDetails)
 			}
 			if res.ResponseTimeMs <= 0 {
 				t.Errorf("response_time_ms = %v, want > 0 even on failure", res.ResponseTimeMs)

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 	"github.com/tasker-systems/tasker-sidecar/traces"
@@ -116,7 +117,7 @@ func TestJaegerE2E(t *testing.T) {
 	}
 	_ = stream.Shutdown(context.Background())
 
-	traceID := traces.TaskTraceID(cfg.TraceIDSalt, task).String()
+	traceID := traces.TaskTraceID(cfg.TraceIDSalt, engine.IntID(task)).String()
 	tags, _ := json.Marshal(map[string]string{"tasker.task_id": fmt.Sprint(task)})
 	u := fmt.Sprintf("%s/api/traces?service=%s&tags=%s&lookback=1h&limit=20", query, cfg.ServiceName, url.QueryEscape(string(tags)))
 	// Earlier runs against the same Jaeger have tasks with the same id

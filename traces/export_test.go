@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // The external tests (package traces_test: otlp_test.go, e2e_test.go) use
@@ -31,7 +32,7 @@ func (r *otlpReceiver) LastHeaders() map[string]string { return r.lastHeaders() 
 // RetriedTaskHistories serves task 42, retriedTask: four spans when its
 // run that ended at sort key 20 is exported.
 func RetriedTaskHistories() TaskHistorySource {
-	return &fakeHistories{tasks: map[int64]collector.TaskHistory{42: retriedTask()}}
+	return &fakeHistories{tasks: map[engine.ID]collector.TaskHistory{engine.IntID(42): retriedTask()}}
 }
 
 // ExportedRuns is the count of task runs w exported.

@@ -54,7 +54,7 @@ type countingSource struct {
 	unseen int
 }
 
-func (c *countingSource) TaskHistories(ctx context.Context, ids []int64, seen map[int64]*collector.TaskTransitions) ([]collector.TaskHistory, error) {
+func (c *countingSource) TaskHistories(ctx context.Context, ids []engine.ID, seen map[engine.ID]*collector.TaskTransitions) ([]collector.TaskHistory, error) {
 	c.mu.Lock()
 	for _, id := range ids {
 		if seen[id] == nil {

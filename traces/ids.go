@@ -5,9 +5,10 @@ import (
 	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"strconv"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // A task's trace id and every span id in it are hashes of the task's
@@ -15,16 +16,19 @@ import (
 // another replica, after a failed export) yields the same spans in the same
 // trace instead of a second trace. SHA-256 also spreads sequential task ids
 // uniformly over the id space, which ratio sampling relies on: it looks at
-// the low 8 bytes.
+// the low 8 bytes. tasker-core's UUIDv7 keys share their leading bytes
+// within a millisecond; hashing spreads them too.
 
 // TaskTraceID is the trace id of a task's trace. salt separates Tasker
-// databases that share a tracing backend.
-func TaskTraceID(salt string, taskID int64) trace.TraceID {
+// databases that share a tracing backend. The hash is of the key as
+// engine.ID.String prints it: decimal for a Rails key, which keeps the ids
+// of earlier versions, and the canonical UUID for a tasker-core key.
+func TaskTraceID(salt string, taskID engine.ID) trace.TraceID {
 	h := sha256.New()
 	h.Write([]byte("tasker.task\x00"))
 	h.Write([]byte(salt))
 	h.Write([]byte{0})
-	h.Write(strconv.AppendInt(nil, taskID, 10))
+	h.Write([]byte(taskID.String()))
 	var id trace.TraceID
 	copy(id[:], h.Sum(nil))
 	if !id.IsValid() {
@@ -33,15 +37,21 @@ func TaskTraceID(salt string, taskID int64) trace.TraceID {
 	return id
 }
 
-// spanIDFor derives a span id inside a trace from a kind and numbers (a
-// step id, a transition's sort_key).
-func spanIDFor(traceID trace.TraceID, kind string, nums ...int64) trace.SpanID {
+// spanIDFor derives a span id inside a trace from a kind and keys (a step
+// id, a transition's sort_key on Rails or key on core). A number is
+// hashed as 8 big-endian bytes, as ids always were; a UUID as its 16.
+func spanIDFor(traceID trace.TraceID, kind string, keys ...engine.ID) trace.SpanID {
 	h := sha256.New()
 	h.Write(traceID[:])
 	h.Write([]byte(kind))
 	var buf [8]byte
-	for _, n := range nums {
-		binary.BigEndian.PutUint64(buf[:], uint64(n))
+	for _, k := range keys {
+		if k.IsUUID() {
+			u := k.UUID()
+			h.Write(u[:])
+			continue
+		}
+		binary.BigEndian.PutUint64(buf[:], uint64(k.Int()))
 		h.Write(buf[:])
 	}
 	var id trace.SpanID

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
@@ -171,7 +172,7 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 		t.Fatal("no task completed; the simulation was too short")
 	}
 	for task, w := range want {
-		g := got[TaskTraceID("", task).String()]
+		g := got[TaskTraceID("", engine.IntID(task)).String()]
 		if g == nil {
 			t.Errorf("task %d: no trace", task)
 			continue
@@ -194,7 +195,7 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		traceOf[TaskTraceID("", id).String()] = true
+		traceOf[TaskTraceID("", engine.IntID(id)).String()] = true
 	}
 	mfs, err := reg.Gather()
 	if err != nil {

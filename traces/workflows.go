@@ -45,7 +45,7 @@ const historyChunk = 200
 // seen holds the transitions the stream already handed over for some of
 // the tasks (collector.Transition.History), which are not read again.
 type TaskHistorySource interface {
-	TaskHistories(ctx context.Context, taskIDs []int64, seen map[int64]*collector.TaskTransitions) ([]collector.TaskHistory, error)
+	TaskHistories(ctx context.Context, taskIDs []engine.ID, seen map[engine.ID]*collector.TaskTransitions) ([]collector.TaskHistory, error)
 }
 
 // Workflows turns the transition stream into one trace per task: it
@@ -81,7 +81,10 @@ type Workflows struct {
 
 // taskEnd is a terminal task transition: the end of one run of a task.
 type taskEnd struct {
-	taskID  int64
+	taskID engine.ID
+	// id is the transition's key, which finds it on core, where sort_key
+	// is not unique; sortKey finds it on Rails.
+	id      engine.ID
 	sortKey int32
 	// seen is the task's transitions as the stream read them, nil when the
 	// stream did not see them all (collector.Transition.History).
@@ -109,8 +112,9 @@ func NewWorkflows(cfg Config, exp sdktrace.SpanExporter, src TaskHistorySource, 
 	rec := &spanRecorder{}
 	limits := sdktrace.NewSpanLimits()
 	// A run span carries an event per task and step transition; a wide
-	// task easily has more than the default 128.
-	limits.EventCountLimit = 4 * cfg.MaxSpansPerTrace
+	// task easily has more than the default 128; a core step writes about
+	// four rows per attempt besides the attempt's own.
+	limits.EventCountLimit = 8 * cfg.MaxSpansPerTrace
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithResource(serviceResource(cfg.ServiceName, cfg.ServiceVersion)),
 		sdktrace.WithIDGenerator(idGenerator{}),
@@ -164,7 +168,7 @@ func NewWorkflows(cfg Config, exp sdktrace.SpanExporter, src TaskHistorySource, 
 
 // TraceID is the trace id of the task's trace and whether the task is
 // sampled.
-func (w *Workflows) TraceID(taskID int64) (trace.TraceID, bool) {
+func (w *Workflows) TraceID(taskID engine.ID) (trace.TraceID, bool) {
 	id := TaskTraceID(w.cfg.TraceIDSalt, taskID)
 	r := w.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: id, Name: SpanTask})
 	return id, r.Decision == sdktrace.RecordAndSample
@@ -172,7 +176,7 @@ func (w *Workflows) TraceID(taskID int64) (trace.TraceID, bool) {
 
 // ExemplarTraceID is TraceID as collector.WithExemplars wants it: the hex
 // id, and false for tasks that are not traced.
-func (w *Workflows) ExemplarTraceID(taskID int64) (string, bool) {
+func (w *Workflows) ExemplarTraceID(taskID engine.ID) (string, bool) {
 	id, ok := w.TraceID(taskID)
 	if !ok {
 		return "", false
@@ -189,14 +193,14 @@ func (w *Workflows) Consume(ctx context.Context, ts []collector.Transition) erro
 	ends := w.pending
 	w.pending = nil
 	for _, t := range ts {
-		if t.Step || !engine.EndsRun(t.ToState) {
+		if t.Step || !engineOf(t.TaskID).EndsRun(t.ToState) {
 			continue
 		}
 		if _, ok := w.TraceID(t.TaskID); !ok {
 			w.tasks.WithLabelValues(resultUnsampled).Inc()
 			continue
 		}
-		ends = append(ends, taskEnd{taskID: t.TaskID, sortKey: t.SortKey, seen: t.History})
+		ends = append(ends, taskEnd{taskID: t.TaskID, id: t.ID, sortKey: t.SortKey, seen: t.History})
 	}
 	if len(ends) == 0 {
 		w.pendingGauge.Set(0)
@@ -288,10 +292,10 @@ func (w *Workflows) fail(ends []taskEnd) {
 	w.keep(ends)
 }
 
-func (w *Workflows) histories(ctx context.Context, ends []taskEnd) (map[int64]collector.TaskHistory, error) {
-	var ids []int64
-	listed := map[int64]bool{}
-	var seen map[int64]*collector.TaskTransitions
+func (w *Workflows) histories(ctx context.Context, ends []taskEnd) (map[engine.ID]collector.TaskHistory, error) {
+	var ids []engine.ID
+	listed := map[engine.ID]bool{}
+	var seen map[engine.ID]*collector.TaskTransitions
 	for _, e := range ends {
 		if !listed[e.taskID] {
 			listed[e.taskID] = true
@@ -299,7 +303,7 @@ func (w *Workflows) histories(ctx context.Context, ends []taskEnd) (map[int64]co
 		}
 		if e.seen != nil {
 			if seen == nil {
-				seen = map[int64]*collector.TaskTransitions{}
+				seen = map[engine.ID]*collector.TaskTransitions{}
 			}
 			// Two ends of one task in a batch: the later one saw more.
 			if prev := seen[e.taskID]; prev == nil || len(e.seen.Task) > len(prev.Task) {
@@ -307,7 +311,7 @@ func (w *Workflows) histories(ctx context.Context, ends []taskEnd) (map[int64]co
 			}
 		}
 	}
-	out := make(map[int64]collector.TaskHistory, len(ids))
+	out := make(map[engine.ID]collector.TaskHistory, len(ids))
 	for chunk := range slices.Chunk(ids, historyChunk) {
 		hs, err := w.src.TaskHistories(ctx, chunk, seen)
 		if err != nil {
@@ -335,31 +339,67 @@ func (w *Workflows) Shutdown(ctx context.Context) error {
 }
 
 // attempt is one execution of a step: from an in_progress row to the row
-// after it; or a failure before any execution (an error row not preceded by
-// in_progress), with no duration.
+// after it (on core the hand-off to orchestration); or a failure before any
+// execution (an error row not preceded by in_progress, nor on core by a
+// hand-off), with no duration.
 type attempt struct {
-	step      *collector.StepHistory
-	number    int // 1-based, counting executions and pre-flight failures
-	start     collector.HistoryTransition
-	end       collector.HistoryTransition
+	step   *collector.StepHistory
+	number int // 1-based, counting executions and pre-flight failures
+	start  collector.HistoryTransition
+	end    collector.HistoryTransition
+	// outcome is complete, error or cancelled (Engine.AttemptOutcome), or
+	// the end row's state when the engine gives none.
+	outcome   string
 	preflight bool
 	last      bool // the step's latest attempt: its columns describe it
 	waited    time.Duration
 	spanID    trace.SpanID
+	// Core only: the enqueued row the attempt was picked up from, and the
+	// row orchestration wrote after the hand-off (complete,
+	// waiting_for_retry, error...), zero when absent.
+	enqueued, decided collector.HistoryTransition
+}
+
+// The engines, built once: Consume asks for every transition. Read only.
+var railsEngine, coreEngine = engine.Rails(), engine.Core()
+
+// engineOf is the engine whose database a key comes from: UUIDs are
+// tasker-core's, numbers Rails'.
+func engineOf(id engine.ID) engine.Engine {
+	if id.IsUUID() {
+		return coreEngine
+	}
+	return railsEngine
+}
+
+// rowKey identifies a transition row within its task or step for span ids:
+// the sort_key on Rails (unique there, and what ids were always derived
+// from), the row's key on core (sort_key is not unique).
+func rowKey(id engine.ID, t collector.HistoryTransition) engine.ID {
+	if id.IsUUID() {
+		return t.ID
+	}
+	return engine.IntID(int64(t.SortKey))
 }
 
 // build starts and ends the spans of the run of h that ended at e and
 // returns how many; false when the history does not contain e.
 func (w *Workflows) build(h collector.TaskHistory, e taskEnd) (int, bool) {
+	eng := engineOf(h.TaskID)
 	traceID := TaskTraceID(w.cfg.TraceIDSalt, h.TaskID)
-	runEnd := slices.IndexFunc(h.Transitions, func(t collector.HistoryTransition) bool { return t.SortKey == e.sortKey })
-	if runEnd < 0 || !engine.EndsRun(h.Transitions[runEnd].ToState) {
+	runEnd := slices.IndexFunc(h.Transitions, func(t collector.HistoryTransition) bool {
+		if h.TaskID.IsUUID() && !e.id.IsZero() {
+			return t.ID == e.id
+		}
+		return t.SortKey == e.sortKey
+	})
+	if runEnd < 0 || !eng.EndsRun(h.Transitions[runEnd].ToState) {
 		return 0, false
 	}
 	// The run begins after the previous terminal transition.
 	run, runStart := 1, 0
 	for i := range runEnd {
-		if engine.EndsRun(h.Transitions[i].ToState) {
+		if eng.EndsRun(h.Transitions[i].ToState) {
 			run++
 			runStart = i + 1
 		}
@@ -379,10 +419,10 @@ func (w *Workflows) build(h collector.TaskHistory, e taskEnd) (int, bool) {
 	} else {
 		// A later run (a retried or cancelled-after-completion task) is a
 		// child of the first run's span, which is already exported.
-		runID = spanIDFor(traceID, "run", int64(last.SortKey))
+		runID = spanIDFor(traceID, "run", rowKey(h.TaskID, last))
 		ctx = trace.ContextWithRemoteSpanContext(ctx, sampledContext(traceID, rootID))
 	}
-	_, runSpan := w.tracer.Start(withIDs(ctx, traceID, runID), SpanTask, append(opts, trace.WithAttributes(
+	attrs := []attribute.KeyValue{
 		str("tasker.task_id", h.TaskID),
 		attribute.String("tasker.namespace", h.Namespace),
 		attribute.String("tasker.task_name", h.TaskName),
@@ -393,12 +433,18 @@ func (w *Workflows) build(h collector.TaskHistory, e taskEnd) (int, bool) {
 		attribute.String("tasker.initiator", h.Initiator),
 		attribute.String("tasker.source_system", h.SourceSystem),
 		attribute.String("tasker.reason", h.Reason),
-	))...)
+	}
+	if h.CorrelationID != "" {
+		// tasker-core's own logs and spans carry it: the way from them to
+		// this trace.
+		attrs = append(attrs, attribute.String("tasker.correlation_id", h.CorrelationID))
+	}
+	_, runSpan := w.tracer.Start(withIDs(ctx, traceID, runID), SpanTask, append(opts, trace.WithAttributes(attrs...))...)
 	for _, t := range h.Transitions[runStart : runEnd+1] {
 		runSpan.AddEvent("task."+t.ToState, trace.WithTimestamp(t.At), trace.WithAttributes(str("tasker.transition_id", t.ID)))
 	}
 
-	attempts, events := stepActivity(h, traceID)
+	attempts, events := stepActivity(eng, h, traceID)
 	inRun := func(at time.Time) bool { return !at.After(last.At) && (lower.IsZero() || at.After(lower)) }
 	var mine []attempt
 	for _, a := range attempts {
@@ -442,7 +488,7 @@ func (w *Workflows) stepSpan(ctx context.Context, h collector.TaskHistory, trace
 		str("tasker.step_id", s.StepID),
 		attribute.String("tasker.step_name", s.Name),
 		attribute.String("tasker.attempt_number", strconv.Itoa(a.number)),
-		attribute.String("tasker.state", a.end.ToState),
+		attribute.String("tasker.state", a.outcome),
 		attribute.String("tasker.retryable", strconv.FormatBool(s.Retryable)),
 		attribute.String("tasker.attempts", optInt(s.Attempts)),
 		attribute.String("tasker.retry_limit", optInt(s.RetryLimit)),
@@ -451,17 +497,39 @@ func (w *Workflows) stepSpan(ctx context.Context, h collector.TaskHistory, trace
 		attrs = append(attrs, attribute.String("tasker.preflight", "true"))
 	}
 	if a.waited > 0 {
-		attrs = append(attrs, attribute.String("tasker.backoff_seconds", strconv.FormatFloat(a.waited.Seconds(), 'f', 3, 64)))
+		attrs = append(attrs, attribute.String("tasker.backoff_seconds", seconds(a.waited)))
+	}
+	if !a.enqueued.At.IsZero() {
+		attrs = append(attrs, attribute.String("tasker.queued_seconds", seconds(a.start.At.Sub(a.enqueued.At))))
+	}
+	if h.TaskID.IsUUID() && !a.preflight {
+		attrs = append(attrs, attribute.String("tasker.handoff_state", a.end.ToState))
+	}
+	if !a.decided.At.IsZero() {
+		attrs = append(attrs,
+			attribute.String("tasker.orchestration_state", a.decided.ToState),
+			attribute.String("tasker.orchestration_seconds", seconds(a.decided.At.Sub(a.end.At))))
 	}
 	// The step's columns are overwritten by every attempt, so they belong
 	// on its latest attempt only.
 	if a.last && s.BackoffRequestSeconds != nil {
 		attrs = append(attrs, attribute.String("tasker.backoff_request_seconds", strconv.Itoa(int(*s.BackoffRequestSeconds))))
 	}
-	errMsg := ""
-	if a.end.ToState == engine.Error && a.last && s.Error != "" {
-		errMsg = s.Error
-		attrs = append(attrs, attribute.String("tasker.error", s.Error), attribute.String("tasker.exception_class", s.ErrorClass))
+	errMsg, errClass := "", ""
+	if a.outcome == engine.Error {
+		// tasker-core keeps each failure with its hand-off row; the
+		// step's results hold the latest failure only.
+		for _, f := range s.Failures {
+			if f.TransitionID == a.end.ID {
+				errMsg, errClass = f.Error, f.ErrorClass
+			}
+		}
+		if errMsg == "" && a.last && s.Error != "" {
+			errMsg, errClass = s.Error, s.ErrorClass
+		}
+		if errMsg != "" {
+			attrs = append(attrs, attribute.String("tasker.error", errMsg), attribute.String("tasker.exception_class", errClass))
+		}
 	}
 	var links []trace.Link
 	for _, p := range s.Parents {
@@ -475,7 +543,12 @@ func (w *Workflows) stepSpan(ctx context.Context, h collector.TaskHistory, trace
 	_, span := w.tracer.Start(withIDs(ctx, traceID, a.spanID), SpanStep,
 		trace.WithTimestamp(a.start.At), trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attrs...), trace.WithLinks(links...))
-	switch a.end.ToState {
+	if h.TaskID.IsUUID() && !a.preflight {
+		// The worker's hand-off to orchestration ends the attempt.
+		span.AddEvent("step."+a.end.ToState, trace.WithTimestamp(a.end.At),
+			trace.WithAttributes(str("tasker.transition_id", a.end.ID)))
+	}
+	switch a.outcome {
 	case engine.Complete:
 		span.SetStatus(codes.Ok, "")
 	case engine.Error:
@@ -487,14 +560,23 @@ func (w *Workflows) stepSpan(ctx context.Context, h collector.TaskHistory, trace
 	span.End(trace.WithTimestamp(a.end.At))
 }
 
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 3, 64) }
+
 type stepEvent struct {
 	step *collector.StepHistory
 	t    collector.HistoryTransition
 }
 
+// isHandoff reports whether a core step state hands a worker's result to
+// orchestration.
+func isHandoff(s string) bool {
+	return s == engine.EnqueuedForOrchestration || s == engine.EnqueuedAsErrorForOrchestration
+}
+
 // stepActivity splits every step's transitions into attempts (spans) and
 // the other transitions (events on the run span).
-func stepActivity(h collector.TaskHistory, traceID trace.TraceID) ([]attempt, []stepEvent) {
+func stepActivity(eng engine.Engine, h collector.TaskHistory, traceID trace.TraceID) ([]attempt, []stepEvent) {
+	core := eng.Kind == engine.KindCore
 	var attempts []attempt
 	var events []stepEvent
 	for i := range h.Steps {
@@ -510,24 +592,37 @@ func stepActivity(h collector.TaskHistory, traceID trace.TraceID) ([]attempt, []
 			switch {
 			case t.ToState == engine.InProgress && j+1 < len(s.Transitions):
 				n++
-				a := attempt{step: s, number: n, start: t, end: s.Transitions[j+1],
-					spanID: spanIDFor(traceID, "step", s.StepID, int64(t.SortKey))}
+				end := s.Transitions[j+1]
+				a := attempt{step: s, number: n, start: t, end: end, outcome: end.ToState,
+					spanID: spanIDFor(traceID, "step", s.StepID, rowKey(h.TaskID, t))}
+				if o, ok := eng.AttemptOutcome(t.ToState, end.ToState); ok {
+					a.outcome = o
+				}
 				if !lastFailure.IsZero() {
 					a.waited = t.At.Sub(lastFailure)
+				}
+				if core && prev == engine.Enqueued {
+					a.enqueued = s.Transitions[j-1]
+				}
+				if core && isHandoff(end.ToState) && j+2 < len(s.Transitions) {
+					a.decided = s.Transitions[j+2]
 				}
 				attempts = append(attempts, a)
 			case t.ToState == engine.InProgress:
 				// Still running: its span comes with the run it ends in.
 			case prev == engine.InProgress:
 				// The end of an attempt, drawn by it.
-			case t.ToState == engine.Error:
+			case t.ToState == engine.Error && !(core && isHandoff(prev)):
 				n++
-				attempts = append(attempts, attempt{step: s, number: n, start: t, end: t, preflight: true,
-					spanID: spanIDFor(traceID, "step", s.StepID, int64(t.SortKey))})
+				attempts = append(attempts, attempt{step: s, number: n, start: t, end: t, outcome: engine.Error, preflight: true,
+					spanID: spanIDFor(traceID, "step", s.StepID, rowKey(h.TaskID, t))})
 			default:
+				// On core also the enqueued rows and orchestration's
+				// decisions after a hand-off: complete, waiting_for_retry,
+				// error.
 				events = append(events, stepEvent{s, t})
 			}
-			if t.ToState == engine.Error {
+			if t.ToState == eng.RetryWait() {
 				lastFailure = t.At
 			}
 		}
@@ -541,11 +636,11 @@ func stepActivity(h collector.TaskHistory, traceID trace.TraceID) ([]attempt, []
 
 // completedAttempt finds the span of the attempt of step that completed it
 // last before at: the dependency a child attempt waited for.
-func completedAttempt(all []attempt, step int64, at time.Time) (trace.SpanID, bool) {
+func completedAttempt(all []attempt, step engine.ID, at time.Time) (trace.SpanID, bool) {
 	var best *attempt
 	for i := range all {
 		a := &all[i]
-		if a.step.StepID == step && a.end.ToState == engine.Complete && !a.end.At.After(at) {
+		if a.step.StepID == step && a.outcome == engine.Complete && !a.end.At.After(at) {
 			if best == nil || a.end.At.After(best.end.At) {
 				best = a
 			}
@@ -566,8 +661,8 @@ func sampledContext(traceID trace.TraceID, spanID trace.SpanID) trace.SpanContex
 // str renders an id as Tasker does: every tasker.* attribute is a string
 // (docs/traces.md, "Tasker's spans"), which is also what tag searches in
 // Jaeger match.
-func str(key string, v int64) attribute.KeyValue {
-	return attribute.String(key, strconv.FormatInt(v, 10))
+func str(key string, v engine.ID) attribute.KeyValue {
+	return attribute.String(key, v.String())
 }
 
 func optInt(p *int32) string {

@@ -16,17 +16,18 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 // fakeHistories serves hand-made histories.
 type fakeHistories struct {
 	mu    sync.Mutex
-	tasks map[int64]collector.TaskHistory
+	tasks map[engine.ID]collector.TaskHistory
 	err   error
 	calls int
 }
 
-func (f *fakeHistories) TaskHistories(_ context.Context, ids []int64, _ map[int64]*collector.TaskTransitions) ([]collector.TaskHistory, error) {
+func (f *fakeHistories) TaskHistories(_ context.Context, ids []engine.ID, _ map[engine.ID]*collector.TaskTransitions) ([]collector.TaskHistory, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
@@ -50,7 +51,7 @@ func transitions(id0 int64, states ...any) []collector.HistoryTransition {
 	var out []collector.HistoryTransition
 	for i := 0; i < len(states); i += 2 {
 		out = append(out, collector.HistoryTransition{
-			ID: id0 + int64(i/2), ToState: states[i].(string), SortKey: int32(10 * (i/2 + 1)), At: at(states[i+1].(float64)),
+			ID: engine.IntID(id0 + int64(i/2)), ToState: states[i].(string), SortKey: int32(10 * (i/2 + 1)), At: at(states[i+1].(float64)),
 		})
 	}
 	return out
@@ -62,17 +63,17 @@ func i32(v int32) *int32 { return &v }
 // attempt after a 3 s backoff; step B depends on A.
 func retriedTask() collector.TaskHistory {
 	return collector.TaskHistory{
-		TaskID: 42, Namespace: "payments", TaskName: "charge", Version: "1.2.0", CreatedAt: at(0),
+		TaskID: engine.IntID(42), Namespace: "payments", TaskName: "charge", Version: "1.2.0", CreatedAt: at(0),
 		Initiator: "checkout-web", SourceSystem: "web", Reason: "order placed",
 		Transitions: transitions(1, "in_progress", 0.1, "complete", 10.0),
 		Steps: []collector.StepHistory{
 			{
-				StepID: 100, Name: "authorize", Retryable: true, RetryLimit: i32(3), Attempts: i32(2),
+				StepID: engine.IntID(100), Name: "authorize", Retryable: true, RetryLimit: i32(3), Attempts: i32(2),
 				BackoffRequestSeconds: i32(2),
 				Transitions:           transitions(10, "pending", 0.1, "in_progress", 0.2, "error", 1.0, "pending", 3.0, "in_progress", 4.0, "complete", 5.0),
 			},
 			{
-				StepID: 101, Name: "capture", Retryable: true, RetryLimit: i32(3), Attempts: i32(1), Parents: []int64{100},
+				StepID: engine.IntID(101), Name: "capture", Retryable: true, RetryLimit: i32(3), Attempts: i32(1), Parents: []engine.ID{engine.IntID(100)},
 				Transitions: transitions(20, "pending", 5.5, "in_progress", 6.0, "complete", 8.0),
 			},
 		},
@@ -109,7 +110,7 @@ func grpcExporter(t *testing.T, addr string) sdktrace.SpanExporter {
 }
 
 func ended(taskID int64, state string, sortKey int32) collector.Transition {
-	return collector.Transition{TaskID: taskID, ToState: state, SortKey: sortKey}
+	return collector.Transition{TaskID: engine.IntID(taskID), ToState: state, SortKey: sortKey}
 }
 
 func byName(spans []gotSpan, name string) []gotSpan {
@@ -125,18 +126,18 @@ func byName(spans []gotSpan, name string) []gotSpan {
 
 func TestTaskTraceID(t *testing.T) {
 	t.Parallel()
-	a, b := TaskTraceID("", 42), TaskTraceID("", 42)
+	a, b := TaskTraceID("", engine.IntID(42)), TaskTraceID("", engine.IntID(42))
 	if a != b || !a.IsValid() {
 		t.Fatalf("trace id not deterministic: %s %s", a, b)
 	}
-	if TaskTraceID("other-db", 42) == a || TaskTraceID("", 43) == a {
+	if TaskTraceID("other-db", engine.IntID(42)) == a || TaskTraceID("", engine.IntID(43)) == a {
 		t.Error("salt or task id does not change the trace id")
 	}
 	// Ratio sampling reads the low bytes; sequential task ids must spread.
 	w := NewWorkflows(Config{SamplingRatio: 0.5, ServiceName: "tasker", MaxSpansPerTrace: 1}, nil, nil, nil, nil)
 	n := 0
 	for id := int64(1); id <= 10000; id++ {
-		if _, ok := w.TraceID(id); ok {
+		if _, ok := w.TraceID(engine.IntID(id)); ok {
 			n++
 		}
 	}
@@ -148,12 +149,12 @@ func TestTaskTraceID(t *testing.T) {
 func TestWorkflowTracesSpanBySpan(t *testing.T) {
 	t.Parallel()
 	recv, addr := startGRPCReceiver(t)
-	src := &fakeHistories{tasks: map[int64]collector.TaskHistory{42: retriedTask()}}
+	src := &fakeHistories{tasks: map[engine.ID]collector.TaskHistory{engine.IntID(42): retriedTask()}}
 	w, reg := newTestTraces(t, testTracing(), grpcExporter(t, addr), src)
 	ctx := context.Background()
 	if err := w.Consume(ctx, []collector.Transition{
-		{TaskID: 42, ToState: "in_progress", SortKey: 10},          // not an end
-		{Step: true, TaskID: 42, StepID: 100, ToState: "complete"}, // steps never end a run
+		{TaskID: engine.IntID(42), ToState: "in_progress", SortKey: 10},                        // not an end
+		{Step: true, TaskID: engine.IntID(42), StepID: engine.IntID(100), ToState: "complete"}, // steps never end a run
 		ended(42, "complete", 20),
 	}); err != nil {
 		t.Fatal(err)
@@ -162,7 +163,7 @@ func TestWorkflowTracesSpanBySpan(t *testing.T) {
 	if len(spans) != 4 {
 		t.Fatalf("received %d spans, want 1 task + 3 step attempts", len(spans))
 	}
-	traceID := TaskTraceID("", 42)
+	traceID := TaskTraceID("", engine.IntID(42))
 	for _, s := range spans {
 		if hexID(s.GetTraceId()) != traceID.String() {
 			t.Errorf("span %s in trace %x, want %s", s.GetName(), s.GetTraceId(), traceID)
@@ -277,15 +278,15 @@ func TestWorkflowTracesSecondRun(t *testing.T) {
 	t.Parallel()
 	recv, addr := startGRPCReceiver(t)
 	h := collector.TaskHistory{
-		TaskID: 7, Namespace: "ops", TaskName: "sync", Version: "0.1.0",
+		TaskID: engine.IntID(7), Namespace: "ops", TaskName: "sync", Version: "0.1.0",
 		Transitions: transitions(1, "in_progress", 0.0, "error", 2.0, "pending", 30.0, "in_progress", 31.0, "complete", 33.0),
 		Steps: []collector.StepHistory{{
-			StepID: 70, Name: "pull", Retryable: true, RetryLimit: i32(3), Attempts: i32(2),
+			StepID: engine.IntID(70), Name: "pull", Retryable: true, RetryLimit: i32(3), Attempts: i32(2),
 			Error: "stale", ErrorClass: "X",
 			Transitions: transitions(10, "in_progress", 0.5, "error", 1.5, "pending", 30.0, "in_progress", 31.5, "complete", 32.5),
 		}},
 	}
-	src := &fakeHistories{tasks: map[int64]collector.TaskHistory{7: h}}
+	src := &fakeHistories{tasks: map[engine.ID]collector.TaskHistory{engine.IntID(7): h}}
 	w, _ := newTestTraces(t, testTracing(), grpcExporter(t, addr), src)
 	ctx := context.Background()
 	if err := w.Consume(ctx, []collector.Transition{ended(7, "error", 20)}); err != nil {
@@ -327,13 +328,13 @@ func TestWorkflowTracesPreflightFailure(t *testing.T) {
 	t.Parallel()
 	recv, addr := startGRPCReceiver(t)
 	h := collector.TaskHistory{
-		TaskID: 9, Transitions: transitions(1, "in_progress", 0.0, "error", 1.0),
+		TaskID: engine.IntID(9), Transitions: transitions(1, "in_progress", 0.0, "error", 1.0),
 		Steps: []collector.StepHistory{{
-			StepID: 90, Name: "lookup", Error: "No step handler registered", ErrorClass: "Tasker::ProceduralError",
+			StepID: engine.IntID(90), Name: "lookup", Error: "No step handler registered", ErrorClass: "Tasker::ProceduralError",
 			Transitions: transitions(10, "error", 0.5),
 		}},
 	}
-	w, _ := newTestTraces(t, testTracing(), grpcExporter(t, addr), &fakeHistories{tasks: map[int64]collector.TaskHistory{9: h}})
+	w, _ := newTestTraces(t, testTracing(), grpcExporter(t, addr), &fakeHistories{tasks: map[engine.ID]collector.TaskHistory{engine.IntID(9): h}})
 	if err := w.Consume(context.Background(), []collector.Transition{ended(9, "error", 20)}); err != nil {
 		t.Fatal(err)
 	}
@@ -352,11 +353,11 @@ func TestWorkflowTracesPreflightFailure(t *testing.T) {
 func TestWorkflowTracesSamplingAndRateLimit(t *testing.T) {
 	t.Parallel()
 	recv, addr := startGRPCReceiver(t)
-	src := &fakeHistories{tasks: map[int64]collector.TaskHistory{}}
+	src := &fakeHistories{tasks: map[engine.ID]collector.TaskHistory{}}
 	for id := int64(1); id <= 50; id++ {
 		h := retriedTask()
-		h.TaskID = id
-		src.tasks[id] = h
+		h.TaskID = engine.IntID(id)
+		src.tasks[h.TaskID] = h
 	}
 	cfg := testTracing()
 	cfg.SamplingRatio = 0
@@ -371,7 +372,7 @@ func TestWorkflowTracesSamplingAndRateLimit(t *testing.T) {
 	if len(recv.all()) != 0 || src.calls != 0 {
 		t.Errorf("ratio 0 exported %d spans and read %d histories", len(recv.all()), src.calls)
 	}
-	if _, ok := w.ExemplarTraceID(1); ok {
+	if _, ok := w.ExemplarTraceID(engine.IntID(1)); ok {
 		t.Error("an unsampled task has an exemplar")
 	}
 
@@ -420,7 +421,7 @@ func TestWorkflowTracesSamplingAndRateLimit(t *testing.T) {
 func TestWorkflowTracesRetryAfterReceiverFailure(t *testing.T) {
 	t.Parallel()
 	recv, addr := startGRPCReceiver(t)
-	src := &fakeHistories{tasks: map[int64]collector.TaskHistory{42: retriedTask()}}
+	src := &fakeHistories{tasks: map[engine.ID]collector.TaskHistory{engine.IntID(42): retriedTask()}}
 	w, _ := newTestTraces(t, testTracing(), grpcExporter(t, addr), src)
 	clock := base
 	w.now = func() time.Time { return clock }
@@ -455,7 +456,7 @@ func TestWorkflowTracesRetryAfterReceiverFailure(t *testing.T) {
 	}
 	// A full queue drops, counted.
 	w.cfg.MaxPendingTasks = 1
-	w.keep([]taskEnd{{taskID: 1}, {taskID: 2}})
+	w.keep([]taskEnd{{taskID: engine.IntID(1)}, {taskID: engine.IntID(2)}})
 	if n := testutil.ToFloat64(w.tasks.WithLabelValues(resultDropped)); n != 2 {
 		t.Errorf("dropped = %v, want 2", n)
 	}

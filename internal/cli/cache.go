@@ -13,6 +13,7 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/readiness"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
@@ -27,6 +28,38 @@ type cacheRuntime struct {
 	det     *detector.Detector
 	coord   *coord.Coordinator // with the conditional methods det reports
 	results *ttl.Cache         // set once the coordinated cache exists
+
+	// engine is collector.DB.Engine and configured database.engine, for
+	// /capabilities; engine may be nil (no database section is reported).
+	engine     func() (engine.Engine, bool)
+	configured engine.Kind
+}
+
+// capabilities is /capabilities: the detector's report of the cache store,
+// and the Tasker engine the sidecar reads.
+type capabilities struct {
+	detector.Report
+	Database *databaseCapabilities `json:"database,omitempty"`
+}
+
+// databaseCapabilities names the engine the last schema check found
+// ("rails" or "core"; absent before one did) and database.engine.
+type databaseCapabilities struct {
+	Engine           engine.Kind `json:"engine,omitempty"`
+	EngineName       string      `json:"engine_name,omitempty"`
+	ConfiguredEngine engine.Kind `json:"configured_engine"`
+}
+
+func (c *cacheRuntime) capabilities() capabilities {
+	caps := capabilities{Report: c.det.Report()}
+	if c.engine != nil {
+		db := &databaseCapabilities{ConfiguredEngine: c.configured}
+		if e, ok := c.engine(); ok {
+			db.Engine, db.EngineName = e.Kind, e.Name
+		}
+		caps.Database = db
+	}
+	return caps
 }
 
 func openStore(cfg config.CacheConfig) (store.Store, error) {
@@ -61,7 +94,7 @@ func openCache(ctx context.Context, cfg config.Config, reg prometheus.Registerer
 func (c *cacheRuntime) routes(srv *api.Server) {
 	srv.Router().GET(PathCapabilities, func(ctx *gin.Context) {
 		ctx.Header("Cache-Control", "no-cache, no-store, must-revalidate")
-		ctx.JSON(http.StatusOK, c.det.Report())
+		ctx.JSON(http.StatusOK, c.capabilities())
 	})
 }
 

@@ -8,14 +8,16 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/api"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 )
 
 func demoCmd(ctx context.Context, env *environment, args []string) int {
-	fs := newFlagSet(env, "demo", "demo [--database-url URL] [--listen ADDR] [--tasks N] [--rate R]",
-		"Creates the database if needed, applies the Tasker schema, seeds it with historical tasks\n(only when it has none), keeps live workflow activity going and runs the sidecar on it with the\nin-process cache. Stops on Ctrl-C.")
+	fs := newFlagSet(env, "demo", "demo [--engine rails|core] [--database-url URL] [--listen ADDR] [--tasks N] [--rate R]",
+		"Creates the database if needed, applies the engine's schema (--engine rails: the Rails engine's,\ncore: tasker-core's), seeds it with historical tasks\n(only when it has none), keeps live workflow activity going and runs the sidecar on it with the\nin-process cache. Stops on Ctrl-C.")
 	dbURL := fs.String("database-url", envOr(env, "SIDECAR_DATABASE_URL", defaultDemoDB), "demo database URL; created if missing")
+	engineName := fs.String("engine", "rails", "which engine's database to demo: rails or core")
 	listen := fs.String("listen", envOr(env, "SIDECAR_LISTEN", ":9394"), "HTTP listen address")
 	cacheURL := fs.String("cache-url", envOr(env, "SIDECAR_CACHE_URL", "memory://"), "cache store URL")
 	tasks := fs.Int("tasks", 2000, "historical tasks to seed into an empty database")
@@ -23,6 +25,17 @@ func demoCmd(ctx context.Context, env *environment, args []string) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if code, done := parse(fs, args); done {
 		return code
+	}
+	sim, simOK := writerFor(*engineName)
+	_, applyEngine, schemaOK := schemaFor(*engineName)
+	if !simOK || !schemaOK {
+		fmt.Fprintf(env.stderr, "demo: --engine %q: must be rails or core\n", *engineName)
+		return exitUsage
+	}
+	if engine.Kind(*engineName) == engine.KindCore && *dbURL == defaultDemoDB {
+		// Its own database: one holding both engines' schemas is refused
+		// by the sidecar's engine detection.
+		*dbURL = defaultCoreDemoDB
 	}
 	if *tasks < 0 || *rate <= 0 {
 		fmt.Fprintln(env.stderr, "demo: --tasks must not be negative and --rate must be positive")
@@ -48,28 +61,30 @@ func demoCmd(ctx context.Context, env *environment, args []string) int {
 		fmt.Fprintf(env.stderr, "demo: %v\n", err)
 		return exitFailure
 	}
-	if err := applySchema(setupCtx, *dbURL); err != nil {
+	if err := applyEngineSchema(setupCtx, *dbURL, applyEngine); err != nil {
 		fmt.Fprintf(env.stderr, "demo: %v\n", err)
 		return exitFailure
 	}
-	pool, err := writerPool(setupCtx, *dbURL, 2)
+	// Core's live writer holds some transactions open for seconds: more
+	// connections keep the rest moving.
+	pool, err := writerPool(setupCtx, *dbURL, 5)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "demo: %v\n", err)
 		return exitFailure
 	}
 	defer pool.Close()
 	opts := simulate.Options{}
-	if err := simulate.EnsureCatalog(setupCtx, pool, opts); err != nil {
+	if err := sim.catalog(setupCtx, pool, opts); err != nil {
 		fmt.Fprintf(env.stderr, "demo: %v\n", err)
 		return exitFailure
 	}
 	var existing int64
-	if err := pool.QueryRow(setupCtx, "SELECT count(*) FROM tasker_tasks").Scan(&existing); err != nil {
+	if err := pool.QueryRow(setupCtx, "SELECT count(*) FROM "+sim.tasks).Scan(&existing); err != nil {
 		fmt.Fprintf(env.stderr, "demo: %v\n", err)
 		return exitFailure
 	}
 	if existing == 0 && *tasks > 0 {
-		if err := bulk(setupCtx, env.stderr, pool, *tasks, opts); err != nil {
+		if err := bulk(setupCtx, env.stderr, sim, pool, *tasks, opts); err != nil {
 			fmt.Fprintf(env.stderr, "demo: %v\n", err)
 			return exitFailure
 		}
@@ -79,7 +94,7 @@ func demoCmd(ctx context.Context, env *environment, args []string) int {
 	defer stop()
 	liveDone := make(chan error, 1)
 	go func() {
-		_, err := simulate.Live(ctx, pool, *rate, 0, opts, nil)
+		_, err := sim.live(ctx, pool, *rate, 0, opts, nil)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			// Said at once: a demo with no live activity must not look healthy.
 			logger.Error("live simulation stopped; the demo has no new activity", "err", err)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 	"github.com/tasker-systems/tasker-sidecar/readiness"
 	"github.com/tasker-systems/tasker-sidecar/store"
@@ -37,7 +39,8 @@ import (
 // budget: server.shutdown_timeout.
 func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func(addr string)) error {
 	logger.Info("starting tasker-sidecar", "version", version.Version, "revision", version.Revision,
-		"go", version.GoVersion, "database", cfg.Database.URL, "cache", cfg.Cache.URL, "listen", cfg.Server.Listen)
+		"go", version.GoVersion, "database", cfg.Database.URL, "engine", cfg.Database.Engine, "cache", cfg.Cache.URL,
+		"listen", cfg.Server.Listen)
 
 	store.RouteDriverLogs(logger.With("component", "cache-driver"))
 	// Unreadable credential files stop it before anything opens.
@@ -121,6 +124,10 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 	if sc.cache, err = openCache(ctx, cfg, reg, logger); err != nil {
 		return nil, err
 	}
+	// The engine is found at the first schema check (collector.DB logs it);
+	// /capabilities and tasker_sidecar_engine_info report it from then on.
+	sc.cache.engine, sc.cache.configured = sc.db.Engine, cmp.Or(cfg.Database.Engine, engine.KindAuto)
+	reg.MustRegister(exporters.NewEngineCollector(sc.db.Engine))
 
 	var streamOpts []collector.StreamOption
 	var selfTP trace.TracerProvider
@@ -168,7 +175,7 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 	deps.Registerer, deps.Gatherer, deps.Logger = reg, reg, logger
 	deps.Checks = []readiness.Checker{
 		// A ping that finds the database gone turns the status endpoint at once.
-		readiness.NewDatabaseCheck(sc.db.Ping, sc.db.MissingTables, sc.refresher.ReportUnreachable),
+		readiness.NewDatabaseCheck(sc.db.Ping, sc.db.SchemaStatus, sc.refresher.ReportUnreachable),
 		sc.cache.check(),
 		readiness.NewRefreshCheck(sc.refresher, cfg.Collector.Interval),
 		readiness.NewSaturationCheck("admission", saturation(results, svc)),

@@ -9,16 +9,21 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/redact"
 	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 )
 
-const defaultDemoDB = "postgres://postgres@127.0.0.1:5432/tasker_demo?sslmode=disable"
+const (
+	defaultDemoDB     = "postgres://postgres@127.0.0.1:5432/tasker_demo?sslmode=disable"
+	defaultCoreDemoDB = "postgres://postgres@127.0.0.1:5432/tasker_demo_core?sslmode=disable"
+)
 
 func simulateCmd(ctx context.Context, env *environment, args []string) int {
-	fs := newFlagSet(env, "simulate", "simulate --database-url URL [--tasks N] [--rate R --duration D] [--seed S]",
-		"Writes workflow activity the way the Tasker engine does: DAG-shaped tasks across namespaces and\nversions, Statesman-style transitions, retries with backoff, errors, cancellations and manual\nresolution. --tasks N writes N historical tasks in bulk (COPY); --rate R keeps creating and\nadvancing tasks live for --duration (0 = until interrupted). Needs the schema ('schema apply').")
+	fs := newFlagSet(env, "simulate", "simulate --database-url URL [--engine rails|core] [--tasks N] [--rate R --duration D] [--seed S]",
+		"Writes workflow activity the way the Tasker engine does: DAG-shaped tasks across namespaces and\nversions, Statesman-style transitions, retries with backoff, errors, cancellations and manual\nresolution (--engine core: tasker-core's 12 task and 10 step states, late-committing and\nrolled-back transactions). --tasks N writes N historical tasks in bulk (COPY); --rate R keeps creating and\nadvancing tasks live for --duration (0 = until interrupted). Needs the schema ('schema apply').")
 	dbURL := fs.String("database-url", envOr(env, "SIDECAR_DATABASE_URL", ""), "PostgreSQL URL (env SIDECAR_DATABASE_URL)")
+	engineName := fs.String("engine", "rails", "which engine's schema to write: rails or core")
 	tasks := fs.Int("tasks", 0, "bulk: number of historical tasks to write")
 	rate := fs.Float64("rate", 0, "live: tasks created per second")
 	duration := fs.Duration("duration", 0, "live: how long to run (0 = until interrupted)")
@@ -27,6 +32,11 @@ func simulateCmd(ctx context.Context, env *environment, args []string) int {
 	skipFK := fs.Bool("skip-fk-checks", false, "bulk: load with session_replication_role=replica (needs superuser; about 25% faster)")
 	if code, done := parse(fs, args); done {
 		return code
+	}
+	w, ok := writerFor(*engineName)
+	if !ok {
+		fmt.Fprintf(env.stderr, "simulate: --engine %q: must be rails or core\n", *engineName)
+		return exitUsage
 	}
 	if *dbURL == "" {
 		fmt.Fprintln(env.stderr, "simulate: --database-url or SIDECAR_DATABASE_URL is required")
@@ -47,19 +57,19 @@ func simulateCmd(ctx context.Context, env *environment, args []string) int {
 	}
 	defer pool.Close()
 	opts := simulate.Options{Seed: *seed, SkipFKChecks: *skipFK}
-	if err := simulate.EnsureCatalog(ctx, pool, opts); err != nil {
+	if err := w.catalog(ctx, pool, opts); err != nil {
 		fmt.Fprintf(env.stderr, "simulate: %v\n", redactErr(err, *dbURL))
 		return exitFailure
 	}
 	if *tasks > 0 {
-		if err := bulk(ctx, env.stderr, pool, *tasks, opts); err != nil {
+		if err := bulk(ctx, env.stderr, w, pool, *tasks, opts); err != nil {
 			fmt.Fprintf(env.stderr, "simulate: %v\n", err)
 			return exitFailure
 		}
 	}
 	if *rate > 0 {
 		fmt.Fprintf(env.stderr, "simulate: live activity at %.1f tasks/s on %s\n", *rate, redact.URL(*dbURL))
-		st, err := simulate.Live(ctx, pool, *rate, *duration, opts, nil)
+		st, err := w.live(ctx, pool, *rate, *duration, opts, nil)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			fmt.Fprintf(env.stderr, "simulate: %v\n", err)
 			return exitFailure
@@ -69,10 +79,30 @@ func simulateCmd(ctx context.Context, env *environment, args []string) int {
 	return exitOK
 }
 
-func bulk(ctx context.Context, w io.Writer, pool *pgxpool.Pool, tasks int, opts simulate.Options) error {
+// writer is one engine's simulator.
+type writer struct {
+	catalog func(context.Context, *pgxpool.Pool, simulate.Options) error
+	bulk    func(context.Context, *pgxpool.Pool, int, simulate.Options, func(int)) (simulate.Stats, error)
+	live    func(context.Context, *pgxpool.Pool, float64, time.Duration, simulate.Options, func(simulate.Stats)) (simulate.Stats, error)
+	// tasks is the table counted to see whether a database has tasks yet.
+	tasks string
+}
+
+// writerFor returns the simulator for --engine; ok is false for an unknown one.
+func writerFor(name string) (writer, bool) {
+	switch engine.Kind(name) {
+	case engine.KindRails:
+		return writer{simulate.EnsureCatalog, simulate.Bulk, simulate.Live, engine.Rails().Tables.Tasks}, true
+	case engine.KindCore:
+		return writer{simulate.EnsureCoreCatalog, simulate.BulkCore, simulate.LiveCore, engine.Core().Tables.Tasks}, true
+	}
+	return writer{}, false
+}
+
+func bulk(ctx context.Context, w io.Writer, sim writer, pool *pgxpool.Pool, tasks int, opts simulate.Options) error {
 	start := time.Now()
 	last := time.Now()
-	st, err := simulate.Bulk(ctx, pool, tasks, opts, func(done int) {
+	st, err := sim.bulk(ctx, pool, tasks, opts, func(done int) {
 		if time.Since(last) > 2*time.Second {
 			fmt.Fprintf(w, "simulate: %d/%d tasks\n", done, tasks)
 			last = time.Now()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 func TestInvalidFiles(t *testing.T) {
@@ -72,6 +74,7 @@ func TestInvalidFiles(t *testing.T) {
 		"token_file_empty":          {"server.auth.bearer_token_file: testdata/secrets/empty is empty"},
 		"db_url_malformed":          {`database.url: not a valid URL: invalid port ":nope" after host`},
 		"db_url_not_url":            {"database.url: must be a postgres:// URL or a key=value connection string"},
+		"database_engine":           {`database.engine: unknown engine "mongo": want auto, rails or core`},
 		"refresh_timeout_negative":  {"collector.refresh_timeout: must not be negative (got -1s)"},
 		"staleness_negative":        {"metrics.max_staleness: must not be negative (got -1m0s)"},
 		"cache_url_empty":           {"cache.url: required (use memory:// for an in-process cache)"},
@@ -232,6 +235,7 @@ func TestValidFileAndDefaults(t *testing.T) {
 		{"file metrics.max_label_groups", cfg.Metrics.MaxLabelGroups, 25},
 		{"default server.write_timeout kept", cfg.Server.WriteTimeout, 75 * time.Second},
 		{"default database.application_name kept", cfg.Database.ApplicationName, "tasker-sidecar"},
+		{"default database.engine detects", cfg.Database.Engine, engine.KindAuto},
 		{"default cache.dial_timeout kept", cfg.Cache.DialTimeout, 2 * time.Second},
 	}
 	for _, c := range checks {

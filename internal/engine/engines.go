@@ -200,3 +200,73 @@ func For(k Kind) (Engine, error) {
 	}
 	return Engine{}, fmt.Errorf("engine %q names no engine: want %s or %s", k, KindRails, KindCore)
 }
+
+// IsTaskState and IsStepState report whether s is one of the engine's
+// states; the stream labels anything else "other".
+func (e Engine) IsTaskState(s string) bool { return e.TaskStates.Has(s) }
+
+// IsStepState: see IsTaskState.
+func (e Engine) IsStepState(s string) bool { return e.StepStates.Has(s) }
+
+// EndsRun reports whether a task entering s ends its run: its span ends
+// and its duration is observed. The terminal states on both engines
+// (RunEndStates on Rails).
+func (e Engine) EndsRun(s string) bool {
+	switch s {
+	case Complete, Error, Cancelled, ResolvedManually:
+		return true
+	}
+	return false
+}
+
+// AttemptOutcome says whether a step moving from one state to another
+// ends an attempt, and its outcome, "complete" or "error" (or
+// "cancelled"), the label of the attempt's duration. On Rails an attempt
+// leaves in_progress for its outcome (EndsAttempt). On core the worker
+// hands the result to orchestration: in_progress to
+// enqueued_for_orchestration is a success, to
+// enqueued_as_error_for_orchestration a failure
+// (crates/tasker-shared/src/state_machine/step_state_machine.rs); the
+// orchestration's decision follows in a later row.
+func (e Engine) AttemptOutcome(from, to string) (string, bool) {
+	if from != InProgress {
+		return "", false
+	}
+	if e.Kind == KindCore {
+		switch to {
+		case EnqueuedForOrchestration:
+			return Complete, true
+		case EnqueuedAsErrorForOrchestration:
+			return Error, true
+		}
+	}
+	if EndsAttempt(to) {
+		return to, true
+	}
+	return "", false
+}
+
+// RetryWait is the step state a retryable failure waits in: error on Rails
+// (with attempts left), waiting_for_retry on core.
+func (e Engine) RetryWait() string {
+	if e.Kind == KindCore {
+		return WaitingForRetry
+	}
+	return Error
+}
+
+// IsRetry reports whether a step moving from one state to another starts
+// a retry: leaving the retry wait for pending or a new attempt.
+func (e Engine) IsRetry(from, to string) bool {
+	if e.Kind == KindCore {
+		return from == WaitingForRetry && (to == Pending || to == Enqueued || to == InProgress)
+	}
+	return IsRetry(from, to)
+}
+
+// HasRetryClass reports whether a step in state s is counted in a retry
+// class (Core's doc gives the mapping): error on Rails; error and
+// waiting_for_retry on core.
+func (e Engine) HasRetryClass(s string) bool {
+	return s == Error || (e.Kind == KindCore && s == WaitingForRetry)
+}

@@ -3,10 +3,12 @@ package engine
 import (
 	"bytes"
 	"cmp"
+	"database/sql/driver"
 	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ID is a row key of either engine: a Rails bigint (from a sequence) or a
@@ -103,4 +105,59 @@ func (id *ID) UnmarshalText(b []byte) error {
 	}
 	*id = v
 	return nil
+}
+
+// Scan reads a key column: pgx hands bigint as int64 and uuid as its text
+// form or bytes (database/sql's Scanner, which pgx honours).
+func (id *ID) Scan(src any) error {
+	switch v := src.(type) {
+	case int64:
+		*id = IntID(v)
+	case int32:
+		*id = IntID(int64(v))
+	case [16]byte:
+		*id = UUIDID(v)
+	case []byte:
+		if len(v) == 16 {
+			*id = UUIDID([16]byte(v))
+			return nil
+		}
+		return id.UnmarshalText(v)
+	case string:
+		return id.UnmarshalText([]byte(v))
+	case nil:
+		*id = ID{}
+	default:
+		return fmt.Errorf("cannot scan %T into a key", src)
+	}
+	return nil
+}
+
+// Value writes the key as a query argument: a number, or the UUID's text
+// form, which PostgreSQL casts to uuid.
+func (id ID) Value() (driver.Value, error) {
+	if id.isUUID {
+		return id.String(), nil
+	}
+	return id.n, nil
+}
+
+// UUIDLowerBound is the least version 7 UUID of the millisecond t: every
+// key generated at t or later sorts at or above it.
+func UUIDLowerBound(t time.Time) ID {
+	var u [16]byte
+	ms := uint64(max(t.UnixMilli(), 0))
+	for i := range 6 {
+		u[i] = byte(ms >> (8 * (5 - i)))
+	}
+	return UUIDID(u)
+}
+
+// UUIDTime is the millisecond a version 7 UUID was generated at.
+func (id ID) UUIDTime() time.Time {
+	var ms int64
+	for i := range 6 {
+		ms = ms<<8 | int64(id.uuid[i])
+	}
+	return time.UnixMilli(ms).UTC()
 }

@@ -113,3 +113,17 @@ func sanitize(s string) string {
 	}
 	return b.String()
 }
+
+// NewCore creates a database with tasker-core's schema applied
+// (schema.ApplyCore).
+func NewCore(t testing.TB) DB {
+	t.Helper()
+	db := New(t)
+	conn := db.Conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := schema.ApplyCore(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
