@@ -115,9 +115,14 @@ type Stream struct {
 	initialized bool
 	// eng is the engine the first count found; a recount that finds
 	// another fails (the tables were replaced under the sidecar: restart).
-	eng   engine.Engine
-	xids  xidTracker // core only: the running transactions (stream_keys.go)
-	state *countState
+	eng  engine.Engine
+	xids xidTracker // core only: the running transactions (stream_keys.go)
+	// startedAt is the database's time at the first count (its snapshot).
+	startedAt time.Time
+	// settleGaps is false when a Rails key sequence caches ids per session
+	// (Cursor.resolve's assumption does not hold): gaps wait for the horizon.
+	settleGaps bool
+	state      *countState
 	// pos is what has been read. base is the position the counts were
 	// last taken at by a full count: rows it contains are already counted
 	// and are only emitted. traceBase is the shared checkpoint found on
@@ -442,7 +447,10 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	}
 	if eng.Kind == engine.KindCore {
 		s.xids.start(snap, snap.at.Add(-coreStartLookback))
+	} else if s.settleGaps, err = canSettleGaps(ctx, tx); err != nil {
+		return err
 	}
+	s.startedAt = snap.at
 	s.m.touchTables(eng)
 
 	s.state, s.named, s.ident = full, named, ident
@@ -480,7 +488,7 @@ func (s *Stream) resume(cp Checkpoint) {
 	case cp.Database != s.ident:
 		s.logger.Warn("the stream checkpoint belongs to another database; ignoring it",
 			"checkpoint", s.ckpt.String(), "checkpoint_database", cp.Database, "database", s.ident)
-	case cp.TaskTransitions.ahead(s.pos[tt]) || cp.StepTransitions.ahead(s.pos[st]):
+	case cp.TaskTransitions.ahead(s.pos[tt], s.startedAt) || cp.StepTransitions.ahead(s.pos[st], s.startedAt):
 		s.logger.Warn("the stream checkpoint is ahead of the database (restored from a backup?); ignoring it",
 			"checkpoint", s.ckpt.String())
 	default:
@@ -687,7 +695,9 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 		// did not read (transitions behind a backlog of tasks or steps)
 		// keeps its gaps until a poll that re-checks them.
 		if res.checked[t] && s.eng.Kind == engine.KindRails {
-			res.pos[t].resolve(snap.xmin, now)
+			if s.settleGaps {
+				res.pos[t].resolve(snap.xmin, now)
+			}
 			res.expired[t] = res.pos[t].expire(now, s.cfg.GapHorizon)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
+	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/secret"
 )
 
@@ -263,4 +264,52 @@ func medianFloat(fs []float64) float64 {
 	s := slices.Clone(fs)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// BenchmarkStreamSparseIDs measures what missing ids cost an idle poll: a
+// Rails database whose task transition ids are sparse (every other one
+// missing: deleted or rolled-back rows), 50,000 gaps below a freshly
+// started stream's watermark. "open" keeps the gaps (as before they were
+// settled: until gap_horizon, 10 minutes of polls); "settled" is the poll
+// after every transaction that could fill them has ended.
+func BenchmarkStreamSparseIDs(b *testing.B) {
+	pg := pgtest.NewTasker(b)
+	f := newFixture(b, pg)
+	nt := f.namedTask("default", "sparse", "0.1.0")
+	task := f.task(nt)
+	f.exec(`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent, created_at, updated_at)
+		SELECT $1, 'pending', g, false, $2, $2 FROM generate_series(1, 100000) AS g`, task, epoch)
+	f.exec(`DELETE FROM tasker_task_transitions WHERE id % 2 = 0`)
+	cfg := DefaultStreamConfig()
+	cfg.Checkpoint.File = ""
+	cfg.RecountInterval = 0
+	db, _ := openTest(b, pg.URL)
+	s := NewStream(db, cfg, nil, nil, nil)
+	ctx := context.Background()
+	if err := s.init(ctx); err != nil {
+		b.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Now()}
+	s.now = clock.Now
+	for _, settle := range []bool{false, true} {
+		name := "open"
+		if settle {
+			name = "settled"
+		}
+		s.settleGaps = settle
+		if settle {
+			clock.Advance(gapSettle)
+			if _, err := s.poll(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := s.poll(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(s.pos[tableTaskTransitions].gapIDs()), "gap_ids")
+		})
+	}
 }

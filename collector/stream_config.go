@@ -28,10 +28,12 @@ type StreamConfig struct {
 	// of transactions that were open at that moment are not missed.
 	StartGapWindow int64 `yaml:"start_gap_window"`
 	// KeyClockMargin is how much older than the transaction writing it a
-	// tasker-core key may be: keys made by the application's clock (task
-	// keys, from Rust's Uuid::now_v7) before its INSERT, or on a host whose
-	// clock is behind the database's. The stream re-reads this much of each
-	// table on every poll, skipping the keys it has read.
+	// tasker-core key may be. tasker-core's tables take their keys from the
+	// column default (uuid_generate_v7(), a moment before the transaction
+	// gets its id), but a tool or an engine version that makes its own keys
+	// (Uuid::now_v7 in Rust) does so earlier, on a host whose clock may lag
+	// the database's. The stream re-reads this much of each table on every
+	// poll, skipping the keys it has read.
 	KeyClockMargin time.Duration `yaml:"key_clock_margin"`
 	// RecountInterval is how often a full recount checks the incremental
 	// counts for drift and corrects them; 0 disables it (the first count at

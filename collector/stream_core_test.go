@@ -161,3 +161,71 @@ func TestCoreStreamResume(t *testing.T) {
 	emitted := append(first.sink.all(), second.sink.all()...)
 	assertExactlyOnceIn(t, engine.Core(), pg.Conn(t), start, emitted)
 }
+
+// coreStepTransition writes one step transition the way the engine does,
+// in q (a transaction left open by the caller, or a connection).
+func coreStepTransition(t *testing.T, ctx context.Context, q execQuerier, step, state string) {
+	t.Helper()
+	if _, err := q.Exec(ctx, `UPDATE tasker.workflow_step_transitions SET most_recent = false
+		WHERE workflow_step_uuid = $1 AND most_recent`, step); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO tasker.workflow_step_transitions
+		(workflow_step_uuid, to_state, sort_key, most_recent, created_at, updated_at)
+		SELECT $1, $2, COALESCE(max(sort_key), 0) + 1, true, now(), now()
+		FROM tasker.workflow_step_transitions WHERE workflow_step_uuid = $1`, step, state); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCoreStreamLongTransaction holds a transaction that wrote a row open
+// across polls while others commit, with no key clock margin: the row
+// must still be read when it commits. Since PostgreSQL 14 a running
+// transaction whose id is at or above the snapshot's xmax is in no list
+// of the snapshot; the stream must not date it from a later poll.
+func TestCoreStreamLongTransaction(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewCore(t)
+	pool := writerPool(t, pg.URL, 3)
+	ctx := testCtx(t)
+	opts := simulate.Options{Seed: 3, Workers: 2}
+	if err := simulate.EnsureCoreCatalog(ctx, pool, opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := simulate.LiveCore(ctx, pool, 20, time.Second, opts, nil); err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	rows, err := pool.Query(ctx, `SELECT workflow_step_uuid::text FROM tasker.workflow_steps ORDER BY 1 LIMIT 2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil || len(steps) < 2 {
+		t.Fatalf("steps: %v %v", steps, err)
+	}
+	cfg := testStreamConfig()
+	cfg.KeyClockMargin = 0
+	s := newTestStream(t, pg.URL, cfg, nil)
+	s.drain(t)
+	start := s.base
+
+	long, err := pg.Conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = long.Rollback(context.WithoutCancel(ctx)) }()
+	coreStepTransition(t, ctx, long, steps[0], "waiting_for_retry")
+	other := pg.Conn(t)
+	for range 4 {
+		time.Sleep(20 * time.Millisecond) // the polls' times move past the row's key
+		s.drain(t)
+		coreStepTransition(t, ctx, other, steps[1], "in_progress") // commits: xmax moves on
+	}
+	s.drain(t)
+	if err := long.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.drain(t)
+	s.assertMatchesRecount(t)
+	assertExactlyOnceIn(t, engine.Core(), pg.Conn(t), start, s.sink.all())
+}

@@ -213,6 +213,28 @@ func TestXidTracker(t *testing.T) {
 			t.Errorf("%s: scan from %v, floor %v; want %v, %v", step.name, from, floor, step.from, step.floor)
 		}
 	}
+	// On a standby the snapshots list no transactions: from xmin and xmax.
+	standby := func(s int, xmin, xmax uint64) xidSnapshot {
+		return xidSnapshot{xmin: xmin, xmax: xmax, at: at(s), recovery: true}
+	}
+	x.start(standby(0, 20, 30), at(-60))
+	for _, step := range []struct {
+		name        string
+		snap        xidSnapshot
+		from, floor time.Time
+	}{
+		// 20..29 may be running since before the start.
+		{"still running", standby(1, 20, 32), at(-60), at(-60)},
+		// Everything below 32 ended; 32 and 33 came after poll 1.
+		{"the old ones end", standby(2, 32, 34), at(-60), at(1)},
+		{"idle", standby(3, 34, 34), at(1), at(3)},
+	} {
+		from, floor := x.advance(step.snap)
+		if !from.Equal(step.from) || !floor.Equal(step.floor) {
+			t.Errorf("standby, %s: scan from %v, floor %v; want %v, %v", step.name, from, floor, step.from, step.floor)
+		}
+	}
+
 	x.start(snap(0, 5, 9, 5, 8), at(-60))
 	if n := x.giveUp(at(-30)); n != 2 {
 		t.Errorf("gave up on %d transactions, want 2", n)

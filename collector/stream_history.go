@@ -447,9 +447,9 @@ func keyArgs(ids []engine.ID) any { return keyArgsOf(len(ids) > 0 && ids[0].IsUU
 // engine's keys it holds.
 func keyArgsOf(uuid bool, ids []engine.ID) any {
 	if uuid {
-		out := make([]string, len(ids))
+		out := make([][16]byte, len(ids)) // binary: no text to format or parse
 		for i, id := range ids {
-			out[i] = id.String()
+			out[i] = id.UUID()
 		}
 		return out
 	}

@@ -75,16 +75,16 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 		}, append(slices.Clone(groupLabels), "state")),
 		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tasker_step_duration_seconds",
-			Help:    "Duration of one step attempt, from in_progress to the state it ended in (complete, error or cancelled).",
+			Help:    "Duration of one step attempt, from in_progress to the state it ended in (complete, error or cancelled); on tasker-core to the hand-off to orchestration, labelled complete or error by its outcome.",
 			Buckets: stepDurationBuckets,
 		}, append(slices.Clone(groupLabels), "state")),
 		stepRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_step_retries_total",
-			Help: "Steps leaving error for another attempt (error to pending or in_progress).",
+			Help: "Steps leaving their retry wait for another attempt (error to pending or in_progress; on tasker-core waiting_for_retry to pending, enqueued or in_progress).",
 		}, groupLabels),
 		stepBackoff: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tasker_step_backoff_seconds",
-			Help:    "Time a step spent between a failed attempt and the start of its next attempt.",
+			Help:    "Time a step spent between entering its retry wait (error; waiting_for_retry on tasker-core) and the start of its next attempt.",
 			Buckets: backoffBuckets,
 		}, groupLabels),
 
@@ -94,7 +94,7 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 		}, []string{"table"}),
 		lateRows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "late_rows_total",
-			Help: "Rows found in a gap below the watermark: committed after a row with a higher id had been read.",
+			Help: "Rows committed after a row with a higher key had been read (found in a gap below the watermark, or on tasker-core below the newest key read).",
 		}, []string{"table"}),
 		gaps: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "gaps",

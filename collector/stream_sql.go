@@ -423,19 +423,21 @@ func startPosition(ctx context.Context, tx pgx.Tx, e engine.Engine, window int64
 }
 
 // coreStartLookback is how long before a fresh count a transaction still
-// running then is assumed to have begun writing: the stream reads the keys
-// from there (minus the key clock margin) and remembers them, so that rows
-// such a transaction commits later are found. A transaction that wrote
-// earlier still and commits later is counted by the next recount.
+// running then is assumed to have begun writing: the stream remembers the
+// keys from there, so that rows such a transaction commits later are
+// found. A transaction that wrote earlier still and commits later is
+// counted by the next recount.
 const coreStartLookback = time.Minute
 
 // coreStartPosition is where a fresh count leaves the core stream: each
-// table's floor at from, with every key at or above it already seen.
+// table's floor at from, with every key at or above it already seen; at
+// most maxSeenKeys of them, the floor raised to the oldest kept (the rows
+// below are counted by the fresh count all the same).
 func coreStartPosition(ctx context.Context, tx pgx.Tx, from time.Time) (position, error) {
 	var p position
 	floor := engine.UUIDLowerBound(from)
 	for t := range numTables {
-		rows, err := tx.Query(ctx, fmt.Sprintf(coreKeysSinceSQL, t.name(engine.Core()), t.keyColumn()), floor)
+		rows, err := tx.Query(ctx, fmt.Sprintf(coreKeysSinceSQL, t.name(engine.Core()), t.keyColumn()), floor, maxSeenKeys)
 		if err != nil {
 			return p, fmt.Errorf("read %s keys: %w", t.name(engine.Core()), err)
 		}
@@ -443,9 +445,33 @@ func coreStartPosition(ctx context.Context, tx pgx.Tx, from time.Time) (position
 		if err != nil {
 			return p, fmt.Errorf("read %s keys: %w", t.name(engine.Core()), err)
 		}
-		p[t] = Cursor{Floor: floor, Seen: seen}
+		slices.Reverse(seen)
+		c := Cursor{Floor: floor, Seen: seen}
+		if len(seen) == maxSeenKeys {
+			c.raiseFloor(seen[0])
+		}
+		p[t] = c
 	}
 	return p, nil
+}
+
+// canSettleGaps reports whether the Rails sequences behind the stream's
+// keys hand out one id at a time (cache_size 1, PostgreSQL's default and
+// Rails'), which Cursor.resolve relies on: with a larger cache a session
+// keeps ids it drew long ago and inserts them later.
+func canSettleGaps(ctx context.Context, tx pgx.Tx) (bool, error) {
+	var cache int64
+	err := tx.QueryRow(ctx, `
+SELECT COALESCE(max(s.cache_size), 1)
+FROM unnest($1::text[], $2::text[]) AS t(tbl, col)
+JOIN pg_sequences s
+  ON format('%I.%I', s.schemaname, s.sequencename)::regclass = pg_get_serial_sequence(t.tbl, t.col)::regclass`,
+		[]string{"tasker_tasks", "tasker_workflow_steps", "tasker_task_transitions", "tasker_workflow_step_transitions"},
+		[]string{"task_id", "workflow_step_id", "id", "id"}).Scan(&cache)
+	if err != nil {
+		return false, fmt.Errorf("read the key sequences: %w", err)
+	}
+	return cache <= 1, nil
 }
 
 // normalizeGaps sorts and merges ranges.

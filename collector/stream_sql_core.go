@@ -129,4 +129,4 @@ ORDER BY r.task_transition_uuid DESC LIMIT $3`
 
 // coreKeysSinceSQL lists the keys of a table from $1 up: at the start, the
 // keys a fresh count has already counted above the floor.
-const coreKeysSinceSQL = `SELECT %[2]s FROM %[1]s WHERE %[2]s >= $1::uuid ORDER BY 1`
+const coreKeysSinceSQL = `SELECT %[2]s FROM %[1]s WHERE %[2]s >= $1::uuid ORDER BY 1 DESC LIMIT $2`

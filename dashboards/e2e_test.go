@@ -27,6 +27,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tasker-systems/tasker-sidecar/dashboards"
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 )
 
@@ -47,32 +48,58 @@ const (
 	rulesPath       = "../deploy/prometheus/tasker-sidecar.rules.yaml"
 )
 
+// TestPrometheusEndToEnd runs once per engine: the same dashboards and
+// rules must find data whether the sidecar reads a Rails engine's database
+// or a tasker-core one, whose states differ (the state groups in
+// panels.go).
 func TestPrometheusEndToEnd(t *testing.T) {
-	started := time.Now()
 	prometheusBin := lookPath(t, "prometheus")
-	db := pgtest.New(t)
 	sidecarBin := buildSidecar(t)
-	runOK(t, sidecarBin, "schema", "apply", "--database-url", db.URL)
-	runOK(t, sidecarBin, "simulate", "--database-url", db.URL, "--tasks", "300", "--seed", "1")
+	for _, eng := range []string{"rails", "core"} {
+		t.Run(eng, func(t *testing.T) { endToEnd(t, prometheusBin, sidecarBin, eng) })
+	}
+}
+
+func endToEnd(t *testing.T, prometheusBin, sidecarBin, eng string) {
+	started := time.Now()
+	db := pgtest.New(t)
+	runOK(t, sidecarBin, "schema", "apply", "--engine", eng, "--database-url", db.URL)
+	runOK(t, sidecarBin, "simulate", "--engine", eng, "--database-url", db.URL, "--tasks", "300", "--seed", "1")
+	if eng == "core" {
+		exhaustSomeCoreSteps(t, db)
+	}
 
 	otlp := startOTLPReceiver(t)
 	sidecarAddr := startSidecar(t, sidecarBin, db.URL, otlp.url)
 	// Live activity while the sidecar runs: tasks start, steps fail and are
 	// retried after a backoff, tasks end, so the transition counters and
 	// histograms get samples and the gauges move.
-	start(t, "simulate", nil, sidecarBin, "simulate", "--database-url", db.URL, "--rate", "20", "--duration", "120s", "--seed", "2")
+	start(t, "simulate", nil, sidecarBin, "simulate", "--engine", eng, "--database-url", db.URL,
+		"--rate", "20", "--duration", "120s", "--seed", "2")
 	prom := startPrometheus(t, prometheusBin, sidecarAddr)
 	t.Logf("setup took %s", time.Since(started).Round(time.Millisecond))
 
 	panels := panelQueries(t)
 	variables := variableQueries(t)
 	rules := ruleExpressions(t)
+	pending := func(string) bool { return false }
+	if eng == "core" {
+		pending = pendingOnCore
+		panels = slices.DeleteFunc(panels, func(q promQuery) bool {
+			return pending(q.expr) || strings.HasPrefix(q.where, engineFreeBoard)
+		})
+		t.Logf("no data required on core yet: %s (notYetOnCore), and %s (checked on rails)",
+			strings.Join(notYetOnCore, ", "), engineFreeBoard)
+	}
 
 	// Every metric named anywhere must be exported by the sidecar: this also
 	// covers panels that stay non-empty without their metric (or vector(0)).
 	waitFor(t, 30*time.Second, "every referenced metric to be scraped", func() []string {
 		var missing []string
 		for _, name := range metricNames(panels, variables, rules) {
+			if pending(name) {
+				continue
+			}
 			if n, err := prom.seriesCount(name); err != nil || n == 0 {
 				missing = append(missing, fmt.Sprintf("%s: no series (%v)", name, err))
 			}
@@ -145,6 +172,59 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		return prom.unhealthyRules(len(rules))
 	})
 	t.Logf("%d rules evaluate; end to end in %s", len(rules), time.Since(started).Round(time.Millisecond))
+
+	if eng == "core" {
+		// The exemption ends when the analytics work on core: then this
+		// fails, and notYetOnCore goes.
+		if n, err := prom.seriesCount(analyticsDoneOnCore); err != nil || n > 0 {
+			t.Errorf("%s has %d series on core (%v): the analytics work on tasker-core now; remove notYetOnCore", analyticsDoneOnCore, n, err)
+		}
+	}
+}
+
+// exhaustSomeCoreSteps gives three steps in error their last attempt. The
+// core simulator's bulk history fails steps before they use up their
+// attempts (the Rails one leaves some exhausted), so the exhausted retry
+// class, and the panels on it, would only have data once the live activity
+// exhausts a step, which can take longer than the test waits. Done before
+// the sidecar starts, so its first count already has them.
+func exhaustSomeCoreSteps(t *testing.T, db pgtest.DB) {
+	t.Helper()
+	core := engine.Core()
+	tag, err := db.Conn(t).Exec(context.Background(), fmt.Sprintf(`UPDATE %[1]s SET attempts = %[3]s
+WHERE workflow_step_uuid IN (
+    SELECT workflow_step_uuid FROM %[2]s
+    WHERE most_recent AND to_state = 'error'
+    ORDER BY workflow_step_uuid LIMIT 3)`, core.Tables.Steps, core.Tables.StepTransitions, core.RetryLimitColumn))
+	if err != nil {
+		t.Fatalf("exhaust core steps: %v", err)
+	}
+	if tag.RowsAffected() == 0 {
+		t.Fatal("the core simulation left no step in error to exhaust")
+	}
+}
+
+// notYetOnCore are the metrics the sidecar does not export on tasker-core
+// yet: the analytics refresh still reads the Rails engine's tables (issue
+// 12). The core run leaves the panels on them out of its data checks; their
+// rules must still evaluate. analyticsDoneOnCore, which only a successful
+// analytics refresh sets, shows when the gap closes.
+var notYetOnCore = []string{"tasker_analytics_", "tasker_sidecar_analytics_"}
+
+// engineFreeBoard is the dashboard that knows no engine: the cache store and
+// the results cache. The Rails run checks it; in this test the results
+// cache is fed by analytics.metrics alone (README.md, "Not covered"), so on
+// core, while the analytics fail, its series come and go.
+const engineFreeBoard = "tasker-cache.json"
+
+const analyticsDoneOnCore = "tasker_sidecar_analytics_last_refresh_timestamp_seconds"
+
+// pendingOnCore reports whether an expression or a metric name mentions a
+// metric of notYetOnCore, except tasker_analytics_window_seconds, which the
+// analytics collector exports on either engine.
+func pendingOnCore(expr string) bool {
+	expr = strings.ReplaceAll(expr, "tasker_analytics_window_seconds", "")
+	return slices.ContainsFunc(notYetOnCore, func(prefix string) bool { return strings.Contains(expr, prefix) })
 }
 
 func lookPath(t *testing.T, name string) string {

@@ -103,7 +103,8 @@ func tasksInError() cog.Builder[dashboard.Panel] {
 
 func exhaustedSteps() cog.Builder[dashboard.Panel] {
 	return singleStat("Steps out of retries",
-		"Steps in error with attempts >= retry_limit: they will not be retried without an operator.", unitCount,
+		"Steps in error with attempts >= their limit (retry_limit on Rails, max_attempts on tasker-core): they will "+
+			"not be retried without an operator.", unitCount,
 		promQuery(`max(tasker_error_steps{job="$job",retry_class="exhausted"})`, "exhausted"))
 }
 
@@ -120,20 +121,23 @@ func dependencyReadiness() cog.Builder[dashboard.Panel] {
 
 func openTasksByState() cog.Builder[dashboard.Panel] {
 	return stackedSeries("Open tasks by state",
-		"Tasks not finished, by current state; new = no transition yet.", unitCount,
-		promQuery(`max by (state) (tasker_tasks{job="$job",state=~"new|pending|in_progress|error"})`, "{{state}}"))
+		"Tasks not finished, by current state (error included: it can be retried); new = no transition yet. "+
+			"Rails has pending and in_progress; tasker-core its running and waiting states.", unitCount,
+		promQuery(`max by (state) (tasker_tasks{job="$job",state!~"`+closedStates+`"})`, "{{state}}"))
 }
 
 func openStepsByState() cog.Builder[dashboard.Panel] {
 	return stackedSeries("Open steps by state",
-		"Workflow steps not finished, by current state; new = no transition yet.", unitCount,
-		promQuery(`max by (state) (tasker_steps{job="$job",state=~"new|pending|in_progress|error"})`, "{{state}}"))
+		"Workflow steps not finished, by current state (error included); new = no transition yet. tasker-core "+
+			"adds enqueued, the orchestration hand-offs and waiting_for_retry.", unitCount,
+		promQuery(`max by (state) (tasker_steps{job="$job",state!~"`+closedStates+`"})`, "{{state}}"))
 }
 
 func errorStepsByRetryClass() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in error by retry class",
-		"Tasker's classes: retryable (attempts < retry_limit), exhausted (attempts >= retry_limit), in_backoff "+
-			"(retryable and attempted at least once; a subset of retryable, not additive).", unitCount,
+		"Rails: retryable (error, attempts < retry_limit), exhausted (attempts >= retry_limit), in_backoff "+
+			"(retryable and attempted at least once; a subset of retryable, not additive). tasker-core: retryable = "+
+			"in_backoff = steps in waiting_for_retry, exhausted = error with attempts >= max_attempts.", unitCount,
 		promQuery(`max by (retry_class) (tasker_error_steps{job="$job"})`, "{{retry_class}}"))
 }
 
@@ -143,15 +147,15 @@ func taskFlow() cog.Builder[dashboard.Panel] {
 	return timeSeries("Task flow",
 		"Tasks created per second, and task runs reaching each final state per second (error included: a task "+
 			"retried after an error can end again).", unitTasksPerS,
-		promQuery(rateOf("tasker_sidecar_stream_rows_total", `job="$job",table="tasker_tasks"`), "created"),
+		promQuery(rateOf("tasker_sidecar_stream_rows_total", `job="$job",table=~"`+taskTables+`"`), "created"),
 		promQuery(rateOf("tasker_task_transitions_total", `job="$job",to_state=~"`+finalTaskStates+`"`, "to_state"), "{{to_state}}"))
 }
 
 func stepFlow() cog.Builder[dashboard.Panel] {
 	return timeSeries("Step flow",
-		"Step attempts started (in_progress), completed and failed (error) per second, and failed steps sent back "+
-			"for another attempt (retried).", unitStepsPerS,
-		promQuery(rateOf("tasker_step_transitions_total", `job="$job",to_state=~"in_progress|complete|error"`, "to_state"), "{{to_state}}"),
+		"Step attempts started (in_progress), completed and failed (error; on tasker-core also waiting_for_retry, "+
+			"a retryable failure) per second, and failed steps sent back for another attempt (retried).", unitStepsPerS,
+		promQuery(rateOf("tasker_step_transitions_total", `job="$job",to_state=~"in_progress|complete|`+failedAttemptStates+`"`, "to_state"), "{{to_state}}"),
 		promQuery(rateOf("tasker_step_retries_total", `job="$job"`), "retried"))
 }
 
@@ -160,7 +164,7 @@ func errorRates() cog.Builder[dashboard.Panel] {
 		"Share of task runs ending in error among those ending in complete or error, and of step attempts failing "+
 			"among those that ended, over the window: what fails now, unlike the error shares (current states).", unitRatio,
 		promQuery(ratioOf("tasker_task_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "task runs"),
-		promQuery(ratioOf("tasker_step_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "step attempts")).
+		promQuery(stepFailureRatio(`job="$job"`), "step attempts")).
 		Max(1)
 }
 
@@ -183,10 +187,17 @@ func taskErrorRateStat() cog.Builder[dashboard.Panel] {
 func stepFailureRateStat() cog.Builder[dashboard.Panel] {
 	return singleStat("Step attempts failing",
 		"Share of the step attempts ending now that fail; retryable failures are retried after a backoff.", unitRatio,
-		promQuery(ratioOf("tasker_step_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "failing")).
+		promQuery(stepFailureRatio(`job="$job"`), "failing")).
 		Thresholds(thresholds(step(0.1, "orange"), step(0.25, "red"))).
 		ColorScheme(byThresholds()).
 		NoValue("no attempt ended")
+}
+
+// stepFailureRatio is the share of step attempts ending that fail: on
+// Rails in error, on tasker-core in error or waiting_for_retry.
+func stepFailureRatio(selector string, by ...string) string {
+	return ratioOf("tasker_step_transitions_total", selector+`,to_state=~"`+failedAttemptStates+`"`,
+		selector+`,to_state=~"complete|`+failedAttemptStates+`"`, by...)
 }
 
 // streamState says whether the counters and the health counts are current:
@@ -221,5 +232,5 @@ func databaseConnections() cog.Builder[dashboard.Panel] {
 func finishedTasksByState() cog.Builder[dashboard.Panel] {
 	return timeSeries("Finished tasks by state",
 		"Tasks in a final state; these grow with the history kept in the database.", unitCount,
-		promQuery(`max by (state) (tasker_tasks{job="$job",state=~"complete|cancelled|resolved_manually"})`, "{{state}}"))
+		promQuery(`max by (state) (tasker_tasks{job="$job",state=~"`+closedStates+`"})`, "{{state}}"))
 }

@@ -46,8 +46,57 @@ func withExemplars(expr, legend string) query {
 // quantile.
 
 // finalTaskStates are the task states a run ends in (error included: a
-// retried task can end again), as a PromQL regular expression.
+// retried task can end again), as a PromQL regular expression. They are
+// the same on both engines.
 var finalTaskStates = strings.Join(engine.RunEndStates(), "|")
+
+// State groups, as PromQL alternatives over both engines' states. The
+// sidecar exports the states of the engine it is attached to, so a panel
+// selecting a group works on either: the other engine's states in the
+// regex match nothing. A panel never names a state only one engine has
+// outside such a group, unless its title says which engine it is for
+// (deploy's TestStateMatchersWorkOnBothEngines checks).
+var (
+	// closedStates end a task or step for good: the terminal states
+	// except error, which a Rails task retry or a core operator's reset
+	// can leave. "Open" is everything else, new (no transition yet)
+	// included: state!~closedStates.
+	closedStates = bothEngines(func(e engine.Engine) []string {
+		closed := func(m engine.StateSets) []string {
+			return slices.DeleteFunc(m.Terminal, func(s string) bool { return slices.Contains(m.Failed, s) })
+		}
+		return append(closed(e.TaskStates), closed(e.StepStates)...)
+	})
+	// runningStepStates are a step's attempt under way: in_progress on
+	// Rails; on tasker-core also waiting in a worker queue (enqueued) and
+	// its result waiting for orchestration.
+	runningStepStates = bothEngines(func(e engine.Engine) []string { return e.StepStates.Running })
+	// failedAttemptStates are where a failed step attempt goes: error on
+	// Rails (retryable or not); waiting_for_retry (retryable) or error
+	// (exhausted or not retryable) on tasker-core.
+	failedAttemptStates = bothEngines(func(e engine.Engine) []string {
+		return append(e.StepStates.Failed, e.StepStates.InBackoff...)
+	})
+)
+
+// taskTables is the tasks table as the stream's table label names it on
+// either engine (engine.Tables: tasker_tasks on Rails, tasker.tasks on
+// tasker-core). In the regex the dot also matches itself.
+var taskTables = engine.Rails().Tables.Tasks + "|" + engine.Core().Tables.Tasks
+
+// bothEngines joins the states pick chooses on the Rails engine and on
+// tasker-core, each once, Rails' first.
+func bothEngines(pick func(engine.Engine) []string) string {
+	var out []string
+	for _, e := range []engine.Engine{engine.Rails(), engine.Core()} {
+		for _, s := range pick(e) {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return strings.Join(out, "|")
+}
 
 // rateOf is the per-second rate of a counter, keeping the labels in by.
 func rateOf(metric, selector string, by ...string) string {

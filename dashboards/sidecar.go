@@ -192,8 +192,13 @@ func labelGroupsFolded() cog.Builder[dashboard.Panel] {
 
 func buildInfo() cog.Builder[dashboard.Panel] {
 	return tablePanel("Build",
-		"Version of each replica; a mix means a rollout is under way or stuck.",
-		instantQuery(`max by (instance, version, revision, branch, goversion) (tasker_sidecar_build_info{`+replica+`})`)).
+		"Version of each replica, and the engine whose database it reads (rails or core: the state panels show that "+
+			"engine's states; empty until the replica has attached). A mix means a rollout is under way or stuck.",
+		instantQuery(`max by (instance, version, revision, branch, goversion, engine) (
+  tasker_sidecar_build_info{`+replica+`}
+    * on (job, instance) group_left (engine) max by (job, instance, engine) (tasker_sidecar_engine_info{`+replica+`})
+  or on (job, instance) tasker_sidecar_build_info{`+replica+`}
+)`)).
 		WithTransformation(hideValue())
 }
 

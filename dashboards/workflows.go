@@ -83,8 +83,9 @@ func tasksByNameTable() cog.Builder[dashboard.Panel] {
 
 func openTasksByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Open tasks per named task",
-		"Tasks not yet finished (new, pending, in progress) per named task.", unitCount,
-		promQuery(`max by (namespace, task) (sum by (instance, namespace, task) (tasker_tasks_by_name{`+byName+`,state=~"new|pending|in_progress"}))`,
+		"Tasks not yet finished per named task: every state but complete, error, cancelled and resolved_manually "+
+			"(new, pending, in_progress on Rails; pending and the running and waiting states on tasker-core).", unitCount,
+		promQuery(`max by (namespace, task) (sum by (instance, namespace, task) (tasker_tasks_by_name{`+byName+`,state!~"`+finalTaskStates+`"}))`,
 			"{{namespace}}/{{task}}"))
 }
 
@@ -99,8 +100,9 @@ func taskErrorShareByName() cog.Builder[dashboard.Panel] {
 
 func stepsInProgressByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in progress (top 10 tasks)",
-		"Named tasks with the most steps executing now: where the workers' time goes.", unitCount,
-		promQuery(`topk(10, max by (namespace, task) (tasker_steps_by_name{`+byName+`,state="in_progress"}))`,
+		"Named tasks with the most steps being worked on: in_progress; on tasker-core also enqueued for a worker and "+
+			"results waiting for orchestration. Where the workers' time goes.", unitCount,
+		promQuery(`topk(10, max by (namespace, task) (sum by (instance, namespace, task) (tasker_steps_by_name{`+byName+`,state=~"`+runningStepStates+`"})))`,
 			"{{namespace}}/{{task}}"))
 }
 
@@ -113,7 +115,8 @@ func stepsWaitingByName() cog.Builder[dashboard.Panel] {
 
 func stepsInErrorByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in error (top 10 tasks)",
-		"Named tasks with the most steps whose current state is error.", unitCount,
+		"Named tasks with the most steps whose current state is error (on tasker-core only failures that will not be "+
+			"retried; retryable ones wait in waiting_for_retry).", unitCount,
 		promQuery(`topk(10, max by (namespace, task) (tasker_steps_by_name{`+byName+`,state="error"}))`,
 			"{{namespace}}/{{task}}"))
 }
@@ -121,14 +124,16 @@ func stepsInErrorByName() cog.Builder[dashboard.Panel] {
 func retryClasses() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in error by retry class",
 		"Steps in error of the selected tasks by retry class: retryable (a retry left), exhausted (none left: needs "+
-			"an operator); in_backoff is the subset of retryable already attempted.", unitCount,
+			"an operator); in_backoff is the subset of retryable already attempted. On tasker-core retryable and "+
+			"in_backoff are both the steps in waiting_for_retry.", unitCount,
 		promQuery(`max by (retry_class) (sum by (instance, retry_class) (tasker_error_steps_by_name{`+byName+`}))`, "{{retry_class}}"))
 }
 
 func longestWaiting() cog.Builder[dashboard.Panel] {
 	return timeSeries("Longest-waiting steps",
-		"How long the step longest in progress, and the retryable step longest in error, have waited (all "+
-			"namespaces). A line that only climbs is a stuck step: TaskerStepsStuckInProgress and "+
+		"How long the oldest step in each running state (in_progress; on tasker-core also enqueued and the "+
+			"orchestration hand-offs) and the one longest waiting for a retry (error on Rails, waiting_for_retry on "+
+			"tasker-core) have waited (all namespaces). A line that only climbs is a stuck step: TaskerStepsStuckInProgress and "+
 			"TaskerStepsStuckInBackoff fire past 30 min; docs/alerts.md has the query that finds it.", unitSeconds,
 		promQuery(`max by (state) (tasker_steps_oldest_age_seconds{job="$job"})`, "{{state}}")).
 		Thresholds(thresholds(step(1800, "red"))).
@@ -144,9 +149,10 @@ func exhaustedGrowth() cog.Builder[dashboard.Panel] {
 }
 
 func backoffShare() cog.Builder[dashboard.Panel] {
-	return timeSeries("Retryable steps already attempted",
+	return timeSeries("Retryable steps already attempted (Rails)",
 		"Share of retryable steps in error that were attempted at least once (Tasker's in_backoff); "+
-			"near 100% with a flat count means retries are not being picked up (all namespaces).", unitRatio,
+			"near 100% with a flat count means retries are not being picked up (all namespaces). Rails only: on "+
+			"tasker-core both classes are the steps in waiting_for_retry, so it is 100% whenever one waits.", unitRatio,
 		promQuery(`max(tasker_error_steps{job="$job",retry_class="in_backoff"}) / max(tasker_error_steps{job="$job",retry_class="retryable"} > 0)`,
 			"in_backoff / retryable")).
 		Max(1)
@@ -188,7 +194,8 @@ func stepAttemptsByName() cog.Builder[dashboard.Panel] {
 func stepTransitionsByState() cog.Builder[dashboard.Panel] {
 	return stackedSeries("Step transitions by state entered",
 		"Step transitions per second by the state entered, over the selected named tasks: attempts start (in_progress) "+
-			"and end (complete, error, cancelled); error then pending is a retry.", unitStepsPerS,
+			"and end (complete, error, cancelled); error then pending is a retry on Rails, waiting_for_retry then pending "+
+			"on tasker-core, which also shows enqueued and the orchestration hand-offs.", unitStepsPerS,
 		promQuery(rateOf("tasker_step_transitions_total", byName, "to_state"), "{{to_state}}"))
 }
 
@@ -221,21 +228,24 @@ func taskDurationByOutcome() cog.Builder[dashboard.Panel] {
 
 func stepDurationByOutcome() cog.Builder[dashboard.Panel] {
 	return timeSeries("Step attempt duration p95 by outcome",
-		"95th percentile duration of step attempts by how they ended (complete, error, cancelled), over the selected "+
+		"95th percentile duration of step attempts by how they ended (complete, error, cancelled; waiting_for_retry "+
+			"on tasker-core), over the selected "+
 			"named tasks; failed attempts taking as long as the handler's timeout point at a hanging dependency.", unitSeconds,
 		withExemplars(quantile("0.95", "tasker_step_duration_seconds", byName, "state"), "{{state}}"))
 }
 
 func retriesByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Step retries per named task (top 10)",
-		"Steps leaving error for another attempt (error to pending or in_progress) per second.", "suffix: retries/s",
+		"Steps sent back for another attempt per second (Rails: error to pending or in_progress; tasker-core: "+
+			"waiting_for_retry to pending).", "suffix: retries/s",
 		promQuery("topk(10, "+rateOf("tasker_step_retries_total", byName, "namespace", "task")+")", "{{namespace}}/{{task}}"))
 }
 
 func backoffTime() cog.Builder[dashboard.Panel] {
 	return timeSeries("Time between a failed attempt and the next",
 		"Backoff actually observed, from a step's failed attempt to the start of its next attempt, over the selected "+
-			"named tasks (Tasker's own backoff is 1 s to 300 s; beyond that the retries wait for workers). "+
+			"named tasks (Rails' own backoff is 1 s to 300 s, tasker-core's up to 60 s unless a handler asks for "+
+			"more; beyond that the retries wait for workers). "+
 			"Exemplars open the trace.", unitSeconds,
 		withExemplars(quantile("0.5", "tasker_step_backoff_seconds", byName), "p50"),
 		withExemplars(quantile("0.95", "tasker_step_backoff_seconds", byName), "p95"),

@@ -74,11 +74,6 @@ func schemaCmd(ctx context.Context, env *environment, args []string) int {
 	return exitOK
 }
 
-// applySchema applies the Rails engine's schema (demo's database).
-func applySchema(ctx context.Context, dbURL string) error {
-	return applyEngineSchema(ctx, dbURL, schema.Apply)
-}
-
 func applyEngineSchema(ctx context.Context, dbURL string, apply func(context.Context, *pgx.Conn) error) error {
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {

@@ -30,17 +30,10 @@ import (
 // were left. Stopping finishes the transitions under way.
 func LiveCore(ctx context.Context, pool *pgxpool.Pool, rate float64, duration time.Duration, opts Options, progress func(Stats)) (Stats, error) {
 	start := time.Now()
-	opts, err := opts.withDefaults()
+	opts, err := liveOptions(pool, rate, duration, opts)
 	if err != nil {
 		return Stats{}, err
 	}
-	if rate < 0 || duration < 0 {
-		return Stats{}, errors.New("live: rate and duration must not be negative")
-	}
-	if opts.Workers == 0 {
-		opts.Workers = int(min(max(pool.Config().MaxConns-1, 1), 4))
-	}
-	opts.Workers = min(opts.Workers, int(pool.Config().MaxConns))
 	cat, err := loadCoreCatalog(ctx, pool, opts)
 	if err != nil {
 		return Stats{}, fmt.Errorf("live: %w", err)

@@ -65,7 +65,6 @@ type coreStepPlan struct {
 	maxAttempts int32
 	retryable   bool
 	inputs      []byte
-	cols        coreStepCols // as of the last op applied (Bulk: before Now)
 }
 
 // planCoreTask simulates a task of def created at start to its end.

@@ -26,17 +26,10 @@ import (
 // advance the same adopted tasks.
 func Live(ctx context.Context, pool *pgxpool.Pool, rate float64, duration time.Duration, opts Options, progress func(Stats)) (Stats, error) {
 	start := time.Now()
-	opts, err := opts.withDefaults()
+	opts, err := liveOptions(pool, rate, duration, opts)
 	if err != nil {
 		return Stats{}, err
 	}
-	if rate < 0 || duration < 0 {
-		return Stats{}, errors.New("live: rate and duration must not be negative")
-	}
-	if opts.Workers == 0 {
-		opts.Workers = int(min(max(pool.Config().MaxConns-1, 1), 4))
-	}
-	opts.Workers = min(opts.Workers, int(pool.Config().MaxConns))
 	cat, err := loadCatalog(ctx, pool, opts)
 	if err != nil {
 		return Stats{}, fmt.Errorf("live: %w", err)
@@ -495,4 +488,21 @@ func deref(t *time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
+}
+
+// liveOptions checks Live's and LiveCore's arguments and fills the
+// defaults: workers leave one of the pool's connections free, at most 4.
+func liveOptions(pool *pgxpool.Pool, rate float64, duration time.Duration, opts Options) (Options, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return opts, err
+	}
+	if rate < 0 || duration < 0 {
+		return opts, errors.New("live: rate and duration must not be negative")
+	}
+	if opts.Workers == 0 {
+		opts.Workers = int(min(max(pool.Config().MaxConns-1, 1), 4))
+	}
+	opts.Workers = min(opts.Workers, int(pool.Config().MaxConns))
+	return opts, nil
 }
