@@ -39,8 +39,9 @@ lint: fmt-check vet ## gofmt, go vet and staticcheck
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-vet:
+vet: ## go vet, also the end-to-end tests that only build with -tags e2e
 	go vet ./...
+	go vet -tags e2e ./...
 
 tidy-check: ## go.mod and go.sum are tidy
 	go mod tidy && git diff --exit-code go.mod go.sum

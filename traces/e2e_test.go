@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/collector"
@@ -50,11 +52,46 @@ type jaegerTrace struct {
 	} `json:"processes"`
 }
 
-// TestJaegerE2E exports a simulated workload's traces to a real Jaeger v2
-// and finds a task's trace by its task id. scripts/e2e-jaeger.sh starts
-// Jaeger and sets the variables; it is built only with -tags e2e, so it is
-// not part of `make test`.
+// e2eEngine is what the Jaeger test does differently per engine: make the
+// database, drive the workload, and count each complete task's runs and
+// step attempts (keyed by the task's key as text), and find how a task's
+// run ended.
+type e2eEngine struct {
+	name     string
+	database func(t *testing.T) pgtest.DB
+	catalog  func(ctx context.Context, pool *pgxpool.Pool, opts simulate.Options) error
+	live     func(ctx context.Context, pool *pgxpool.Pool, rate float64, d time.Duration, opts simulate.Options, progress func(simulate.Stats)) (simulate.Stats, error)
+	expected func(t *testing.T, conn *pgx.Conn) map[string][2]int
+	endSQL   string // the task's current transition: key, sort_key
+}
+
+var e2eEngines = []e2eEngine{
+	{name: "rails", database: func(t *testing.T) pgtest.DB { return pgtest.NewTasker(t) },
+		catalog: simulate.EnsureCatalog, live: simulate.Live,
+		expected: func(t *testing.T, conn *pgx.Conn) map[string][2]int {
+			out := map[string][2]int{}
+			for id, w := range traces.ExpectedSpans(t, conn) {
+				out[fmt.Sprint(id)] = w
+			}
+			return out
+		},
+		endSQL: `SELECT id::text, sort_key FROM tasker_task_transitions WHERE task_id = $1::bigint AND most_recent`},
+	{name: "core", database: func(t *testing.T) pgtest.DB { return pgtest.NewCore(t) },
+		catalog: simulate.EnsureCoreCatalog, live: simulate.LiveCore, expected: traces.ExpectedCoreSpans,
+		endSQL: `SELECT task_transition_uuid::text, sort_key FROM tasker.task_transitions WHERE task_uuid = $1::uuid AND most_recent`},
+}
+
+// TestJaegerE2E exports a simulated workload's traces to a real Jaeger v2,
+// on each engine's database, and finds a task's trace by its task key.
+// scripts/e2e-jaeger.sh starts Jaeger and sets the variables; it is built
+// only with -tags e2e, so it is not part of `make test`.
 func TestJaegerE2E(t *testing.T) {
+	for _, e := range e2eEngines {
+		t.Run(e.name, func(t *testing.T) { jaegerE2E(t, e) })
+	}
+}
+
+func jaegerE2E(t *testing.T, e e2eEngine) {
 	query := os.Getenv("SIDECAR_E2E_JAEGER_QUERY")
 	if query == "" {
 		t.Fatal("SIDECAR_E2E_JAEGER_QUERY is unset: run make e2e-jaeger, which starts Jaeger")
@@ -76,7 +113,7 @@ func TestJaegerE2E(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	pg := pgtest.NewTasker(t)
+	pg := e.database(t)
 	pool := traces.WriterPool(t, pg.URL)
 	logger := traces.NewLogger(t)
 	db := traces.OpenDB(t, pg.URL, logger)
@@ -93,15 +130,18 @@ func TestJaegerE2E(t *testing.T) {
 	<-stream.Ready()
 
 	opts := simulate.Options{Seed: 3, ErrorRate: 0.25, Workers: 2}
-	if _, err := simulate.Live(ctx, pool, 5, 3*time.Second, opts, nil); err != nil {
+	if err := e.catalog(ctx, pool, opts); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := simulate.Live(ctx, pool, 0, 5*time.Second, opts, nil); err != nil {
+	if _, err := e.live(ctx, pool, 5, 3*time.Second, opts, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.live(ctx, pool, 0, 5*time.Second, opts, nil); err != nil {
 		t.Fatal(err)
 	}
 	conn := pg.Conn(t)
-	want := traces.ExpectedSpans(t, conn)
-	var task int64
+	want := e.expected(t, conn)
+	var task string
 	best := -1
 	for id, w := range want {
 		if w[1] > best {
@@ -117,8 +157,12 @@ func TestJaegerE2E(t *testing.T) {
 	}
 	_ = stream.Shutdown(context.Background())
 
-	traceID := traces.TaskTraceID(cfg.TraceIDSalt, engine.IntID(task)).String()
-	tags, _ := json.Marshal(map[string]string{"tasker.task_id": fmt.Sprint(task)})
+	taskID, err := engine.ParseID(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	traceID := traces.TaskTraceID(cfg.TraceIDSalt, taskID).String()
+	tags, _ := json.Marshal(map[string]string{"tasker.task_id": task})
 	u := fmt.Sprintf("%s/api/traces?service=%s&tags=%s&lookback=1h&limit=20", query, cfg.ServiceName, url.QueryEscape(string(tags)))
 	// Earlier runs against the same Jaeger have tasks with the same id
 	// (every test database starts at 1) under other salts: keep this run's.
@@ -141,7 +185,7 @@ func TestJaegerE2E(t *testing.T) {
 		t.Fatalf("query Jaeger: %v", err)
 	}
 	if len(found) != 1 {
-		t.Fatalf("Jaeger has %d traces %s for task %d, want 1 (%s)", len(found), traceID, task, u)
+		t.Fatalf("Jaeger has %d traces %s for task %s, want 1 (%s)", len(found), traceID, task, u)
 	}
 	tr := found[0]
 	var root string
@@ -178,19 +222,22 @@ func TestJaegerE2E(t *testing.T) {
 		}
 	}
 	if steps != best {
-		t.Errorf("Jaeger shows %d step spans for task %d, want one per attempt: %d", steps, task, best)
+		t.Errorf("Jaeger shows %d step spans for task %s, want one per attempt: %d", steps, task, best)
 	}
-	t.Logf("task %d: trace %s in Jaeger with %d spans (%d step attempts, %d dependency links): %s/trace/%s",
-		task, tr.TraceID, len(tr.Spans), steps, links, query, tr.TraceID)
+	t.Logf("%s task %s: trace %s in Jaeger with %d spans (%d step attempts, %d dependency links): %s/trace/%s",
+		e.name, task, tr.TraceID, len(tr.Spans), steps, links, query, tr.TraceID)
 
 	// A restarted sidecar that exports the task again (its checkpoint was
 	// older than the export) lands in the same trace, not a second one.
 	var end collector.Transition
-	if err := conn.QueryRow(ctx, `SELECT sort_key FROM tasker_task_transitions WHERE task_id = $1 AND most_recent`,
-		task).Scan(&end.SortKey); err != nil {
+	var endKey string
+	if err := conn.QueryRow(ctx, e.endSQL, task).Scan(&endKey, &end.SortKey); err != nil {
 		t.Fatal(err)
 	}
-	end.TaskID, end.ToState = task, "complete"
+	if end.ID, err = engine.ParseID(endKey); err != nil {
+		t.Fatal(err)
+	}
+	end.TaskID, end.ToState = taskID, "complete"
 	exp2, err := otlp.NewSpanExporter(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +264,7 @@ func TestJaegerE2E(t *testing.T) {
 	if n != 1 || spans != len(tr.Spans) {
 		t.Errorf("after a re-export Jaeger has %d traces %s with %d spans, want 1 with %d", n, traceID, spans, len(tr.Spans))
 	}
-	t.Logf("after re-exporting task %d: 1 trace, %d spans as Jaeger returns them (%d before)", task, spans, len(tr.Spans))
+	t.Logf("after re-exporting task %s: 1 trace, %d spans as Jaeger returns them (%d before)", task, spans, len(tr.Spans))
 }
 
 func getTraces(ctx context.Context, u string) ([]jaegerTrace, error) {

@@ -19,6 +19,7 @@ var (
 	WriterPool        = writerPool
 	NewLogger         = testLogger
 	ExpectedSpans     = expectedSpans
+	ExpectedCoreSpans = expectedCoreSpans
 	OpenDB            = openDB
 	StreamConfig      = streamConfig
 )
