@@ -10,14 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/pgtest"
 	"github.com/tasker-systems/tasker-sidecar/internal/secret"
+	"github.com/tasker-systems/tasker-sidecar/internal/simulate"
 	"github.com/tasker-systems/tasker-sidecar/store"
 	"github.com/tasker-systems/tasker-sidecar/store/storetest"
-
-	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
 func sampleCheckpoint() Checkpoint {
@@ -162,7 +164,12 @@ func TestStreamCheckpointForAnotherDatabaseIsIgnored(t *testing.T) {
 // every terminal task transition reaches exactly one sink.
 func TestStreamLeaseHandover(t *testing.T) {
 	t.Parallel()
-	testHandover(t, false)
+	for _, e := range handoverEngines {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			testHandover(t, e, false)
+		})
+	}
 }
 
 // TestStreamLeaseHandoverAfterCrash is the same with the holder killed:
@@ -171,12 +178,45 @@ func TestStreamLeaseHandover(t *testing.T) {
 // after its last checkpoint is exported again.
 func TestStreamLeaseHandoverAfterCrash(t *testing.T) {
 	t.Parallel()
-	testHandover(t, true)
+	for _, e := range handoverEngines {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			testHandover(t, e, true)
+		})
+	}
 }
 
-func testHandover(t *testing.T, crash bool) {
-	pg := pgtest.NewTasker(t)
+// handoverEngine is what the handover test does per engine: its database,
+// its writers, and its terminal task transitions' keys.
+type handoverEngine struct {
+	name        string
+	database    func(testing.TB) pgtest.DB
+	live        func(t *testing.T, pool *pgxpool.Pool)
+	terminalSQL string
+}
+
+var handoverEngines = []handoverEngine{
+	{name: "rails", database: pgtest.NewTasker,
+		live:        func(t *testing.T, pool *pgxpool.Pool) { runLive(t, pool, 30, 3*time.Second, 41) },
+		terminalSQL: `SELECT id FROM tasker_task_transitions WHERE to_state = ANY($1) ORDER BY id`},
+	{name: "core", database: pgtest.NewCore,
+		live: func(t *testing.T, pool *pgxpool.Pool) {
+			opts := simulate.Options{Seed: 41, ErrorRate: 0.3, Workers: 4}
+			if _, err := simulate.LiveCore(context.Background(), pool, 30, 3*time.Second, opts, nil); err != nil {
+				t.Errorf("live: %v", err)
+			}
+		},
+		terminalSQL: `SELECT task_transition_uuid FROM tasker.task_transitions WHERE to_state = ANY($1) ORDER BY 1`},
+}
+
+func testHandover(t *testing.T, e handoverEngine, crash bool) {
+	pg := e.database(t)
 	pool := writerPool(t, pg.URL, 5)
+	if e.name == "core" {
+		if err := simulate.EnsureCoreCatalog(testCtx(t), pool, simulate.Options{Seed: 41}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	st := openRedis(t, storetest.Prefix(t))
 	cfg := testStreamConfig()
 	cfg.Lease.TTL = 300 * time.Millisecond
@@ -197,7 +237,7 @@ func testHandover(t *testing.T, crash bool) {
 	<-b.Ready()
 
 	liveDone := make(chan struct{})
-	go func() { runLive(t, pool, 30, 3*time.Second, 41); close(liveDone) }()
+	go func() { e.live(t, pool); close(liveDone) }()
 	// Hand over once a has exported some of the terminal transitions
 	// checked below and saved where it got to, so both replicas share the
 	// traffic and b resumes from a's checkpoint.
@@ -227,35 +267,31 @@ func testHandover(t *testing.T, crash bool) {
 	if testutil.ToFloat64(b.m.leader) != 1 {
 		t.Fatal("b does not hold the lease after draining")
 	}
-	seen := map[int64]int{}
+	seen := map[engine.ID]int{}
 	for _, tr := range append(a.sink.all(), b.sink.all()...) {
 		if !tr.Step && engine.EndsRun(tr.ToState) {
-			seen[tr.ID.Int()]++
+			seen[tr.ID]++
 		}
 	}
-	rows, err := pg.Conn(t).Query(ctx, `SELECT id FROM tasker_task_transitions WHERE to_state = ANY($1) ORDER BY id`, terminalTaskStates)
+	rows, err := pg.Conn(t).Query(ctx, e.terminalSQL, terminalTaskStates)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[engine.ID])
+	if err != nil {
+		t.Fatal(err)
 	}
 	var again, total int
 	for _, id := range ids {
-		if start[tableTaskTransitions].Contains(engine.IntID(id)) {
+		if start[tableTaskTransitions].Contains(id) {
 			continue
 		}
 		total++
 		switch n := seen[id]; {
 		case n == 0:
-			t.Errorf("terminal task transition %d exported by neither replica", id)
+			t.Errorf("terminal task transition %s exported by neither replica", id)
 		case n > 1 && !crash:
-			t.Errorf("terminal task transition %d exported %d times", id, n)
+			t.Errorf("terminal task transition %s exported %d times", id, n)
 		case n > 1:
 			again++
 		}
