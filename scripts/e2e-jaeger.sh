@@ -9,8 +9,9 @@
 #    copied into the cache and built there.
 # 2. Starts it with its built-in all-in-one configuration: in-memory storage,
 #    OTLP on 4317 (gRPC) and 4318 (HTTP), the query API and UI on 16686.
-# 3. Runs TestJaegerE2E (traces/e2e_test.go) once per OTLP protocol:
-#    a throwaway Tasker database, a short simulated workload, the transition
+# 3. Runs TestJaegerE2E (traces/e2e_test.go) once per OTLP protocol, on each
+#    engine (a Rails and a tasker-core database; tasker.task_id is the task's
+#    key, its UUID on tasker-core): a throwaway database, a simulated workload, the transition
 #    stream and the trace exporter sending to Jaeger, then
 #    /api/traces?service=tasker&tags={"tasker.task_id":"<id>"} for a completed
 #    task, checked span by span: one trace with the derived trace id, one task

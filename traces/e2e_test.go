@@ -63,6 +63,11 @@ type e2eEngine struct {
 	live     func(ctx context.Context, pool *pgxpool.Pool, rate float64, d time.Duration, opts simulate.Options, progress func(simulate.Stats)) (simulate.Stats, error)
 	expected func(t *testing.T, conn *pgx.Conn) map[string][2]int
 	endSQL   string // the task's current transition: key, sort_key
+	// settle is how long the workload runs without new tasks, for some to
+	// complete; 0 keeps creating them throughout (LiveCore does not pick up
+	// the tasks of an earlier run, so a second run would finish nothing).
+	settle time.Duration
+	load   time.Duration // how long tasks are created
 }
 
 var e2eEngines = []e2eEngine{
@@ -75,10 +80,12 @@ var e2eEngines = []e2eEngine{
 			}
 			return out
 		},
-		endSQL: `SELECT id::text, sort_key FROM tasker_task_transitions WHERE task_id = $1::bigint AND most_recent`},
+		endSQL: `SELECT id::text, sort_key FROM tasker_task_transitions WHERE task_id = $1::bigint AND most_recent`,
+		load: 3 * time.Second, settle: 5 * time.Second},
 	{name: "core", database: func(t *testing.T) pgtest.DB { return pgtest.NewCore(t) },
 		catalog: simulate.EnsureCoreCatalog, live: simulate.LiveCore, expected: traces.ExpectedCoreSpans,
-		endSQL: `SELECT task_transition_uuid::text, sort_key FROM tasker.task_transitions WHERE task_uuid = $1::uuid AND most_recent`},
+		endSQL: `SELECT task_transition_uuid::text, sort_key FROM tasker.task_transitions WHERE task_uuid = $1::uuid AND most_recent`,
+		load: 25 * time.Second},
 }
 
 // TestJaegerE2E exports a simulated workload's traces to a real Jaeger v2,
@@ -133,11 +140,13 @@ func jaegerE2E(t *testing.T, e e2eEngine) {
 	if err := e.catalog(ctx, pool, opts); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.live(ctx, pool, 5, 3*time.Second, opts, nil); err != nil {
+	if _, err := e.live(ctx, pool, 5, e.load, opts, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.live(ctx, pool, 0, 5*time.Second, opts, nil); err != nil {
-		t.Fatal(err)
+	if e.settle > 0 {
+		if _, err := e.live(ctx, pool, 0, e.settle, opts, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	conn := pg.Conn(t)
 	want := e.expected(t, conn)
