@@ -81,11 +81,11 @@ var e2eEngines = []e2eEngine{
 			return out
 		},
 		endSQL: `SELECT id::text, sort_key FROM tasker_task_transitions WHERE task_id = $1::bigint AND most_recent`,
-		load: 3 * time.Second, settle: 5 * time.Second},
+		load:   3 * time.Second, settle: 5 * time.Second},
 	{name: "core", database: func(t *testing.T) pgtest.DB { return pgtest.NewCore(t) },
 		catalog: simulate.EnsureCoreCatalog, live: simulate.LiveCore, expected: traces.ExpectedCoreSpans,
 		endSQL: `SELECT task_transition_uuid::text, sort_key FROM tasker.task_transitions WHERE task_uuid = $1::uuid AND most_recent`,
-		load: 25 * time.Second},
+		load:   25 * time.Second},
 }
 
 // TestJaegerE2E exports a simulated workload's traces to a real Jaeger v2,
