@@ -269,16 +269,6 @@ FROM complete c JOIN runs r ON r.task_uuid = c.task_uuid LEFT JOIN attempts a ON
 	return out
 }
 
-func coreTerminalTransitions(t *testing.T, pg pgtest.DB) int {
-	t.Helper()
-	var n int
-	if err := pg.Conn(t).QueryRow(context.Background(), `SELECT count(*) FROM tasker.task_transitions
-		WHERE to_state IN ('complete', 'error', 'cancelled', 'resolved_manually')`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // Simulated tasker-core activity through the stream: every completed task
 // has one trace with a span per run and per step attempt, and the spans are
 // the same whether drawn from the transitions the stream handed over or
@@ -301,13 +291,13 @@ func TestCoreStreamTraces(t *testing.T) {
 	_ = stream.Start(ctx)
 	defer func() { _ = stream.Shutdown(context.Background()) }()
 	<-stream.Ready()
-	before := coreTerminalTransitions(t, pg)
+	before := terminalTransitions(t, pg, engine.Core())
 	// One run: a run's tasks in flight when it stops are left unfinished,
 	// and a retried step waits seconds.
 	if _, err := simulate.LiveCore(ctx, pool, 10, 8*time.Second, opts, nil); err != nil {
 		t.Fatal(err)
 	}
-	terminal := coreTerminalTransitions(t, pg) - before
+	terminal := terminalTransitions(t, pg, engine.Core()) - before
 	for deadline := time.Now().Add(30 * time.Second); rec.ends() < terminal && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond) // poll interval of this bounded wait
 	}

@@ -91,11 +91,12 @@ func spansOf(stubs tracetest.SpanStubs) []comparableSpan {
 	return out
 }
 
-func terminalTransitions(t *testing.T, pg pgtest.DB) int {
+// terminalTransitions counts e's task transitions to a terminal state.
+func terminalTransitions(t *testing.T, pg pgtest.DB, e engine.Engine) int {
 	t.Helper()
 	var n int
-	if err := pg.Conn(t).QueryRow(context.Background(), `SELECT count(*) FROM tasker_task_transitions
-		WHERE to_state IN ('complete', 'error', 'cancelled', 'resolved_manually')`).Scan(&n); err != nil {
+	if err := pg.Conn(t).QueryRow(context.Background(), `SELECT count(*) FROM `+e.Tables.TaskTransitions+`
+		WHERE to_state = ANY($1)`, e.TaskStates.Terminal).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -124,7 +125,7 @@ func TestStreamHistoriesDrawTheSameTraces(t *testing.T) {
 	_ = stream.Start(ctx)
 	defer func() { _ = stream.Shutdown(context.Background()) }()
 	<-stream.Ready()
-	before := terminalTransitions(t, pg)
+	before := terminalTransitions(t, pg, engine.Rails())
 	if _, err := simulate.Live(ctx, pool, 20, 3*time.Second, opts, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestStreamHistoriesDrawTheSameTraces(t *testing.T) {
 	}
 	// Let the stream read everything, then draw the traces both ways from
 	// the same, final database.
-	terminal := terminalTransitions(t, pg) - before
+	terminal := terminalTransitions(t, pg, engine.Rails()) - before
 	for deadline := time.Now().Add(30 * time.Second); rec.ends() < terminal && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond) // poll interval of this bounded wait
 	}
