@@ -113,8 +113,8 @@ type Stream struct {
 
 	// Owned by the loop goroutine (or a test driving poll directly).
 	initialized bool
-	// eng is the engine the first count found; a recount that finds
-	// another fails (the tables were replaced under the sidecar: restart).
+	// eng is the engine the first count found; the stream reads that
+	// engine's tables until the process restarts.
 	eng  engine.Engine
 	xids xidTracker // core only: the running transactions (stream_keys.go)
 	// startedAt is the database's time at the first count (its snapshot).
@@ -695,7 +695,9 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 		// did not read (transitions behind a backlog of tasks or steps)
 		// keeps its gaps until a poll that re-checks them.
 		if res.checked[t] && s.eng.Kind == engine.KindRails {
-			if s.settleGaps {
+			// A standby's snapshot does not say which transactions run
+			// (stream_keys.go): there gaps wait for the horizon.
+			if s.settleGaps && !snap.recovery {
 				res.pos[t].resolve(snap.xmin, now)
 			}
 			res.expired[t] = res.pos[t].expire(now, s.cfg.GapHorizon)
