@@ -52,8 +52,24 @@ fuzz: ## run every Go fuzz test briefly from its committed corpus (FUZZTIME=5s e
 bench: services ## run the Go benchmarks (see docs/benchmarks.md for the database-size runs)
 	go test -run '^$$' -bench . -benchmem ./...
 
-docker: ## build the container image
-	docker build -t tasker-sidecar:$(VERSION) --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) .
+# The container image. Base images are tags until pinned: give the digest after the tag
+# (GO_IMAGE=docker.io/library/golang:1.26-bookworm@sha256:…); the defaults repeat the Dockerfile's.
+# PLATFORM builds for another platform (linux/arm64); a list (linux/amd64,linux/arm64) needs a builder
+# that can hold it, so add DOCKER_BUILD_FLAGS=--push with IMAGE naming a registry.
+IMAGE              ?= tasker-sidecar
+GO_IMAGE           ?= docker.io/library/golang:1.26-bookworm
+RUNTIME_IMAGE      ?= gcr.io/distroless/static-debian12:nonroot
+PLATFORM           ?=
+IMAGE_CREATED      ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+IMAGE_SOURCE       ?= https://github.com/tasker-systems/tasker-sidecar
+DOCKER_BUILD_FLAGS ?=
+
+docker: ## build the container image (BuildKit; PLATFORM=linux/arm64, GO_IMAGE/RUNTIME_IMAGE to pin)
+	docker build -t $(IMAGE):$(VERSION) $(if $(PLATFORM),--platform $(PLATFORM)) \
+		--build-arg GO_IMAGE=$(GO_IMAGE) --build-arg RUNTIME_IMAGE=$(RUNTIME_IMAGE) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--build-arg CREATED=$(IMAGE_CREATED) --build-arg SOURCE=$(IMAGE_SOURCE) \
+		$(DOCKER_BUILD_FLAGS) .
 
 clean:
 	rm -rf bin

@@ -59,6 +59,10 @@ type Deps struct {
 	// (exporters.NewReadinessCollector) when there are any.
 	Checks []readiness.Checker
 
+	// Front is what the front page (GET /) shows besides the routes and
+	// readiness; the zero value shows those alone.
+	Front Front
+
 	Logger *slog.Logger
 }
 
@@ -227,6 +231,7 @@ func (s *Server) routes() *gin.Engine {
 			Message: "Method " + echo(c.Request.Method) + " is not allowed; allowed: " + allow})
 	})
 
+	e.GET(PathFront, noCache, s.front)
 	e.GET(PathLive, noCache, s.live)
 	e.GET(PathReady, noCache, s.ready)
 	e.GET(PathStatus, s.status)

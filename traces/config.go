@@ -5,8 +5,13 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/resource"
 
 	"github.com/tasker-systems/tasker-sidecar/internal/hostport"
 )
@@ -46,6 +51,11 @@ type Config struct {
 	ServiceName string `yaml:"service_name"`
 	// ServiceVersion of workflow traces; empty leaves it out.
 	ServiceVersion string `yaml:"service_version"`
+	// ResourceAttributes are added to the resource of workflow traces and
+	// of the sidecar's own spans, on top of OTEL_RESOURCE_ATTRIBUTES (these
+	// win on a conflict). service.name and service.version are set by the
+	// keys above, never here.
+	ResourceAttributes map[string]string `yaml:"resource_attributes"`
 	// SamplingRatio of tasks traced, decided from the trace id, so every
 	// replica and every re-export decides the same.
 	SamplingRatio float64 `yaml:"sampling_ratio"`
@@ -121,6 +131,11 @@ func (c Config) Validate() []error {
 	if c.Timeout <= 0 {
 		add("timeout", "must be a positive duration such as 10s (got %s)", c.Timeout)
 	}
+	for k := range c.ResourceAttributes {
+		if strings.TrimSpace(k) == "" {
+			add("resource_attributes", "attribute names must not be empty")
+		}
+	}
 	if c.ServiceName == "" {
 		add("service_name", "required")
 	}
@@ -168,4 +183,191 @@ func sortErrors(errs []error) []error {
 		}
 	}
 	return errs
+}
+
+// The OpenTelemetry SDK environment variables that ApplyOTelEnv reads
+// (docs/traces.md, "OpenTelemetry environment variables").
+const (
+	EnvSDKDisabled        = "OTEL_SDK_DISABLED"
+	EnvTracesExporter     = "OTEL_TRACES_EXPORTER"
+	EnvServiceName        = "OTEL_SERVICE_NAME"
+	EnvResourceAttributes = "OTEL_RESOURCE_ATTRIBUTES"
+	EnvTracesEndpoint     = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	EnvEndpoint           = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvTracesTimeout      = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+	EnvTimeout            = "OTEL_EXPORTER_OTLP_TIMEOUT"
+)
+
+// ApplyOTelEnv lets the OpenTelemetry SDK environment variables decide what
+// the configuration leaves unset, so a pod given the usual OTEL_* variables
+// exports traces without a sidecar-specific switch. explicit reports
+// whether a key of this section (such as "enabled") was set by the file, a
+// SIDECAR_ variable or a flag; getenv reads the environment.
+//
+// Whether traces are exported, first rule that applies:
+//  1. OTEL_SDK_DISABLED=true: off, even over an explicit enabled: true.
+//     The specification makes it the switch that disables the SDK for
+//     every signal, so an operator can silence a pod without editing its
+//     configuration.
+//  2. An explicit enabled: the configuration's value. The sidecar's own
+//     keys win over the generic variables, as for endpoint and protocol.
+//  3. OTEL_TRACES_EXPORTER=none: off.
+//  4. OTEL_TRACES_EXPORTER lists otlp: on.
+//  5. OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT set
+//     (and OTEL_TRACES_EXPORTER unset or holding only values the sidecar
+//     does not support): on.
+//  6. Otherwise the default, off.
+//
+// Values the specification says to warn about and ignore (an exporter
+// other than otlp or none, a boolean other than true or false, a timeout
+// that is not a positive number of milliseconds, malformed resource
+// attributes) come back as warnings; they never stop the sidecar.
+func (c *Config) ApplyOTelEnv(getenv func(string) string, explicit func(key string) bool) (warnings []string) {
+	env := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	warn := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
+
+	disabled := false
+	switch v := env(EnvSDKDisabled); {
+	case strings.EqualFold(v, "true"):
+		disabled = true
+	case v != "" && !strings.EqualFold(v, "false"):
+		warn("%s=%q is neither true nor false; taken as false", EnvSDKDisabled, v)
+	}
+	exporter := ""
+	if v := env(EnvTracesExporter); v != "" {
+		var other []string
+		for _, name := range strings.Split(v, ",") {
+			switch name = strings.ToLower(strings.TrimSpace(name)); name {
+			case "otlp":
+				exporter = "otlp"
+			case "none":
+				if exporter == "" {
+					exporter = "none"
+				}
+			case "":
+			default:
+				other = append(other, name)
+			}
+		}
+		if exporter == "none" && len(other) > 0 {
+			// The specification gives none alone; with others it means
+			// nothing sensible, so the others are ignored like any
+			// unsupported value and none still turns export off.
+			warn("%s=%q: none with other exporters; taken as none", EnvTracesExporter, v)
+		} else if len(other) > 0 {
+			warn("%s=%q: the sidecar exports traces over OTLP only; ignoring %s", EnvTracesExporter, v, strings.Join(other, ", "))
+		}
+	}
+	endpoint := env(EnvTracesEndpoint) != "" || env(EnvEndpoint) != ""
+
+	switch {
+	case disabled:
+		if c.Enabled && explicit("enabled") {
+			warn("%s=true turns trace export off although tracing.enabled is true", EnvSDKDisabled)
+		}
+		c.Enabled = false
+	case explicit("enabled"):
+		if c.Enabled && exporter == "none" {
+			warn("tracing.enabled is true, so %s=none is ignored", EnvTracesExporter)
+		}
+	case exporter == "none":
+		c.Enabled = false
+	case exporter == "otlp", endpoint:
+		c.Enabled = true
+	}
+
+	attrs, err := ParseResourceAttributes(env(EnvResourceAttributes))
+	if err != nil {
+		warn("%s ignored: %v", EnvResourceAttributes, err)
+	}
+	if !explicit("service_name") {
+		if v := env(EnvServiceName); v != "" {
+			c.ServiceName = v
+		} else if v := attrs["service.name"]; v != "" {
+			c.ServiceName = v
+		}
+	}
+	if !explicit("service_version") {
+		if v := attrs["service.version"]; v != "" {
+			c.ServiceVersion = v
+		}
+	}
+	delete(attrs, "service.name")
+	delete(attrs, "service.version")
+	if len(attrs) > 0 {
+		for k, v := range c.ResourceAttributes {
+			attrs[k] = v
+		}
+		c.ResourceAttributes = attrs
+	}
+
+	if !explicit("timeout") {
+		for _, k := range []string{EnvTracesTimeout, EnvTimeout} {
+			v := env(k)
+			if v == "" {
+				continue
+			}
+			ms, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || ms <= 0 || ms > int64(24*time.Hour/time.Millisecond) {
+				warn("%s=%q is not a positive number of milliseconds; ignored", k, v)
+				continue
+			}
+			c.Timeout = time.Duration(ms) * time.Millisecond
+			break
+		}
+	}
+	return warnings
+}
+
+// ParseResourceAttributes reads OTEL_RESOURCE_ATTRIBUTES: comma-separated
+// key=value pairs with percent-encoded values. As the specification asks,
+// one malformed pair discards the whole value.
+func ParseResourceAttributes(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, pair := range strings.Split(s, ",") {
+		if strings.TrimSpace(pair) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return map[string]string{}, fmt.Errorf("%q is not key=value", pair)
+		}
+		val, err := url.PathUnescape(strings.TrimSpace(v))
+		if err != nil {
+			return map[string]string{}, fmt.Errorf("value of %q is not percent-encoded correctly", k)
+		}
+		out[k] = val
+	}
+	return out, nil
+}
+
+// Resource is the resource of spans of service name at version ver (empty
+// leaves service.version out), with the configured resource attributes.
+// Workflow traces use it with ServiceName and ServiceVersion, the
+// sidecar's own spans with SidecarServiceName.
+func (c Config) Resource(name, ver string) *resource.Resource {
+	attrs := make([]attribute.KeyValue, 0, len(c.ResourceAttributes)+2)
+	for _, k := range sortedKeys(c.ResourceAttributes) {
+		if k != "service.name" && k != "service.version" {
+			attrs = append(attrs, attribute.String(k, c.ResourceAttributes[k]))
+		}
+	}
+	attrs = append(attrs, attribute.String("service.name", name))
+	if ver != "" {
+		attrs = append(attrs, attribute.String("service.version", ver))
+	}
+	return resource.NewSchemaless(attrs...)
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

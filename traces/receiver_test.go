@@ -36,8 +36,13 @@ type otlpReceiver struct {
 // gotSpan is a received span with its resource's service name.
 type gotSpan struct {
 	service string
+	// resource are the span's resource attributes.
+	resource []*commonpb.KeyValue
 	*tracepb.Span
 }
+
+// ResourceAttr is the span's resource attribute key, "" if none.
+func (g gotSpan) ResourceAttr(key string) string { return attr(g.resource, key) }
 
 func (r *otlpReceiver) Export(ctx context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
 	h := map[string]string{}
@@ -64,7 +69,7 @@ func (r *otlpReceiver) record(req *coltracepb.ExportTraceServiceRequest, headers
 		service := attr(rs.GetResource().GetAttributes(), "service.name")
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
-				r.spans = append(r.spans, gotSpan{service, s})
+				r.spans = append(r.spans, gotSpan{service, rs.GetResource().GetAttributes(), s})
 			}
 		}
 	}

@@ -2,8 +2,6 @@ package traces
 
 import (
 	"github.com/prometheus/common/version"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -15,16 +13,8 @@ import (
 // down.
 func NewSidecarTracerProvider(cfg Config, exp sdktrace.SpanExporter) *sdktrace.TracerProvider {
 	return sdktrace.NewTracerProvider(
-		sdktrace.WithResource(serviceResource(cfg.SidecarServiceName, version.Version)),
+		sdktrace.WithResource(cfg.Resource(cfg.SidecarServiceName, version.Version)),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SidecarSamplingRatio))),
 		sdktrace.WithBatcher(exp),
 	)
-}
-
-func serviceResource(name, ver string) *resource.Resource {
-	attrs := []attribute.KeyValue{attribute.String("service.name", name)}
-	if ver != "" {
-		attrs = append(attrs, attribute.String("service.version", ver))
-	}
-	return resource.NewSchemaless(attrs...)
 }

@@ -116,7 +116,7 @@ func NewWorkflows(cfg Config, exp sdktrace.SpanExporter, src TaskHistorySource, 
 	// four rows per attempt besides the attempt's own.
 	limits.EventCountLimit = 8 * cfg.MaxSpansPerTrace
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithResource(serviceResource(cfg.ServiceName, cfg.ServiceVersion)),
+		sdktrace.WithResource(cfg.Resource(cfg.ServiceName, cfg.ServiceVersion)),
 		sdktrace.WithIDGenerator(idGenerator{}),
 		// Sampling is decided before reading a history (Sampled), so every
 		// span that gets here is wanted.

@@ -232,6 +232,12 @@ func TestRunMetricsPassPromtool(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+	// The front page of a running sidecar links the exposition.
+	code, front := sc.get(t, "/")
+	if page, _ := front["text"].(string); code != 200 || !strings.Contains(page, `<a href="/metrics">`) ||
+		!strings.Contains(page, "<!DOCTYPE html>") {
+		t.Errorf("GET / = %d, want 200 HTML linking /metrics:\n%s", code, page)
+	}
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = strings.NewReader(text)
 	if out, err := cmd.CombinedOutput(); err != nil {

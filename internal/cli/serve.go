@@ -173,6 +173,24 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 	}
 	deps := serverDeps(cfg, sc.refresher) // preflight.go
 	deps.Registerer, deps.Gatherer, deps.Logger = reg, reg, logger
+	deps.Front = api.Front{
+		Version: version.Version, Revision: version.Revision,
+		// Redacted: the page reads only the host and database name, and
+		// the password must not be in its reach at all.
+		DatabaseURL: cfg.Database.URL.String(),
+		Engine:      sc.db.Engine, ConfiguredEngine: sc.cache.configured,
+		// What /capabilities reports of the store (cache.go).
+		Cache: func() api.FrontCache {
+			r := sc.cache.det.Report()
+			store := cmp.Or(r.Store.Product, r.Store.Kind)
+			if r.Store.Version != "" {
+				store += " " + r.Store.Version
+			}
+			return api.FrontCache{Store: store, Address: r.Store.Address, Reachable: r.Store.Reachable,
+				Strategy: r.Strategy, Mechanism: r.Mechanism}
+		},
+		DocsURL: "https://github.com/tasker-systems/tasker-sidecar/blob/main/docs/",
+	}
 	deps.Checks = []readiness.Checker{
 		// A ping that finds the database gone turns the status endpoint at once.
 		readiness.NewDatabaseCheck(sc.db.Ping, sc.db.SchemaStatus, sc.refresher.ReportUnreachable),

@@ -70,14 +70,18 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 func Load(fs *flag.FlagSet, f *Flags, environ []string) (Config, []string, error) {
 	cfg := Default()
 	var problems []error
+	// set holds the key paths the user gave, in any source: the
+	// OpenTelemetry variables fill in only what is left unset.
+	set := map[string]bool{}
 	if f != nil && f.ConfigFile != "" {
 		data, err := os.ReadFile(f.ConfigFile)
 		if err != nil {
 			return cfg, nil, &Error{Problems: []error{fmt.Errorf("config file: %w", err)}}
 		}
 		problems = append(problems, decodeYAML(data, &cfg)...)
+		fileKeys(data, set)
 	}
-	warnings, envProblems := applyEnv(&cfg, environ)
+	warnings, envProblems := applyEnv(&cfg, environ, set)
 	problems = append(problems, envProblems...)
 	if f != nil && fs != nil {
 		fs.Visit(func(fl *flag.Flag) {
@@ -85,11 +89,21 @@ func Load(fs *flag.FlagSet, f *Flags, environ []string) (Config, []string, error
 			if !ok {
 				return
 			}
+			set[key] = true
 			if err := setPath(&cfg, key, *f.values[key]); err != nil {
 				problems = append(problems, fmt.Errorf("%s (flag --%s): %w", key, fl.Name, err))
 			}
 		})
 	}
+	osEnv := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			osEnv[k] = v
+		}
+	}
+	warnings = append(warnings, cfg.Tracing.ApplyOTelEnv(
+		func(k string) string { return osEnv[k] },
+		func(key string) bool { return set["tracing."+key] })...)
 	problems = append(problems, cfg.Validate()...)
 	if len(problems) > 0 {
 		return cfg, warnings, &Error{Problems: problems}
@@ -255,6 +269,34 @@ func duplicateKeys(n *yaml.Node, path string) []error {
 	return errs
 }
 
+// fileKeys adds to set the key path of every mapping entry in the YAML
+// document data, nested ones included: the keys the file sets. A document
+// decodeYAML refused adds nothing.
+func fileKeys(data []byte, set map[string]bool) {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+		return
+	}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		if n == nil || n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := join(path, n.Content[i].Value)
+			// A key written with no value (enabled:) leaves the default.
+			if v := n.Content[i+1]; !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
+				set[p] = true
+			}
+			walk(n.Content[i+1], p)
+		}
+	}
+	walk(doc.Content[0], "")
+}
+
 // stripLine drops yaml.v3's "line N: " prefix; decodeNode adds its own.
 func stripLine(s string) string {
 	if strings.HasPrefix(s, "line ") {
@@ -344,7 +386,7 @@ func EnvVars() map[string]string {
 	return out
 }
 
-func applyEnv(cfg *Config, environ []string) (warnings []string, problems []error) {
+func applyEnv(cfg *Config, environ []string, set map[string]bool) (warnings []string, problems []error) {
 	env := map[string]string{}
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
@@ -359,6 +401,7 @@ func applyEnv(cfg *Config, environ []string) (warnings []string, problems []erro
 			if !ok {
 				continue
 			}
+			set[l.path] = true
 			if err := setLeaf(l.v, val); err != nil {
 				problems = append(problems, fmt.Errorf("%s (env %s): %w", l.path, name, err))
 			}

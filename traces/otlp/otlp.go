@@ -20,8 +20,10 @@ import (
 
 // NewSpanExporter builds the OTLP trace exporter cfg describes. The
 // exporter packages read the OTEL_EXPORTER_OTLP_* variables (endpoint,
-// headers, timeout, TLS, compression) themselves; explicit configuration
-// wins over them. Nothing is dialled until the first export.
+// headers, TLS, compression) themselves; explicit configuration wins over
+// them. The timeout variables are resolved into cfg.Timeout when the
+// configuration is loaded (traces.Config.ApplyOTelEnv), so cfg.Timeout is
+// what counts. Nothing is dialled until the first export.
 func NewSpanExporter(ctx context.Context, cfg traces.Config) (sdktrace.SpanExporter, error) {
 	hasScheme := strings.Contains(cfg.Endpoint, "://")
 	switch p := cfg.ResolvedProtocol(); p {
