@@ -87,6 +87,11 @@ check-rules: ## promtool check rules and promtool test rules on deploy/prometheu
 	promtool check rules deploy/prometheus/tasker-sidecar.rules.yaml
 	promtool test rules deploy/prometheus/tests/*.test.yaml
 
+.PHONY: check-rules-3
+
+check-rules-3: ## the same under Prometheus 3.x: builds its promtool into .cache/ (once)
+	./scripts/promtool3.sh
+
 .PHONY: e2e-jaeger
 
 e2e-jaeger: services ## build Jaeger v2 into .cache/ (once) and check a simulated task's trace in it, over OTLP HTTP and gRPC
