@@ -23,23 +23,9 @@
 # to look at the traces in the UI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 version=${JAEGER_VERSION:-v1.76.0}
-cache=$root/.cache/jaeger
-bin=$cache/bin/jaeger-$version
-
-if [ ! -x "$bin" ]; then
-  echo "e2e-jaeger: building Jaeger $version (first run only)" >&2
-  src=$(go mod download -json "github.com/jaegertracing/jaeger@$version" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  rm -rf "$cache/src-$version"
-  mkdir -p "$cache/bin"
-  cp -r "$src" "$cache/src-$version"
-  chmod -R u+w "$cache/src-$version"
-  start=$(date +%s)
-  (cd "$cache/src-$version" && GOFLAGS=-buildvcs=false CGO_ENABLED=0 go build -o "$bin" ./cmd/jaeger)
-  echo "e2e-jaeger: built in $(( $(date +%s) - start ))s: $bin" >&2
-fi
+cache=$(pwd)/.cache/jaeger
+bin=$(scripts/build-module-cmd.sh jaeger github.com/jaegertracing/jaeger "$version" ./cmd/jaeger)
 
 for port in 4317 4318 16686; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

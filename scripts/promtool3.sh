@@ -17,23 +17,8 @@
 # PROMETHEUS_VERSION picks the module version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 version=${PROMETHEUS_VERSION:-v0.309.1}
-cache=$root/.cache/promtool
-bin=$cache/bin/promtool-$version
-
-if [ ! -x "$bin" ]; then
-  echo "promtool3: building promtool $version (first run only)" >&2
-  src=$(go mod download -json "github.com/prometheus/prometheus@$version" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  rm -rf "$cache/src-$version"
-  mkdir -p "$cache/bin"
-  cp -r "$src" "$cache/src-$version"
-  chmod -R u+w "$cache/src-$version"
-  start=$(date +%s)
-  (cd "$cache/src-$version" && GOFLAGS=-buildvcs=false CGO_ENABLED=0 go build -o "$bin" ./cmd/promtool)
-  echo "promtool3: built in $(( $(date +%s) - start ))s: $bin" >&2
-fi
+bin=$(scripts/build-module-cmd.sh promtool github.com/prometheus/prometheus "$version" ./cmd/promtool)
 
 # A plain `go build` stamps no version into the binary, so name the module's.
 echo "promtool3: promtool from github.com/prometheus/prometheus@$version" >&2

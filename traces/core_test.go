@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -228,13 +227,10 @@ func attrOf(kvs []attribute.KeyValue, key string) string {
 	return ""
 }
 
-// expectedCoreSpans counts, per tasker-core task currently complete, its
-// terminal transitions (runs) and step attempts (in_progress rows with a
-// following row, and error rows after neither in_progress nor a hand-off),
-// with window functions over the core tables in history order.
-func expectedCoreSpans(t *testing.T, conn *pgx.Conn) map[string][2]int {
-	t.Helper()
-	rows, err := conn.Query(context.Background(), `
+// coreSpansSQL is expectedSpans' account on tasker-core: step attempts
+// are in_progress rows with a following row, and error rows after neither
+// in_progress nor a hand-off, in history order.
+const coreSpansSQL = `
 WITH complete AS (
     SELECT task_uuid FROM tasker.task_transitions WHERE most_recent AND to_state = 'complete'
 ), runs AS (
@@ -253,21 +249,7 @@ WITH complete AS (
     GROUP BY s.task_uuid
 )
 SELECT c.task_uuid::text, r.n, COALESCE(a.n, 0)
-FROM complete c JOIN runs r ON r.task_uuid = c.task_uuid LEFT JOIN attempts a ON a.task_uuid = c.task_uuid`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][2]int{}
-	var id string
-	var runs, attempts int64
-	if _, err := pgx.ForEachRow(rows, []any{&id, &runs, &attempts}, func() error {
-		out[id] = [2]int{int(runs), int(attempts)}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+FROM complete c JOIN runs r ON r.task_uuid = c.task_uuid LEFT JOIN attempts a ON a.task_uuid = c.task_uuid`
 
 // Simulated tasker-core activity through the stream: every completed task
 // has one trace with a span per run and per step attempt, and the spans are
@@ -375,7 +357,7 @@ func TestCoreStreamTraces(t *testing.T) {
 		}
 	}
 	checked := 0
-	want := expectedCoreSpans(t, pg.Conn(t))
+	want := expectedSpans(t, pg.Conn(t), engine.Core())
 	t.Logf("%d complete tasks, %d tasks ended runs in the stream, %d run ends (%d with the stream's transitions)",
 		len(want), len(endedInStream), rec.ends(), handed)
 	for task, w := range want {

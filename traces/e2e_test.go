@@ -74,16 +74,15 @@ var e2eEngines = []e2eEngine{
 	{name: "rails", database: func(t *testing.T) pgtest.DB { return pgtest.NewTasker(t) },
 		catalog: simulate.EnsureCatalog, live: simulate.Live,
 		expected: func(t *testing.T, conn *pgx.Conn) map[string][2]int {
-			out := map[string][2]int{}
-			for id, w := range traces.ExpectedSpans(t, conn) {
-				out[fmt.Sprint(id)] = w
-			}
-			return out
+			return traces.ExpectedSpans(t, conn, engine.Rails())
 		},
 		endSQL: `SELECT id::text, sort_key FROM tasker_task_transitions WHERE task_id = $1::bigint AND most_recent`,
 		load:   3 * time.Second, settle: 5 * time.Second},
 	{name: "core", database: func(t *testing.T) pgtest.DB { return pgtest.NewCore(t) },
-		catalog: simulate.EnsureCoreCatalog, live: simulate.LiveCore, expected: traces.ExpectedCoreSpans,
+		catalog: simulate.EnsureCoreCatalog, live: simulate.LiveCore,
+		expected: func(t *testing.T, conn *pgx.Conn) map[string][2]int {
+			return traces.ExpectedSpans(t, conn, engine.Core())
+		},
 		endSQL: `SELECT task_transition_uuid::text, sort_key FROM tasker.task_transitions WHERE task_uuid = $1::uuid AND most_recent`,
 		load:   25 * time.Second},
 }

@@ -19,7 +19,6 @@ var (
 	WriterPool        = writerPool
 	NewLogger         = testLogger
 	ExpectedSpans     = expectedSpans
-	ExpectedCoreSpans = expectedCoreSpans
 	OpenDB            = openDB
 	StreamConfig      = streamConfig
 )

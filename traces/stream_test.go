@@ -61,13 +61,34 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// expectedSpans counts, per task currently complete, its terminal
-// transitions (task runs) and its step attempts (in_progress rows with a
-// following row, and failures without an execution), with window
+// expectedSpans counts, per task currently complete on engine e, its
+// terminal transitions (task runs) and its step attempts (in_progress rows
+// with a following row, and failures without an execution), with window
 // functions: an account of the database independent of the exporter's.
-func expectedSpans(t *testing.T, conn *pgx.Conn) map[int64][2]int {
+// Tasks are keyed by their key's text.
+func expectedSpans(t *testing.T, conn *pgx.Conn, e engine.Engine) map[string][2]int {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), `
+	sql := railsSpansSQL
+	if e.Kind == engine.KindCore {
+		sql = coreSpansSQL
+	}
+	rows, err := conn.Query(context.Background(), sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][2]int{}
+	var id string
+	var runs, attempts int64
+	if _, err := pgx.ForEachRow(rows, []any{&id, &runs, &attempts}, func() error {
+		out[id] = [2]int{int(runs), int(attempts)}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+const railsSpansSQL = `
 WITH complete AS (
     SELECT task_id FROM tasker_task_transitions WHERE most_recent AND to_state = 'complete'
 ), runs AS (
@@ -83,21 +104,8 @@ WITH complete AS (
        OR (x.to_state = 'error' AND x.prev IS DISTINCT FROM 'in_progress')
     GROUP BY s.task_id
 )
-SELECT c.task_id, r.n, COALESCE(a.n, 0)
-FROM complete c JOIN runs r ON r.task_id = c.task_id LEFT JOIN attempts a ON a.task_id = c.task_id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int64][2]int{}
-	var id, runs, attempts int64
-	if _, err := pgx.ForEachRow(rows, []any{&id, &runs, &attempts}, func() error {
-		out[id] = [2]int{int(runs), int(attempts)}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+SELECT c.task_id::text, r.n, COALESCE(a.n, 0)
+FROM complete c JOIN runs r ON r.task_id = c.task_id LEFT JOIN attempts a ON a.task_id = c.task_id`
 
 func TestStreamTracesThroughOTLP(t *testing.T) {
 	t.Parallel()
@@ -167,18 +175,22 @@ func TestStreamTracesThroughOTLP(t *testing.T) {
 			got[id].steps++
 		}
 	}
-	want := expectedSpans(t, conn)
+	want := expectedSpans(t, conn, engine.Rails())
 	if len(want) == 0 {
 		t.Fatal("no task completed; the simulation was too short")
 	}
 	for task, w := range want {
-		g := got[TaskTraceID("", engine.IntID(task)).String()]
+		id, err := engine.ParseID(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := got[TaskTraceID("", id).String()]
 		if g == nil {
-			t.Errorf("task %d: no trace", task)
+			t.Errorf("task %s: no trace", task)
 			continue
 		}
 		if g.runs != w[0] || g.steps != w[1] {
-			t.Errorf("task %d: %d run spans and %d step spans, want %d and %d", task, g.runs, g.steps, w[0], w[1])
+			t.Errorf("task %s: %d run spans and %d step spans, want %d and %d", task, g.runs, g.steps, w[0], w[1])
 		}
 	}
 	t.Logf("%d completed tasks checked span by span", len(want))

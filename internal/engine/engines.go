@@ -209,15 +209,9 @@ func (e Engine) IsTaskState(s string) bool { return e.TaskStates.Has(s) }
 func (e Engine) IsStepState(s string) bool { return e.StepStates.Has(s) }
 
 // EndsRun reports whether a task entering s ends its run: its span ends
-// and its duration is observed. The terminal states on both engines
-// (RunEndStates on Rails).
-func (e Engine) EndsRun(s string) bool {
-	switch s {
-	case Complete, Error, Cancelled, ResolvedManually:
-		return true
-	}
-	return false
-}
+// and its duration is observed. Both engines end runs in the same four
+// terminal states, Rails' RunEndStates (package EndsRun).
+func (e Engine) EndsRun(s string) bool { return EndsRun(s) }
 
 // AttemptOutcome says whether a step moving from one state to another
 // ends an attempt, and its outcome, "complete" or "error" (or

@@ -27,12 +27,9 @@ import (
 // the number of tasks committed so far after every batch (never concurrently).
 func Bulk(ctx context.Context, pool *pgxpool.Pool, tasks int, opts Options, progress func(done int)) (Stats, error) {
 	start := time.Now()
-	opts, err := opts.withDefaults()
+	opts, err := bulkOptions(tasks, opts)
 	if err != nil {
 		return Stats{}, err
-	}
-	if tasks < 0 {
-		return Stats{}, errors.New("bulk: task count must not be negative")
 	}
 	cat, err := loadCatalog(ctx, pool, opts)
 	if err != nil {
@@ -97,38 +94,9 @@ func Bulk(ctx context.Context, pool *pgxpool.Pool, tasks int, opts Options, prog
 			}
 		}
 	})
-	var (
-		mu    sync.Mutex
-		stats Stats
-		done  int
-	)
-	for range writers {
-		wg.Go(func() {
-			for b := range toWrite {
-				if ctx.Err() != nil {
-					continue
-				}
-				s, err := b.write(ctx, pool, opts.SkipFKChecks)
-				if err != nil {
-					cancel(err)
-					continue
-				}
-				mu.Lock()
-				stats.add(s)
-				done += len(b.tasks)
-				if progress != nil {
-					progress(done)
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	stats := writeBatches(ctx, cancel, pool, toWrite, writers, opts.SkipFKChecks, progress)
 	wg.Wait()
-	stats.Elapsed = time.Since(start)
-	if err := context.Cause(ctx); err != nil {
-		return stats, fmt.Errorf("bulk: %w", err)
-	}
-	return stats, nil
+	return finishBulk(ctx, stats, start)
 }
 
 type seqNames struct{ task, step string }
@@ -480,4 +448,73 @@ func nullJSON(s string) any {
 		return nil
 	}
 	return s
+}
+
+// bulkOptions checks Bulk's and BulkCore's arguments and fills the
+// defaults.
+func bulkOptions(tasks int, opts Options) (Options, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return opts, err
+	}
+	if tasks < 0 {
+		return opts, errors.New("bulk: task count must not be negative")
+	}
+	return opts, nil
+}
+
+// bulkBatch is a generated batch of either engine, ready to COPY.
+type bulkBatch interface {
+	write(ctx context.Context, pool *pgxpool.Pool, skipFK bool) (Stats, error)
+	size() int // tasks in the batch
+}
+
+func (b *batch) size() int     { return len(b.tasks) }
+func (b *coreBatch) size() int { return b.tasks }
+
+// writeBatches writes the batches from in with writers connections until
+// in is closed, reporting the tasks committed so far to progress (never
+// concurrently). A failed write cancels ctx with its error; the batches
+// after it are drained unwritten.
+func writeBatches[B bulkBatch](ctx context.Context, cancel context.CancelCauseFunc, pool *pgxpool.Pool, in <-chan B,
+	writers int, skipFK bool, progress func(done int)) Stats {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		stats Stats
+		done  int
+	)
+	for range writers {
+		wg.Go(func() {
+			for b := range in {
+				if ctx.Err() != nil {
+					continue
+				}
+				s, err := b.write(ctx, pool, skipFK)
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				mu.Lock()
+				stats.add(s)
+				done += b.size()
+				if progress != nil {
+					progress(done)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return stats
+}
+
+// finishBulk stamps the elapsed time and returns the cause that stopped the
+// run, if any.
+func finishBulk(ctx context.Context, stats Stats, start time.Time) (Stats, error) {
+	stats.Elapsed = time.Since(start)
+	if err := context.Cause(ctx); err != nil {
+		return stats, fmt.Errorf("bulk: %w", err)
+	}
+	return stats, nil
 }

@@ -2,7 +2,6 @@ package simulate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -24,12 +23,9 @@ import (
 // a function call per row).
 func BulkCore(ctx context.Context, pool *pgxpool.Pool, tasks int, opts Options, progress func(done int)) (Stats, error) {
 	start := time.Now()
-	opts, err := opts.withDefaults()
+	opts, err := bulkOptions(tasks, opts)
 	if err != nil {
 		return Stats{}, err
-	}
-	if tasks < 0 {
-		return Stats{}, errors.New("bulk: task count must not be negative")
 	}
 	cat, err := loadCoreCatalog(ctx, pool, opts)
 	if err != nil {
@@ -44,7 +40,7 @@ func BulkCore(ctx context.Context, pool *pgxpool.Pool, tasks int, opts Options, 
 
 	jobs := make(chan int)
 	out := make(chan *coreBatch, writers)
-	var gwg, wwg sync.WaitGroup
+	var gwg sync.WaitGroup
 	for range gens {
 		gwg.Go(func() {
 			for bi := range jobs {
@@ -68,38 +64,8 @@ func BulkCore(ctx context.Context, pool *pgxpool.Pool, tasks int, opts Options, 
 		}
 	}()
 	go func() { gwg.Wait(); close(out) }()
-	var (
-		mu    sync.Mutex
-		stats Stats
-		done  int
-	)
-	for range writers {
-		wwg.Go(func() {
-			for b := range out {
-				if ctx.Err() != nil {
-					continue
-				}
-				s, err := b.write(ctx, pool, opts.SkipFKChecks)
-				if err != nil {
-					cancel(err)
-					continue
-				}
-				mu.Lock()
-				stats.add(s)
-				done += b.tasks
-				if progress != nil {
-					progress(done)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wwg.Wait()
-	stats.Elapsed = time.Since(start)
-	if err := context.Cause(ctx); err != nil {
-		return stats, fmt.Errorf("bulk: %w", err)
-	}
-	return stats, nil
+	stats := writeBatches(ctx, cancel, pool, out, writers, opts.SkipFKChecks, progress)
+	return finishBulk(ctx, stats, start)
 }
 
 // coreBatch holds COPY rows, ready to send.
