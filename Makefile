@@ -76,8 +76,9 @@ clean:
 
 .PHONY: dashboards e2e-prometheus check-rules
 
-dashboards: ## regenerate grafana/dashboards/*.json and the Kubernetes objects made from them and the rules
+dashboards: ## regenerate grafana/dashboards/*.json, the chart's files/ and the Kustomize manifests (builds helm once)
 	go run ./dashboards/cmd/generate
+	./scripts/manifests.sh
 
 e2e-prometheus: services ## real Prometheus scraping a real sidecar: every panel returns data, every rule evaluates
 	go test -race -count=1 -run '^TestPrometheusEndToEnd$$' -v ./dashboards/
@@ -96,3 +97,28 @@ check-rules-3: ## the same under Prometheus 3.x: builds its promtool into .cache
 
 e2e-jaeger: services ## build Jaeger v2 into .cache/ (once) and check a simulated task's trace in it, over OTLP HTTP and gRPC
 	./scripts/e2e-jaeger.sh
+
+.PHONY: helm manifests check-helm
+
+helm: ## build the helm CLI from its Go module into .cache/helm/ (once) and print its path
+	./scripts/helm.sh
+
+manifests: ## render deploy/kubernetes/*.yaml from the Helm chart with deploy/helm/kustomize.values.yaml
+	./scripts/manifests.sh
+
+check-helm: ## helm lint and helm template with several value sets, objects checked against the API types, Kustomize manifests current
+	./scripts/check-helm.sh
+
+.PHONY: e2e-browser e2e-pgmq e2e-idle series-count
+
+e2e-browser: ## the front page in Debian's headless chromium (installed if missing): every link answers; writes docs/front-page.png
+	./scripts/e2e-browser.sh
+
+e2e-pgmq: ## the tasker-core queue figures against PGMQ's own SQL: PGMQ_SQL=path/to/pgmq.sql (see the script)
+	./scripts/e2e-pgmq.sh
+
+e2e-idle: services ## real Prometheus on a quiet sidecar, both engines: share of panel queries with data, why the rest are empty
+	go test -tags e2e -count=1 -run '^TestPrometheusIdle$$' -v ./dashboards/
+
+series-count: services ## series per replica up to the label cap, both engines (docs/operations.md, Sizing)
+	go test -tags e2e -count=1 -run '^TestSeriesPerReplica$$' -v ./dashboards/

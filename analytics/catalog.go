@@ -108,16 +108,28 @@ type namedTask struct {
 	id                       int32
 	description              *string
 	configuration            []byte
+	// On tasker-core: the named task's uuid and identity strategy.
+	uuid, identity string
 }
 
-func loadCatalog(ctx context.Context, q querier) ([]namedTask, time.Time, error) {
-	rows, err := q.Query(ctx, catalogSQL)
+// loadCatalog reads the named tasks of the Rails engine's tables, or of
+// tasker-core's when core.
+func loadCatalog(ctx context.Context, q querier, core bool) ([]namedTask, time.Time, error) {
+	query := catalogSQL
+	if core {
+		query = coreCatalogSQL
+	}
+	rows, err := q.Query(ctx, query)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("query handler catalog: %w", err)
 	}
 	var now time.Time
 	tasks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (namedTask, error) {
 		var t namedTask
+		if core {
+			err := row.Scan(&t.namespace, &t.name, &t.version, &t.uuid, &t.description, &t.configuration, &t.identity, &now)
+			return t, err
+		}
 		err := row.Scan(&t.namespace, &t.name, &t.version, &t.id, &t.description, &t.configuration, &now)
 		return t, err
 	})
@@ -135,8 +147,8 @@ func loadCatalog(ctx context.Context, q querier) ([]namedTask, time.Time, error)
 // Handlers lists the namespaces that have handlers.
 func (s *Service) Handlers(ctx context.Context) (*Catalog, error) {
 	var c *Catalog
-	err := s.read(ctx, ClassLookup, "handlers", func(q querier) error {
-		tasks, now, err := loadCatalog(ctx, q)
+	err := s.readCatalog(ctx, "handlers", func(q querier, core bool) error {
+		tasks, now, err := loadCatalog(ctx, q, core)
 		if err != nil {
 			return err
 		}
@@ -162,8 +174,8 @@ func (s *Service) Handlers(ctx context.Context) (*Catalog, error) {
 // Namespace lists the handlers of one namespace.
 func (s *Service) Namespace(ctx context.Context, namespace string) (*NamespaceHandlers, error) {
 	var n *NamespaceHandlers
-	err := s.read(ctx, ClassLookup, "namespace", func(q querier) error {
-		tasks, now, err := loadCatalog(ctx, q)
+	err := s.readCatalog(ctx, "namespace", func(q querier, core bool) error {
+		tasks, now, err := loadCatalog(ctx, q, core)
 		if err != nil {
 			return err
 		}
@@ -200,47 +212,13 @@ func (s *Service) Namespace(ctx context.Context, namespace string) (*NamespaceHa
 func (s *Service) Handler(ctx context.Context, namespace, name, version string) (*HandlerDetail, error) {
 	var d *HandlerDetail
 	err := s.read(ctx, ClassLookup, "handler", func(q querier) error {
-		tasks, now, err := loadCatalog(ctx, q)
+		tasks, now, err := loadCatalog(ctx, q, false)
 		if err != nil {
 			return err
 		}
-		byVersion := map[string]namedTask{}
-		nsKnown := false
-		for _, t := range tasks {
-			if t.namespace != namespace {
-				continue
-			}
-			nsKnown = true
-			if t.name == name {
-				byVersion[t.version] = t
-			}
-		}
-		if !nsKnown {
-			return &NotFoundError{Message: MsgNamespaceNotFound}
-		}
-		if len(byVersion) == 0 {
-			return &NotFoundError{Message: MsgHandlerNotFound}
-		}
-		var versions []string
-		for v := range byVersion {
-			versions = append(versions, v)
-		}
-		versions = sortVersions(versions)
-		if version == "" {
-			version = DefaultHandlerVersion
-		}
-		pick := version
-		switch {
-		case version == LatestVersion:
-			pick = versions[len(versions)-1]
-		case version == DefaultHandlerVersion:
-			if _, ok := byVersion[version]; !ok {
-				pick = versions[0]
-			}
-		}
-		t, ok := byVersion[pick]
-		if !ok {
-			return &NotFoundError{Message: MsgHandlerNotFound}
+		t, versions, err := pickHandler(tasks, namespace, name, version)
+		if err != nil {
+			return err
 		}
 		h, err := handlerDetail(ctx, q, t)
 		if err != nil {
@@ -251,6 +229,50 @@ func (s *Service) Handler(ctx context.Context, namespace, name, version string) 
 		return nil
 	})
 	return d, err
+}
+
+// pickHandler finds the handler version Tasker's lookup rules pick, and
+// the handler's versions in order.
+func pickHandler(tasks []namedTask, namespace, name, version string) (namedTask, []string, error) {
+	byVersion := map[string]namedTask{}
+	nsKnown := false
+	for _, t := range tasks {
+		if t.namespace != namespace {
+			continue
+		}
+		nsKnown = true
+		if t.name == name {
+			byVersion[t.version] = t
+		}
+	}
+	if !nsKnown {
+		return namedTask{}, nil, &NotFoundError{Message: MsgNamespaceNotFound}
+	}
+	if len(byVersion) == 0 {
+		return namedTask{}, nil, &NotFoundError{Message: MsgHandlerNotFound}
+	}
+	var versions []string
+	for v := range byVersion {
+		versions = append(versions, v)
+	}
+	versions = sortVersions(versions)
+	if version == "" {
+		version = DefaultHandlerVersion
+	}
+	pick := version
+	switch {
+	case version == LatestVersion:
+		pick = versions[len(versions)-1]
+	case version == DefaultHandlerVersion:
+		if _, ok := byVersion[version]; !ok {
+			pick = versions[0]
+		}
+	}
+	t, ok := byVersion[pick]
+	if !ok {
+		return namedTask{}, nil, &NotFoundError{Message: MsgHandlerNotFound}
+	}
+	return t, versions, nil
 }
 
 func handlerDetail(ctx context.Context, q querier, t namedTask) (Handler, error) {

@@ -16,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/tasker-systems/tasker-sidecar/collector"
 )
 
 // Limits of the computations, not configurable: they bound work per
@@ -71,6 +73,8 @@ type Service struct {
 	tracer trace.Tracer
 	// supported is WithSupported's gate, nil for none.
 	supported func() error
+	// attachment is WithAttachment's, nil for none.
+	attachment Attachment
 }
 
 // New returns a Service reading through pool, which must be the sidecar's
@@ -93,10 +97,12 @@ func New(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, opts ...Option) *S
 // Supported is nil when the attached database's analytics can be computed;
 // else an error wrapping ErrEngineUnsupported (WithSupported).
 func (s *Service) Supported() error {
-	if s.supported == nil {
-		return nil
+	if s.supported != nil {
+		if err := s.supported(); err != nil {
+			return err
+		}
 	}
-	return s.supported()
+	return s.railsSupported()
 }
 
 // Config returns the effective configuration, defaults applied.
@@ -156,7 +162,13 @@ type querier interface {
 // one NOW() for all of fn's queries, as inside one Tasker function call.
 // class is its admission class (ClassExpensive, ClassLookup); name labels
 // its span (analytics.<name>).
-func (s *Service) read(ctx context.Context, class, name string, fn func(q querier) error) (err error) {
+func (s *Service) read(ctx context.Context, class, name string, fn func(q querier) error) error {
+	return s.readGated(ctx, class, name, true, fn)
+}
+
+// readGated is read; gated runs the Rails computations' Supported gate
+// first (the tasker-core computations check their engine themselves).
+func (s *Service) readGated(ctx context.Context, class, name string, gated bool, fn func(q querier) error) (err error) {
 	ctx, span := s.tracer.Start(ctx, "analytics."+name, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("analytics.class", class)))
 	defer func() {
@@ -170,8 +182,10 @@ func (s *Service) read(ctx context.Context, class, name string, fn func(q querie
 	// once per class keeps a connection of the capped pool for readiness,
 	// the refresh and the stream, and bounding the waiters keeps a flood
 	// from queueing goroutines without end.
-	if err := s.Supported(); err != nil {
-		return err
+	if gated {
+		if err := s.Supported(); err != nil {
+			return err
+		}
 	}
 	g := s.adm.gates[class]
 	if g == nil {
@@ -184,6 +198,17 @@ func (s *Service) read(ctx context.Context, class, name string, fn func(q querie
 	}
 	defer release()
 	span.SetAttributes(attribute.Float64("analytics.slot_wait_ms", float64(time.Since(waitStart).Microseconds())/1000))
+	// On a hot standby replay may cancel a long read whose rows it must
+	// remove (SQLSTATE 40001); a new transaction sees a newer snapshot that
+	// no longer needs them, so it is retried, a bounded number of times,
+	// holding the same admission slot (docs/operations.md#read-replicas).
+	return collector.RetryRecoveryConflict(ctx, func(ctx context.Context) error {
+		return s.readOnce(ctx, fn)
+	})
+}
+
+// readOnce runs fn in one read-only repeatable-read transaction.
+func (s *Service) readOnce(ctx context.Context, fn func(q querier) error) error {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("begin read-only transaction: %w", err)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,10 +64,15 @@ type analyticsAPI struct {
 	cache ttl.Getter
 	log   *slog.Logger
 	now   func() time.Time
+	// lag is WithReplicationLag's; nil on a primary or when not given.
+	lag func() time.Duration
 
-	contexts taskRoute[analytics.TaskContext]
-	steps    taskRoute[analytics.TaskSteps]
-	graphs   taskRoute[analytics.TaskGraph]
+	contexts taskRoute[analytics.TaskContext, int64]
+	steps    taskRoute[analytics.TaskSteps, int64]
+	graphs   taskRoute[analytics.TaskGraph, int64]
+	// The same routes on tasker-core, whose tasks are UUIDs.
+	coreContexts taskRoute[analytics.CoreTaskContext, string]
+	coreSteps    taskRoute[analytics.CoreTaskSteps, string]
 }
 
 // MountAnalytics adds the analytics, per-task and handler routes to r,
@@ -74,8 +80,23 @@ type analyticsAPI struct {
 // recovery and authentication middleware (registered on the engine before
 // Router returns). Every response is computed through cache; nil computes
 // every request.
-func MountAnalytics(r *gin.Engine, a *analytics.Service, cache ttl.Getter, logger *slog.Logger) {
-	newAnalyticsAPI(a, cache, logger).mount(r)
+func MountAnalytics(r *gin.Engine, a *analytics.Service, cache ttl.Getter, logger *slog.Logger, opts ...AnalyticsOption) {
+	api := newAnalyticsAPI(a, cache, logger)
+	for _, o := range opts {
+		o(api)
+	}
+	api.mount(r)
+}
+
+// AnalyticsOption configures MountAnalytics.
+type AnalyticsOption func(*analyticsAPI)
+
+// WithReplicationLag adds a hot standby's replication lag (lag() returns 0
+// on a primary; collector.DB.Replication) to the age of every analytics
+// answer: numbers computed a second ago on a standby an hour behind are an
+// hour old (docs/operations.md#read-replicas).
+func WithReplicationLag(lag func() time.Duration) AnalyticsOption {
+	return func(a *analyticsAPI) { a.lag = lag }
 }
 
 func newAnalyticsAPI(a *analytics.Service, cache ttl.Getter, logger *slog.Logger) *analyticsAPI {
@@ -86,28 +107,68 @@ func newAnalyticsAPI(a *analytics.Service, cache ttl.Getter, logger *slog.Logger
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &analyticsAPI{svc: a, cache: cache, log: logger.With("component", "analytics"), now: time.Now,
-		contexts: taskRoute[analytics.TaskContext]{resource: ResourceTaskContext, load: a.TaskContexts, stamped: true,
-			id: func(t analytics.TaskContext) int64 { return t.TaskID }},
-		steps: taskRoute[analytics.TaskSteps]{resource: ResourceTaskSteps, load: a.TaskSteps, stamped: true,
-			id: func(t analytics.TaskSteps) int64 { return t.TaskID }},
+		contexts: taskRoute[analytics.TaskContext, int64]{resource: ResourceTaskContext, load: a.TaskContexts, stamped: true,
+			id:    func(t analytics.TaskContext) int64 { return t.TaskID },
+			parse: analytics.ParseTaskID, parseList: analytics.ParseTaskIDs, params: analytics.TaskParams},
+		steps: taskRoute[analytics.TaskSteps, int64]{resource: ResourceTaskSteps, load: a.TaskSteps, stamped: true,
+			id:    func(t analytics.TaskSteps) int64 { return t.TaskID },
+			parse: analytics.ParseTaskID, parseList: analytics.ParseTaskIDs, params: analytics.TaskParams},
 		// A graph carries its own generated_at (database time).
-		graphs: taskRoute[analytics.TaskGraph]{resource: ttl.ResourceTaskGraph, load: a.TaskGraphs,
-			id: func(t analytics.TaskGraph) int64 { return t.TaskID }},
+		graphs: taskRoute[analytics.TaskGraph, int64]{resource: ttl.ResourceTaskGraph, load: a.TaskGraphs,
+			id:    func(t analytics.TaskGraph) int64 { return t.TaskID },
+			parse: analytics.ParseTaskID, parseList: analytics.ParseTaskIDs, params: analytics.TaskParams},
+		// Core entries are keyed uuid=..., Rails' id=...: an engine switch
+		// under a running sidecar cannot serve one engine's entry as the
+		// other's.
+		coreContexts: taskRoute[analytics.CoreTaskContext, string]{resource: ResourceTaskContext, load: a.CoreTaskContexts,
+			stamped: true, id: func(t analytics.CoreTaskContext) string { return t.TaskUUID },
+			parse: analytics.ParseTaskUUID, parseList: analytics.ParseTaskUUIDs, params: analytics.TaskUUIDParams},
+		coreSteps: taskRoute[analytics.CoreTaskSteps, string]{resource: ResourceTaskSteps, load: a.CoreTaskSteps,
+			stamped: true, id: func(t analytics.CoreTaskSteps) string { return t.TaskUUID },
+			parse: analytics.ParseTaskUUID, parseList: analytics.ParseTaskUUIDs, params: analytics.TaskUUIDParams},
 	}
 }
 
 func (a *analyticsAPI) mount(r *gin.Engine) {
-	r.GET(PathPerformance, noCache, a.supported, a.performance)
-	r.GET(PathBottlenecks, noCache, a.supported, a.bottlenecks)
-	r.GET(PathTaskContext, noCache, a.supported, func(c *gin.Context) { one(a, c, a.contexts) })
-	r.GET(PathTaskSteps, noCache, a.supported, func(c *gin.Context) { one(a, c, a.steps) })
+	r.GET(PathPerformance, noCache, a.supportedPerformance, a.performance)
+	r.GET(PathBottlenecks, noCache, a.supportedTasks, a.bottlenecks)
+	// Context and steps are computed on either engine, each request
+	// choosing by the attachment's engine (analytics.Service.OnCore).
+	r.GET(PathTaskContext, noCache, a.supportedTasks, func(c *gin.Context) {
+		if a.svc.OnCore() {
+			one(a, c, a.coreContexts)
+			return
+		}
+		one(a, c, a.contexts)
+	})
+	r.GET(PathTaskSteps, noCache, a.supportedTasks, func(c *gin.Context) {
+		if a.svc.OnCore() {
+			one(a, c, a.coreSteps)
+			return
+		}
+		one(a, c, a.steps)
+	})
 	r.GET(PathTaskGraph, noCache, a.supported, func(c *gin.Context) { one(a, c, a.graphs) })
-	r.GET(PathTasksContext, noCache, a.supported, func(c *gin.Context) { many(a, c, a.contexts) })
-	r.GET(PathTasksSteps, noCache, a.supported, func(c *gin.Context) { many(a, c, a.steps) })
+	r.GET(PathTasksContext, noCache, a.supportedTasks, func(c *gin.Context) {
+		if a.svc.OnCore() {
+			many(a, c, a.coreContexts)
+			return
+		}
+		many(a, c, a.contexts)
+	})
+	r.GET(PathTasksSteps, noCache, a.supportedTasks, func(c *gin.Context) {
+		if a.svc.OnCore() {
+			many(a, c, a.coreSteps)
+			return
+		}
+		many(a, c, a.steps)
+	})
 	r.GET(PathTasksGraph, noCache, a.supported, func(c *gin.Context) { many(a, c, a.graphs) })
-	r.GET(PathHandlers, noCache, a.supported, a.handlers)
-	r.GET(PathHandlerNS, noCache, a.supported, a.handlerNamespace)
-	r.GET(PathHandlerDetail, noCache, a.supported, a.handlerDetail)
+	// The handler catalog is read from either engine's tables.
+	r.GET(PathHandlers, noCache, a.supportedTasks, a.handlers)
+	r.GET(PathHandlerNS, noCache, a.supportedTasks, a.handlerNamespace)
+	r.GET(PathHandlerDetail, noCache, a.supportedTasks, a.handlerDetail)
+	a.mountV1(r)
 }
 
 // supported answers 501 before any parameter is read while the attached
@@ -116,6 +177,24 @@ func (a *analyticsAPI) mount(r *gin.Engine) {
 // so.
 func (a *analyticsAPI) supported(c *gin.Context) {
 	if err := a.svc.Supported(); err != nil {
+		c.AbortWithStatusJSON(http.StatusNotImplemented, errorBody{Error: "Not Implemented", Message: err.Error()})
+	}
+}
+
+// supportedPerformance is supported for the performance route, which is
+// also computed on tasker-core (analytics.Service.PerformanceReport).
+func (a *analyticsAPI) supportedPerformance(c *gin.Context) {
+	if err := a.svc.CorePerformanceSupported(); err != nil {
+		c.AbortWithStatusJSON(http.StatusNotImplemented, errorBody{Error: "Not Implemented", Message: err.Error()})
+	}
+}
+
+// supportedTasks is supported for the bottleneck analysis, the per-task
+// context and steps routes and the handler catalog, which are also
+// computed on tasker-core (analytics.Service.BottlenecksReport,
+// CoreTaskContexts, HandlerReport).
+func (a *analyticsAPI) supportedTasks(c *gin.Context) {
+	if err := a.svc.CoreTasksSupported(); err != nil {
 		c.AbortWithStatusJSON(http.StatusNotImplemented, errorBody{Error: "Not Implemented", Message: err.Error()})
 	}
 }
@@ -167,7 +246,11 @@ func (a *analyticsAPI) serve(c *gin.Context, resource, params, failure string, s
 // err (or a failure to append) with fail.
 func (a *analyticsAPI) respond(c *gin.Context, body []byte, info ttl.Info, err error, failure string, scope *analytics.Scope) {
 	if err == nil {
-		body, err = withCacheInfo(body, info)
+		var lag time.Duration
+		if a.lag != nil {
+			lag = a.lag()
+		}
+		body, err = withCacheInfo(body, info, lag)
 	}
 	if err != nil {
 		a.fail(c, err, failure, scope)
@@ -224,16 +307,23 @@ func retryAfterSeconds(err error) int {
 }
 
 // withCacheInfo appends "cache_info" to a JSON object. It copies: body may
-// be the cache's own slice.
-func withCacheInfo(body []byte, info ttl.Info) ([]byte, error) {
+// be the cache's own slice. A standby's replication lag is added to the
+// age and reported beside it.
+func withCacheInfo(body []byte, info ttl.Info, lag time.Duration) ([]byte, error) {
 	// Ages and TTLs are floats with a decimal point, as every duration the
 	// API sends (docs/endpoints.md).
+	var lagSeconds *jsonFloat
+	if lag > 0 {
+		l := jsonFloat(lag.Seconds())
+		lagSeconds = &l
+	}
 	ci, err := json.Marshal(struct {
-		Cached     bool      `json:"cached"`
-		AgeSeconds jsonFloat `json:"age_seconds"`
-		TTLSeconds jsonFloat `json:"ttl_seconds"`
-		Stale      bool      `json:"stale"`
-	}{info.Cached, jsonFloat(info.AgeSeconds), jsonFloat(info.TTLSeconds), info.Stale})
+		Cached     bool       `json:"cached"`
+		AgeSeconds jsonFloat  `json:"age_seconds"`
+		LagSeconds *jsonFloat `json:"replication_lag_seconds,omitempty"`
+		TTLSeconds jsonFloat  `json:"ttl_seconds"`
+		Stale      bool       `json:"stale"`
+	}{info.Cached, jsonFloat(info.AgeSeconds + lag.Seconds()), lagSeconds, jsonFloat(info.TTLSeconds), info.Stale})
 	if err != nil {
 		return nil, err
 	}
@@ -278,8 +368,13 @@ func (a *analyticsAPI) performance(c *gin.Context) {
 		// Every microsecond is a new key: it stays in this replica.
 		opts = append(opts, ttl.LocalOnly())
 	}
+	if a.svc.OnCore() {
+		// The body differs by engine: an engine switch under a running
+		// sidecar must not serve one engine's answer as the other's.
+		params = strings.TrimPrefix(params+"&engine=core", "&")
+	}
 	a.serve(c, ttl.ResourcePerformance, params, errPerformance, nil, func(ctx context.Context) (any, error) {
-		return a.svc.Performance(ctx, since)
+		return a.svc.PerformanceReport(ctx, since)
 	}, opts...)
 }
 
@@ -299,8 +394,12 @@ func (a *analyticsAPI) bottlenecks(c *gin.Context) {
 		// dashboards ask for, is shared between replicas.
 		opts = append(opts, ttl.LocalOnly())
 	}
-	a.serve(c, ttl.ResourceBottlenecks, q.Params(), errBottlenecks, &q.Scope, func(ctx context.Context) (any, error) {
-		return a.svc.Bottlenecks(ctx, q)
+	params := q.Params()
+	if a.svc.OnCore() {
+		params += "&engine=core"
+	}
+	a.serve(c, ttl.ResourceBottlenecks, params, errBottlenecks, &q.Scope, func(ctx context.Context) (any, error) {
+		return a.svc.BottlenecksReport(ctx, q)
 	}, opts...)
 }
 
@@ -309,10 +408,15 @@ var taskNotFound = &analytics.NotFoundError{Message: "Task not found"}
 
 // taskRoute is one per-task resource: its batch computation (tasks in id
 // order, and the ids that name no task) and how to find a task's id.
-type taskRoute[T any] struct {
+type taskRoute[T any, K cmp.Ordered] struct {
 	resource string
-	load     func(ctx context.Context, ids []int64) ([]T, []int64, error)
-	id       func(T) int64
+	load     func(ctx context.Context, ids []K) ([]T, []K, error)
+	id       func(T) K
+	// parse validates one id of the path, parseList an ids= list;
+	// params is an id's cache key parameters.
+	parse     func(raw string) (K, error)
+	parseList func(raw string, limit int) ([]K, error)
+	params    func(K) string
 	// stamped: the single-task body carries generated_at after the task's
 	// fields (context and steps, as Tasker's).
 	stamped bool
@@ -331,14 +435,14 @@ type taskEntry struct {
 }
 
 // loader turns r's batch computation into cache entries by task id.
-func (r taskRoute[T]) loader(now func() time.Time) func(ctx context.Context, ids []int64) (map[int64][]byte, error) {
-	return func(ctx context.Context, ids []int64) (map[int64][]byte, error) {
+func (r taskRoute[T, K]) loader(now func() time.Time) func(ctx context.Context, ids []K) (map[K][]byte, error) {
+	return func(ctx context.Context, ids []K) (map[K][]byte, error) {
 		got, _, err := r.load(ctx, ids)
 		if err != nil {
 			return nil, err
 		}
 		at := analytics.Time(now())
-		out := make(map[int64][]byte, len(got))
+		out := make(map[K][]byte, len(got))
 		for _, t := range got {
 			task, err := json.Marshal(t)
 			if err != nil {
@@ -362,14 +466,14 @@ type taskPart struct {
 
 // lookup serves task id of r through the cache; a miss is computed by b,
 // together with the other misses of the request.
-func lookup[T any](ctx context.Context, a *analyticsAPI, r taskRoute[T], b *taskBatch, id int64) taskPart {
+func lookup[T any, K cmp.Ordered](ctx context.Context, a *analyticsAPI, r taskRoute[T, K], b *taskBatch[K], id K) taskPart {
 	b.started(id)
 	// In-process only: a client can name any of the table's tasks, and
 	// every task it names would be a key in the shared store, which is the
 	// engine's own (4,000 distinct batches on 20,000 tasks wrote 91 MB to
 	// Redis; on a million tasks it would be gigabytes). A task's answer is
 	// an index probe of milliseconds, which each replica can afford.
-	v, info, err := a.cache.Get(ctx, r.resource, analytics.TaskParams(id), func(ctx context.Context) ([]byte, error) {
+	v, info, err := a.cache.Get(ctx, r.resource, r.params(id), func(ctx context.Context) ([]byte, error) {
 		return b.compute(ctx, id)
 	}, ttl.LocalOnly())
 	b.returned(id)
@@ -381,7 +485,7 @@ func lookup[T any](ctx context.Context, a *analyticsAPI, r taskRoute[T], b *task
 		p.err = err
 	default:
 		if err := json.Unmarshal(v, &p.entry); err != nil {
-			p.err = fmt.Errorf("decode cached task %d: %w", id, err)
+			p.err = fmt.Errorf("decode cached task %v: %w", id, err)
 		}
 	}
 	return p
@@ -389,13 +493,13 @@ func lookup[T any](ctx context.Context, a *analyticsAPI, r taskRoute[T], b *task
 
 // one serves a single-task route: the task's entry, with generated_at
 // where the route has it, or a 404.
-func one[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
-	id, err := analytics.ParseTaskID(c.Param("id"))
+func one[T any, K cmp.Ordered](a *analyticsAPI, c *gin.Context, r taskRoute[T, K]) {
+	id, err := r.parse(c.Param("id"))
 	if err != nil {
 		badRequest(c, err)
 		return
 	}
-	p := lookup(c.Request.Context(), a, r, newTaskBatch(r.loader(a.now), []int64{id}), id)
+	p := lookup(c.Request.Context(), a, r, newTaskBatch(r.loader(a.now), []K{id}), id)
 	if p.missing {
 		p.err = taskNotFound
 	}
@@ -411,9 +515,9 @@ func one[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
 
 // batchBody answers the ?ids= forms; ids that name no task are listed, not
 // an error, as Tasker's batch functions skip them.
-type batchBody struct {
+type batchBody[K any] struct {
 	Tasks          []json.RawMessage `json:"tasks"`
-	MissingTaskIDs []int64           `json:"missing_task_ids"`
+	MissingTaskIDs []K               `json:"missing_task_ids"`
 	GeneratedAt    analytics.Time    `json:"generated_at"`
 }
 
@@ -432,14 +536,14 @@ const batchLookups = 4
 // age, the smallest TTL, stale when any is; generated_at is the oldest
 // task's. One task failing (an overloaded cache or database included) fails
 // the request, as before.
-func many[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
+func many[T any, K cmp.Ordered](a *analyticsAPI, c *gin.Context, r taskRoute[T, K]) {
 	q, err := analytics.ParseQuery(c.Request.URL.RawQuery)
 	if err != nil {
 		badRequest(c, err)
 		return
 	}
 	// A repeated ids parameter is merged: ids=1,2&ids=3 names three tasks.
-	ids, err := analytics.ParseTaskIDs(strings.Join(q["ids"], ","), a.svc.Config().MaxBatch)
+	ids, err := r.parseList(strings.Join(q["ids"], ","), a.svc.Config().MaxBatch)
 	if err != nil {
 		badRequest(c, err)
 		return
@@ -461,7 +565,7 @@ func many[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
 		return
 	}
 
-	body := batchBody{Tasks: make([]json.RawMessage, 0, len(ids)), MissingTaskIDs: []int64{}}
+	body := batchBody[K]{Tasks: make([]json.RawMessage, 0, len(ids)), MissingTaskIDs: []K{}}
 	info := ttl.Info{Cached: true}
 	for i, p := range parts {
 		if p.missing {
@@ -508,24 +612,24 @@ func many[T any](a *analyticsAPI, c *gin.Context, r taskRoute[T]) {
 // task whose lookup turns out a hit; that result is dropped. A run is used
 // for an id only if it started after the id's lookup returned, or before:
 // a refresh never gets a result older than the value it replaces.
-type taskBatch struct {
-	load func(ctx context.Context, ids []int64) (map[int64][]byte, error)
-	ids  []int64
+type taskBatch[K cmp.Ordered] struct {
+	load func(ctx context.Context, ids []K) (map[K][]byte, error)
+	ids  []K
 
 	mu         sync.Mutex
 	seq        int64
-	begun      map[int64]bool     // ids whose lookup has started
-	open       map[int64]bool     // ids whose lookup has not returned
-	computing  map[int64]bool     // ids the cache has asked to compute
-	sawHit     bool               // a lookup returned without computing
-	returnedAt map[int64]int64    // ids whose lookup has returned: seq then
-	runs       map[int64]*taskRun // the latest run covering each id
+	begun      map[K]bool        // ids whose lookup has started
+	open       map[K]bool        // ids whose lookup has not returned
+	computing  map[K]bool        // ids the cache has asked to compute
+	sawHit     bool              // a lookup returned without computing
+	returnedAt map[K]int64       // ids whose lookup has returned: seq then
+	runs       map[K]*taskRun[K] // the latest run covering each id
 }
 
-type taskRun struct {
+type taskRun[K cmp.Ordered] struct {
 	seq      int64 // b.seq when it started
 	finished chan struct{}
-	got      map[int64][]byte
+	got      map[K][]byte
 	err      error
 
 	waiters   int
@@ -533,9 +637,9 @@ type taskRun struct {
 	cancel    context.CancelFunc
 }
 
-func newTaskBatch(load func(context.Context, []int64) (map[int64][]byte, error), ids []int64) *taskBatch {
-	b := &taskBatch{load: load, ids: ids, begun: map[int64]bool{}, open: make(map[int64]bool, len(ids)),
-		computing: map[int64]bool{}, returnedAt: map[int64]int64{}, runs: map[int64]*taskRun{}}
+func newTaskBatch[K cmp.Ordered](load func(context.Context, []K) (map[K][]byte, error), ids []K) *taskBatch[K] {
+	b := &taskBatch[K]{load: load, ids: ids, begun: map[K]bool{}, open: make(map[K]bool, len(ids)),
+		computing: map[K]bool{}, returnedAt: map[K]int64{}, runs: map[K]*taskRun[K]{}}
 	for _, id := range ids {
 		b.open[id] = true
 	}
@@ -543,7 +647,7 @@ func newTaskBatch(load func(context.Context, []int64) (map[int64][]byte, error),
 }
 
 // compute is the cache's compute function for id.
-func (b *taskBatch) compute(ctx context.Context, id int64) ([]byte, error) {
+func (b *taskBatch[K]) compute(ctx context.Context, id K) ([]byte, error) {
 	r := b.join(ctx, id)
 	select {
 	case <-r.finished:
@@ -563,14 +667,14 @@ func (b *taskBatch) compute(ctx context.Context, id int64) ([]byte, error) {
 }
 
 // started records that id's lookup has begun.
-func (b *taskBatch) started(id int64) {
+func (b *taskBatch[K]) started(id K) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.begun[id] = true
 }
 
 // returned records that id's lookup has its answer.
-func (b *taskBatch) returned(id int64) {
+func (b *taskBatch[K]) returned(id K) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.open, id)
@@ -580,7 +684,7 @@ func (b *taskBatch) returned(id int64) {
 }
 
 // covering is a run id may use, or nil.
-func (b *taskBatch) covering(id int64) *taskRun {
+func (b *taskBatch[K]) covering(id K) *taskRun[K] {
 	r := b.runs[id]
 	if r == nil || r.abandoned {
 		return nil
@@ -592,14 +696,14 @@ func (b *taskBatch) covering(id int64) *taskRun {
 }
 
 // join finds or starts the run that computes id, and waits on it.
-func (b *taskBatch) join(ctx context.Context, id int64) *taskRun {
+func (b *taskBatch[K]) join(ctx context.Context, id K) *taskRun[K] {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.computing[id] = true
 	r := b.covering(id)
 	if r == nil {
 		late := len(b.open) == 0
-		ids := []int64{id}
+		ids := []K{id}
 		for _, o := range b.ids {
 			if o != id && b.covering(o) == nil && (late || b.open[o] && (b.begun[o] || !b.sawHit)) {
 				ids = append(ids, o)
@@ -615,7 +719,7 @@ func (b *taskBatch) join(ctx context.Context, id int64) *taskRun {
 // run computes ids in the background, under ctx's values and deadline but
 // not its cancellation: it is cancelled when every computation waiting on
 // it has gone (leave). b.mu is held.
-func (b *taskBatch) run(ctx context.Context, ids []int64) *taskRun {
+func (b *taskBatch[K]) run(ctx context.Context, ids []K) *taskRun[K] {
 	b.seq++
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if dl, ok := ctx.Deadline(); ok {
@@ -624,7 +728,7 @@ func (b *taskBatch) run(ctx context.Context, ids []int64) *taskRun {
 		cancelRun := cancel
 		cancel = func() { cancelDeadline(); cancelRun() }
 	}
-	r := &taskRun{seq: b.seq, finished: make(chan struct{}), cancel: cancel}
+	r := &taskRun[K]{seq: b.seq, finished: make(chan struct{}), cancel: cancel}
 	for _, id := range ids {
 		b.runs[id] = r
 	}
@@ -638,7 +742,7 @@ func (b *taskBatch) run(ctx context.Context, ids []int64) *taskRun {
 
 // leave stops waiting on r; the last waiter to leave an unfinished run
 // cancels it, so that no query runs for nobody.
-func (b *taskBatch) leave(r *taskRun) {
+func (b *taskBatch[K]) leave(r *taskRun[K]) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r.waiters--
@@ -654,7 +758,7 @@ func (b *taskBatch) leave(r *taskRun) {
 }
 
 func (a *analyticsAPI) handlers(c *gin.Context) {
-	a.serve(c, ttl.ResourceHandlers, "view=index", errHandlers, nil, func(ctx context.Context) (any, error) {
+	a.serve(c, ttl.ResourceHandlers, a.catalogParams(url.Values{"view": {"index"}}), errHandlers, nil, func(ctx context.Context) (any, error) {
 		return a.svc.Handlers(ctx)
 	})
 }
@@ -665,7 +769,7 @@ func (a *analyticsAPI) handlerNamespace(c *gin.Context) {
 		badRequest(c, err)
 		return
 	}
-	params := url.Values{"view": {"namespace"}, "namespace": {h.Namespace}}.Encode()
+	params := a.catalogParams(url.Values{"view": {"namespace"}, "namespace": {h.Namespace}})
 	a.serve(c, ttl.ResourceHandlers, params, errHandlers, nil, func(ctx context.Context) (any, error) {
 		return a.svc.Namespace(ctx, h.Namespace)
 	})
@@ -681,8 +785,19 @@ func (a *analyticsAPI) handlerDetail(c *gin.Context) {
 		badRequest(c, err)
 		return
 	}
-	params := url.Values{"view": {"handler"}, "namespace": {h.Namespace}, "name": {h.Name}, "version": {h.Version}}.Encode()
+	params := a.catalogParams(url.Values{"view": {"handler"}, "namespace": {h.Namespace}, "name": {h.Name}, "version": {h.Version}})
 	a.serve(c, ttl.ResourceHandlers, params, errHandlers, nil, func(ctx context.Context) (any, error) {
-		return a.svc.Handler(ctx, h.Namespace, h.Name, h.Version)
+		return a.svc.HandlerReport(ctx, h.Namespace, h.Name, h.Version)
 	})
+}
+
+// catalogParams encodes a catalog view's cache key; tasker-core's entries
+// carry engine=core, so that an engine switch under a running sidecar does
+// not serve one engine's catalog for the other's (the Rails keys are
+// unchanged).
+func (a *analyticsAPI) catalogParams(v url.Values) string {
+	if a.svc.OnCore() {
+		v.Set("engine", "core")
+	}
+	return v.Encode()
 }

@@ -326,12 +326,17 @@ func TestAnalyticsDatabaseDown(t *testing.T) {
 }
 
 func TestWithCacheInfo(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{`{"a":1}`, `{"a":1,"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90.0,"stale":false}}`},
-		{"{}\n", `{"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90.0,"stale":false}}`},
+	for _, tc := range []struct {
+		in, want string
+		lag      time.Duration
+	}{
+		{`{"a":1}`, `{"a":1,"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90.0,"stale":false}}`, 0},
+		{"{}\n", `{"cache_info":{"cached":true,"age_seconds":1.5,"ttl_seconds":90.0,"stale":false}}`, 0},
+		// Computed 1.5 s ago on a standby 75 s behind its primary.
+		{`{"a":1}`, `{"a":1,"cache_info":{"cached":true,"age_seconds":76.5,"replication_lag_seconds":75.0,"ttl_seconds":90.0,"stale":false}}`, 75 * time.Second},
 	} {
 		in := []byte(tc.in)
-		got, err := withCacheInfo(in, fixedInfo)
+		got, err := withCacheInfo(in, fixedInfo, tc.lag)
 		if err != nil || string(got) != tc.want || string(in) != tc.in {
 			t.Errorf("%q: got %s, %v (input now %q)", tc.in, got, err, in)
 		}
@@ -340,7 +345,7 @@ func TestWithCacheInfo(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if _, err := withCacheInfo([]byte(`[1]`), fixedInfo); err == nil {
+	if _, err := withCacheInfo([]byte(`[1]`), fixedInfo, 0); err == nil {
 		t.Error("accepted an array")
 	}
 }

@@ -2,14 +2,17 @@ package api
 
 import (
 	"bytes"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 )
 
@@ -35,6 +38,10 @@ type Front struct {
 	Engine func() (engine.Engine, bool)
 	// ConfiguredEngine is database.engine.
 	ConfiguredEngine engine.Kind
+	// Replication is where the database is, primary or hot standby, and
+	// a standby's lag (collector.DB.Replication); nil or not Known shows
+	// nothing.
+	Replication func() (collector.Replication, time.Time)
 
 	// Cache is the cache store and coordination strategy, as /capabilities
 	// reports them; nil when there is none to report.
@@ -62,7 +69,7 @@ type FrontCache struct {
 // frontDocs are the docs the front page links, in reading order.
 var frontDocs = []string{
 	"endpoints.md", "operations.md", "architecture.md", "metrics.md", "alerts.md", "analytics.md",
-	"cache-detection.md", "ttl.md", "stream.md", "traces.md", "tasker-semantics.md", "benchmarks.md",
+	"cache-detection.md", "ttl.md", "stream.md", "traces.md", "tasker-semantics.md", "tasker-core.md", "benchmarks.md",
 }
 
 // frontDescriptions say what the well-known routes answer; the page lists
@@ -101,6 +108,7 @@ type frontPage struct {
 	DBHost, DBName    string
 	Engine            string
 	Configured        string
+	Role              string
 	Cache             *FrontCache
 	Ready             bool
 	ReadyMessage      string
@@ -124,7 +132,7 @@ var frontTemplate = template.Must(template.New("front").Parse(`<!DOCTYPE html>
 
 <h2>Attached to</h2>
 <table>
-<tr><th>Database</th><td>{{or .DBName "unknown"}} on {{or .DBHost "unknown"}}</td></tr>
+<tr><th>Database</th><td>{{or .DBName "unknown"}} on {{or .DBHost "unknown"}}{{with .Role}} ({{.}}){{end}}</td></tr>
 <tr><th>Engine</th><td>{{or .Engine "not detected yet"}} (database.engine: {{or .Configured "auto"}})</td></tr>
 {{- with .Cache}}
 <tr><th>Cache store</th><td>{{or .Store "unknown"}}{{with .Address}} at {{.}}{{end}}{{if not .Reachable}} (unreachable){{end}}</td></tr>
@@ -171,6 +179,13 @@ func (s *Server) front(c *gin.Context) {
 	if f.Engine != nil {
 		if e, ok := f.Engine(); ok {
 			p.Engine = e.Name
+		}
+	}
+	if f.Replication != nil {
+		if r, _ := f.Replication(); r.Standby {
+			p.Role = fmt.Sprintf("hot standby, replication lag %s", r.Lag.Round(time.Second))
+		} else {
+			p.Role = r.Role()
 		}
 	}
 	if f.Cache != nil {

@@ -9,10 +9,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/net/html"
 
+	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/readiness"
 	"github.com/tasker-systems/tasker-sidecar/server"
@@ -37,6 +39,9 @@ func frontOptions(checks ...readiness.Checker) options {
 				Strategy: "distributed_atomic", Mechanism: "cas_script"}
 		},
 		DocsURL: "https://example.test/docs/",
+		Replication: func() (collector.Replication, time.Time) {
+			return collector.Replication{Known: true}, time.Now()
+		},
 	}
 	return o
 }
@@ -119,7 +124,7 @@ func TestFrontPage(t *testing.T) {
 	for _, w := range []string{
 		"Version 1.2.3, revision abc123", "tasker_prod on db.example:5432", engine.Rails().Name,
 		"redis 7.4.0 at cache.example:6379", "distributed_atomic (cas_script)", "Ready: every check passed",
-		"database: healthy", "cache: healthy",
+		"database: healthy", "cache: healthy", "db.example:5432 (primary)",
 	} {
 		if !strings.Contains(text, w) {
 			t.Errorf("front page lacks %q:\n%s", w, text)
@@ -134,13 +139,18 @@ func TestFrontReadiness(t *testing.T) {
 	o := frontOptions(healthyCheck("cache"), unhealthyCheck("database"))
 	// Every value is escaped: hrefs fails on a <script> element.
 	o.Front.Revision = "<script>alert(1)</script>"
+	// A standby says so, with its lag.
+	o.Front.Replication = func() (collector.Replication, time.Time) {
+		return collector.Replication{Known: true, Standby: true, Lag: 75*time.Second + 300*time.Millisecond}, time.Now()
+	}
 	s := newServer(t, o)
 	r := do(t, s, http.MethodGet, PathFront)
 	if r.code != 200 {
 		t.Fatalf("GET / = %d, want 200 whatever readiness says", r.code)
 	}
 	_, text := hrefs(t, r.body)
-	for _, w := range []string{"Not ready", "database: unhealthy", "cache: healthy", "revision <script>alert(1)</script>"} {
+	for _, w := range []string{"Not ready", "database: unhealthy", "cache: healthy", "revision <script>alert(1)</script>",
+		"db.example:5432 (hot standby, replication lag 1m15s)"} {
 		if !strings.Contains(text, w) {
 			t.Errorf("front page lacks %q:\n%s", w, text)
 		}

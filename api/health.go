@@ -200,15 +200,28 @@ type statusDatabase struct {
 	ActiveConnections     int64     `json:"active_connections"`
 	MaxConnections        int64     `json:"max_connections"`
 	ConnectionUtilization jsonFloat `json:"connection_utilization"`
+	// Role is "standby" on a hot standby, "primary" otherwise (absent when
+	// the snapshot does not say). On a standby the connection figures are
+	// the standby's own and the verdict leaves them out (Note says so).
+	Role                  string     `json:"role,omitempty"`
+	ReplicationLagSeconds *jsonFloat `json:"replication_lag_seconds,omitempty"`
+	Note                  string     `json:"note,omitempty"`
 }
+
+// standbyNote is statusDatabase.Note on a hot standby.
+const standbyNote = "connection figures are the standby's own sessions and max_connections, not those of the primary Tasker writes to; " +
+	"they do not count in the verdict (docs/operations.md#read-replicas)"
 
 type cacheInfo struct {
 	Cached     bool       `json:"cached"`
 	AgeSeconds *jsonFloat `json:"age_seconds,omitempty"`
 	// TTLSeconds is how long the data counts as fresh: the refresh interval,
 	// which is also the shared cache entry's TTL when replicas share counts.
-	TTLSeconds             jsonFloat  `json:"ttl_seconds"`
-	RefreshedAt            *railsTime `json:"refreshed_at,omitempty"`
+	TTLSeconds  jsonFloat  `json:"ttl_seconds"`
+	RefreshedAt *railsTime `json:"refreshed_at,omitempty"`
+	// ReplicationLagSeconds is the part of AgeSeconds the data was behind
+	// the primary when read on a hot standby (absent on a primary).
+	ReplicationLagSeconds  *jsonFloat `json:"replication_lag_seconds,omitempty"`
 	RefreshIntervalSeconds jsonFloat  `json:"refresh_interval_seconds"`
 	Stale                  bool       `json:"stale"`
 	LastAttemptAt          *railsTime `json:"last_attempt_at,omitempty"`
@@ -249,18 +262,27 @@ func (s *Server) status(c *gin.Context) {
 	}
 
 	if snap := st.Last; snap != nil {
-		age := max(now.Sub(snap.TakenAt), 0)
+		// The data's age includes the replication lag on a standby: counts
+		// read on a standby that stopped replaying are as frozen as those of
+		// a stuck refresher.
+		age, lag := snap.Age(now), snap.Replication.Lag
 		ageS, at, gen := seconds(age), railsTime(snap.TakenAt), seconds(snap.Duration)
 		body.CacheInfo.Cached, body.CacheInfo.AgeSeconds, body.CacheInfo.RefreshedAt = true, &ageS, &at
 		body.CacheInfo.Stale = body.CacheInfo.Stale || age > limit
 		body.Cached, body.GenerationDuration = true, &gen
 
-		healthy, util := collector.Verdict(snap.Counts)
+		healthy, util, _ := collector.VerdictOf(snap)
 		body.Metrics = metricsFor(snap)
 		body.Database = &statusDatabase{
 			ActiveConnections:     snap.Counts.ActiveConnections,
 			MaxConnections:        snap.Counts.MaxConnections,
 			ConnectionUtilization: jsonFloat(util),
+			Role:                  snap.Replication.Role(),
+		}
+		if snap.Replication.Standby {
+			lagS := seconds(lag)
+			body.CacheInfo.ReplicationLagSeconds, body.Database.ReplicationLagSeconds = &lagS, &lagS
+			body.Database.Note = standbyNote
 		}
 		body.Healthy = healthy
 		body.Status = VerdictHealthy
@@ -273,6 +295,10 @@ func (s *Server) status(c *gin.Context) {
 			body.Healthy, body.Status, body.ErrorClass = false, VerdictError, readiness.ClassStale
 			body.Error = fmt.Sprintf("data is stale: last successful refresh %s ago, more than %s",
 				age.Round(time.Millisecond), limit)
+			if lag > 0 {
+				body.Error = fmt.Sprintf("data is stale: %s old (refreshed %s ago, the standby %s behind its primary), more than %s",
+					age.Round(time.Millisecond), (age - lag).Round(time.Millisecond), lag.Round(time.Millisecond), limit)
+			}
 		}
 	}
 	if st.LastError != nil {

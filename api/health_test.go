@@ -794,3 +794,71 @@ func TestReadyReportsEngine(t *testing.T) {
 		})
 	}
 }
+
+// On a hot standby the replication lag is part of the data's age, and the
+// connection figures (the standby's own) are shown but not judged.
+func TestStatusStandby(t *testing.T) {
+	busy := healthyCounts
+	busy.ActiveConnections, busy.MaxConnections = 99, 100
+	state := func(c collector.HealthCounts, r collector.Replication) collector.RefreshState {
+		st := goodState(c) // taken 10 s before testNow; the bound is 60 s
+		st.Last.Replication = r
+		return st
+	}
+	standby := func(lag time.Duration) collector.Replication {
+		return collector.Replication{Known: true, Standby: true, Lag: lag, SinceReplay: lag, Receiving: true}
+	}
+	primary := collector.Replication{Known: true}
+	tests := []struct {
+		name       string
+		state      collector.RefreshState
+		wantCode   int
+		wantStatus string
+		wantClass  string
+		wantRole   string
+		wantAge    float64
+		wantStale  bool
+	}{
+		{"standby caught up, its own connections busy", state(busy, standby(0)), 200, "healthy", "", "standby", 10, false},
+		{"standby lagging within the bound", state(healthyCounts, standby(45*time.Second)), 200, "healthy", "", "standby", 55, false},
+		{"standby lagging past the bound", state(healthyCounts, standby(75*time.Second)), 503, "error", readiness.ClassStale, "standby", 85, true},
+		{"primary with busy connections", state(busy, primary), 503, "unhealthy", "", "primary", 10, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &fakeSource{}
+			src.Set(tc.state)
+			s := newServer(t, baseOptions(src))
+			r := do(t, s, http.MethodGet, PathStatus)
+			if r.code != tc.wantCode {
+				t.Fatalf("code = %d, want %d: %s", r.code, tc.wantCode, r.body)
+			}
+			m := r.json(t)
+			if m["status"] != tc.wantStatus {
+				t.Errorf("status = %v, want %v", m["status"], tc.wantStatus)
+			}
+			if got, _ := m["error_class"].(string); got != tc.wantClass {
+				t.Errorf("error_class = %q, want %q", got, tc.wantClass)
+			}
+			ci := m["cache_info"].(map[string]any)
+			if ci["age_seconds"] != tc.wantAge || ci["stale"] != tc.wantStale {
+				t.Errorf("cache_info age %v stale %v, want %v %v", ci["age_seconds"], ci["stale"], tc.wantAge, tc.wantStale)
+			}
+			db := m["database"].(map[string]any)
+			if db["role"] != tc.wantRole {
+				t.Errorf("database.role = %v, want %v", db["role"], tc.wantRole)
+			}
+			_, hasNote := db["note"]
+			_, hasLag := ci["replication_lag_seconds"]
+			if standby := tc.wantRole == "standby"; hasNote != standby || hasLag != standby {
+				t.Errorf("note %v, cache_info.replication_lag_seconds %v on a %s", hasNote, hasLag, tc.wantRole)
+			}
+			if db["max_connections"] != float64(tc.state.Last.Counts.MaxConnections) {
+				t.Errorf("database.max_connections = %v: the figures must still be shown", db["max_connections"])
+			}
+			if tc.wantClass == readiness.ClassStale && !strings.Contains(m["error"].(string), "behind its primary") {
+				t.Errorf("error %q does not name the lag", m["error"])
+			}
+		})
+	}
+}

@@ -92,6 +92,8 @@ type DB struct {
 	// resolution found (Kind empty before).
 	configured engine.Kind
 
+	replica replicaState // replica.go
+
 	mu        sync.Mutex
 	eng       engine.Engine
 	missing   []string
@@ -136,9 +138,33 @@ func Open(opts DBConfig, reg prometheus.Registerer, logger *slog.Logger) (*DB, e
 			pool.Close()
 			return nil, fmt.Errorf("register pool metrics: %w", err)
 		}
+		if err := reg.Register(newReplicaCollector(db)); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("register replication metrics: %w", err)
+		}
 	}
 	return db, nil
 }
+
+// OpenPool opens a pool on another database the sidecar reads, with the
+// Tasker pool's rules (read-only, UTC, the timeouts of opts; lazy: it dials
+// at the first query): tasker-core's PGMQ database when it keeps its queues
+// apart (coreops, pgmq.database_url).
+func OpenPool(opts DBConfig) (*pgxpool.Pool, error) {
+	cfg, err := poolConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create pool for %s: %w", redact.URL(opts.URL.Value()), err)
+	}
+	return pool, nil
+}
+
+// CheckDatabaseURL says what is wrong with a database URL as Open would
+// take it, never quoting the URL (it may carry a password).
+func CheckDatabaseURL(raw string) error { return checkDatabaseURL(raw) }
 
 // forcedParams are startup parameters we never let the URL override: UTC
 // because Tasker's naive timestamps are UTC and PostgreSQL interprets them in
@@ -249,6 +275,14 @@ func (db *DB) CheckSchema(ctx context.Context) ([]string, error) {
 	}
 	_, err := db.attach(ctx, db.pool)
 	db.noteReachable(err) // a schema error is an answer: reachable
+	if err == nil {
+		// At attach and after every reconnect: a failover may have made
+		// the standby a primary while we were away. A failure here only
+		// delays the answer to the next refresh, which asks too.
+		if rerr := db.checkServer(ctx); rerr != nil {
+			db.logger.Debug("could not read the server's role", "err", rerr)
+		}
+	}
 	var se *SchemaError
 	if errors.As(err, &se) {
 		return slices.Clone(se.Missing), nil
@@ -280,14 +314,18 @@ type SchemaStatus struct {
 	// check found an engine.
 	Missing []string
 	Err     error
+	// Replication is where the server said it was at the last check or
+	// refresh (Known false before one answered).
+	Replication Replication
 }
 
 // SchemaStatus reports the last schema check, for readiness.
 func (db *DB) SchemaStatus() SchemaStatus {
+	r, _ := db.Replication()
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	return SchemaStatus{Checked: db.checked, Engine: db.eng, Configured: db.configured,
-		Missing: slices.Clone(db.missing), Err: db.schemaErr}
+		Missing: slices.Clone(db.missing), Err: db.schemaErr, Replication: r}
 }
 
 // resolveEngine finds which engine's tables q sees, as database.engine

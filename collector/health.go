@@ -190,11 +190,19 @@ func (db *DB) Refresh(ctx context.Context) (Snapshot, error) {
 		return Snapshot{}, ErrClosed
 	}
 	start := time.Now()
-	snap, err := db.refresh(ctx)
+	var snap Snapshot
+	// A standby cancels a count whose rows replay must remove
+	// (docs/operations.md#read-replicas): a new transaction sees a newer
+	// snapshot and no longer needs them.
+	err := RetryRecoveryConflict(ctx, func(ctx context.Context) (err error) {
+		snap, err = db.refresh(ctx)
+		return err
+	})
 	db.noteReachable(err)
 	if err != nil {
 		return Snapshot{}, err
 	}
+	db.noteReplication(snap.Replication)
 	snap.Duration = time.Since(start)
 	snap.TakenAt = time.Now().UTC()
 	return snap, nil
@@ -252,8 +260,8 @@ func queryCounts(ctx context.Context, tx pgx.Tx, e engine.Engine) (Snapshot, err
 		steps = groups
 		return nil
 	})
-	b.Queue(connectionsSQL).QueryRow(func(row pgx.Row) error {
-		if err := row.Scan(&snap.Counts.ActiveConnections, &snap.Counts.MaxConnections); err != nil {
+	b.Queue(serverSQL).QueryRow(func(row pgx.Row) error {
+		if err := scanServer(row, &snap.Counts, &snap.Replication); err != nil {
 			return fmt.Errorf("count connections: %w", err)
 		}
 		return nil

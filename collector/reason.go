@@ -17,11 +17,14 @@ const (
 	ReasonConnection = "connection"
 	ReasonQuery      = "query"
 	ReasonSchema     = "schema"
+	// ReasonRecoveryConflict is a statement a hot standby cancelled to
+	// replay the primary's changes (IsRecoveryConflict).
+	ReasonRecoveryConflict = "recovery_conflict"
 )
 
 // Reasons lists every reason label value, so counters can be pre-created.
 func Reasons() []string {
-	return []string{ReasonTimeout, ReasonConnection, ReasonQuery, ReasonSchema}
+	return []string{ReasonTimeout, ReasonConnection, ReasonQuery, ReasonSchema, ReasonRecoveryConflict}
 }
 
 // Classify maps a refresh or ping error to one of the Reason constants.
@@ -37,6 +40,9 @@ func classify(err error) string {
 	var connectErr *pgconn.ConnectError
 	if errors.As(err, &connectErr) || errors.Is(err, ErrClosed) {
 		return ReasonConnection
+	}
+	if IsRecoveryConflict(err) {
+		return ReasonRecoveryConflict
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {

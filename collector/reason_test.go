@@ -38,6 +38,14 @@ func TestClassify(t *testing.T) {
 		{"permission denied", &pgconn.PgError{Code: "42501"}, ReasonQuery},
 		{"division by zero", &pgconn.PgError{Code: "22012"}, ReasonQuery},
 		{"anything else", errors.New("boom"), ReasonQuery},
+		// PostgreSQL's postgres.c, ProcessInterrupts and ProcessRecoveryConflictInterrupt.
+		{"recovery conflict, statement", wrap(&pgconn.PgError{Code: "40001", Message: "canceling statement due to conflict with recovery"}), ReasonRecoveryConflict},
+		{"recovery conflict, session", &pgconn.PgError{Code: "40001", Message: "terminating connection due to conflict with recovery"}, ReasonRecoveryConflict},
+		{"recovery conflict, buffer pin deadlock", &pgconn.PgError{Code: "40P01", Message: "canceling statement due to conflict with recovery"}, ReasonRecoveryConflict},
+		// The message is translated under lc_messages; the code is what
+		// counts (the sidecar's read-only reads meet no other 40001).
+		{"recovery conflict, translated message", &pgconn.PgError{Code: "40001", Message: "storniere Anweisung wegen Konflikt mit der Wiederherstellung"}, ReasonRecoveryConflict},
+		{"deadlock that is not one with replay", &pgconn.PgError{Code: "40P01", Message: "deadlock detected"}, ReasonQuery},
 	} {
 		if got := Classify(tc.err); got != tc.want {
 			t.Errorf("%s: Classify(%v) = %s, want %s", tc.name, tc.err, got, tc.want)

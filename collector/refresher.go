@@ -184,7 +184,7 @@ func NewRefresher(db *DB, cfg RefreshConfig, reg prometheus.Registerer, logger *
 	if reg != nil {
 		age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "tasker_sidecar", Subsystem: "refresh", Name: "age_seconds",
-			Help: "Seconds since the last successful refresh, computed at scrape time; " +
+			Help: "Seconds since the last successful refresh plus the replication lag its counts were read with (0 on a primary), computed at scrape time; " +
 				"before the first success, seconds since the refresher was created, so staleness alerts also fire for a sidecar that never succeeded.",
 		}, r.age)
 		reg.MustRegister(r.duration, r.success, r.lastSuccess, r.errs, age)
@@ -192,14 +192,21 @@ func NewRefresher(db *DB, cfg RefreshConfig, reg prometheus.Registerer, logger *
 	return r
 }
 
+// age is the refresh age metric: the time since the last success plus the
+// replication lag its counts were read with (zero on a primary), so the
+// staleness alerts fire for a standby that stopped replaying as for a
+// refresher that stopped (docs/operations.md#read-replicas).
 func (r *Refresher) age() float64 {
 	r.mu.RLock()
 	since := r.state.LastSuccess
+	var lag time.Duration
 	if since.IsZero() {
 		since = r.created
+	} else if r.state.Last != nil {
+		lag = r.state.Last.Replication.Lag
 	}
 	r.mu.RUnlock()
-	return r.now().Sub(since).Seconds()
+	return (r.now().Sub(since) + lag).Seconds()
 }
 
 // State returns a copy of the current state; safe for concurrent use.

@@ -102,7 +102,7 @@ func TestRefresherKeepsLastGoodAndRecovers(t *testing.T) {
 		t.Errorf("last_success_timestamp = %v, want %v", got, firstSuccess.Unix())
 	}
 	wantAge := `
-# HELP tasker_sidecar_refresh_age_seconds Seconds since the last successful refresh, computed at scrape time; before the first success, seconds since the refresher was created, so staleness alerts also fire for a sidecar that never succeeded.
+# HELP tasker_sidecar_refresh_age_seconds Seconds since the last successful refresh plus the replication lag its counts were read with (0 on a primary), computed at scrape time; before the first success, seconds since the refresher was created, so staleness alerts also fire for a sidecar that never succeeded.
 # TYPE tasker_sidecar_refresh_age_seconds gauge
 tasker_sidecar_refresh_age_seconds 120
 `
@@ -229,13 +229,14 @@ func TestRefresherMetrics(t *testing.T) {
 		t.Errorf("lint %s: %s", p.Metric, p.Text)
 	}
 	want := `
-# HELP tasker_sidecar_refresh_age_seconds Seconds since the last successful refresh, computed at scrape time; before the first success, seconds since the refresher was created, so staleness alerts also fire for a sidecar that never succeeded.
+# HELP tasker_sidecar_refresh_age_seconds Seconds since the last successful refresh plus the replication lag its counts were read with (0 on a primary), computed at scrape time; before the first success, seconds since the refresher was created, so staleness alerts also fire for a sidecar that never succeeded.
 # TYPE tasker_sidecar_refresh_age_seconds gauge
 tasker_sidecar_refresh_age_seconds 5
 # HELP tasker_sidecar_refresh_errors_total Failed refreshes by reason (timeout, connection, query, schema).
 # TYPE tasker_sidecar_refresh_errors_total counter
 tasker_sidecar_refresh_errors_total{reason="connection"} 0
 tasker_sidecar_refresh_errors_total{reason="query"} 0
+tasker_sidecar_refresh_errors_total{reason="recovery_conflict"} 0
 tasker_sidecar_refresh_errors_total{reason="schema"} 0
 tasker_sidecar_refresh_errors_total{reason="timeout"} 0
 # HELP tasker_sidecar_refresh_last_success_timestamp_seconds Unix time of the last successful refresh, 0 if none yet.

@@ -142,6 +142,11 @@ type Stream struct {
 	churn        map[string]tableChurn
 	churnRead    time.Time
 	churnPending bool
+	// rowCheckAt is when a poll last counted the rows, rowCheckEvery the
+	// interval its duration asks for (stream_rowcheck.go).
+	rowCheckAt    time.Time
+	rowCheckEvery time.Duration
+	rowChecks     *rowCheckMetrics
 	// The last answer of oldestRetryable, and when it was queried.
 	retryMu         sync.Mutex
 	retryOldest     time.Time
@@ -184,11 +189,13 @@ func NewStream(db *DB, cfg StreamConfig, ckpt Checkpointer, reg prometheus.Regis
 		tracer: noop.NewTracerProvider().Tracer(""),
 		logger: logger,
 		m:      newStreamMetrics(reg),
-		now:    time.Now,
-		labels: newLabeler(cfg.MaxLabelGroups),
-		runs:   newKeptRuns(reg),
-		ready:  make(chan struct{}),
-		tried:  make(chan struct{}),
+		// In their own file: the stream's deletion check (stream_rowcheck.go).
+		rowChecks: newRowCheckMetrics(reg),
+		now:       time.Now,
+		labels:    newLabeler(cfg.MaxLabelGroups),
+		runs:      newKeptRuns(reg),
+		ready:     make(chan struct{}),
+		tried:     make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(s)
@@ -257,6 +264,7 @@ func (s *Stream) run(ctx context.Context) {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	conflicts := 0 // consecutive polls a recovery conflict cancelled
 	for {
 		select {
 		case <-ctx.Done():
@@ -272,10 +280,28 @@ func (s *Stream) run(ctx context.Context) {
 		}
 		if s.initialized {
 			more, err := s.poll(ctx)
-			if err != nil {
+			switch {
+			case err != nil && IsRecoveryConflict(err) && conflicts < conflictRetries:
+				// A standby cancelled a read to replay the primary's
+				// changes: the next snapshot does not need those rows.
+				// Counted as retried, not as a poll error: only a poll that
+				// gives up is one (as for the refresh).
+				conflicts++
+				conflictCounter.WithLabelValues("retried").Inc()
+				s.logger.Debug("a hot standby cancelled the poll for a conflict with recovery; polling again", "err", err,
+					"attempt", conflicts)
+				wait = conflictBackoff << (conflicts - 1)
+			case err != nil:
+				if IsRecoveryConflict(err) {
+					conflictCounter.WithLabelValues("failed").Inc()
+				}
+				conflicts = 0
 				s.failed(ctx, "poll failed; serving the last counts", err)
-			} else if more {
-				wait = 0 // a backlog: go on at once
+			default:
+				conflicts = 0
+				if more {
+					wait = 0 // a backlog: go on at once
+				}
 			}
 		}
 		timer.Reset(wait)
@@ -457,7 +483,12 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	s.pos, s.base = pos, pos.clone()
 	s.lastRecount = now
 	s.churn, s.churnRead = churn, now
+	s.rowCheckAt = now
 	s.labels.seed(full.groupSizes())
+	// Every kept pair's transition series at zero, so the per-task panels
+	// read "nothing happened" on a quiet database instead of "No data"
+	// (issue 15); the cap bounds them as it bounds the series activity makes.
+	s.m.touchGroups(eng, s.labels.keptLabels())
 	if haveCP {
 		s.resume(cp)
 	}
@@ -545,6 +576,11 @@ type pollResult struct {
 	// churnedTable names a table that lost rows since the last poll.
 	churn        map[string]tableChurn
 	churnedTable string
+	// statsReset is set when a table's deletion counter fell (a statistics
+	// reset, a failover): deletions before it may be lost, so the rows are
+	// counted in this poll. rowCheck is that count's outcome.
+	statsReset bool
+	rowCheck   rowCheckResult
 	// xids is the transaction tracker after this poll (core), applied with
 	// the rows; given is how many transactions it gave up waiting for.
 	xids  xidTracker
@@ -647,7 +683,7 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 	if now.Sub(s.churnRead) >= churnCheckInterval {
 		if churn, err := readChurn(ctx, s.db.pool, s.eng); err == nil {
 			res.churn = churn
-			res.churnedTable, _ = churned(s.churn, churn)
+			res.churnedTable, res.statsReset = churned(s.churn, churn)
 		} else if ctx.Err() == nil {
 			s.logger.Debug("could not read table statistics", "err", err)
 		}
@@ -707,6 +743,9 @@ func (s *Stream) read(ctx context.Context, now time.Time) (pollResult, error) {
 		if res.named, err = readNamedTasks(ctx, tx, s.eng); err != nil {
 			return res, err
 		}
+	}
+	if res.drained && (s.rowCheckDue(now) || res.statsReset) {
+		s.checkRows(ctx, tx, &res)
 	}
 	early := s.churnPending || res.churnedTable != ""
 	if res.drained && (s.recountDue(now) || early && s.earlyRecountAllowed(now)) {
@@ -869,7 +908,17 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 	if res.churn != nil {
 		s.churn, s.churnRead = res.churn, now
 	}
-	if res.churnedTable != "" && !s.churnPending {
+	if res.rowCheck.done {
+		s.rowCheckDone(now, res.rowCheck.took)
+	}
+	if res.statsReset {
+		s.logger.Info("a Tasker table's deletion counter fell (statistics reset, or a failover); counting the rows to catch deletions it no longer shows")
+	}
+	if t := res.rowCheck.table; t != "" && !s.churnPending {
+		s.logger.Warn("a Tasker table holds another number of rows than the counts: rows were deleted outside Statesman (on a standby the table statistics do not show it); recounting",
+			"table", t, "rows", res.rowCheck.rows, "counted", res.rowCheck.want,
+			"at_most_in", max(earlyRecountSpacing-now.Sub(s.lastRecount), 0))
+	} else if res.churnedTable != "" && !s.churnPending {
 		s.logger.Info("rows were deleted from a Tasker table (or it was truncated) outside Statesman; recounting",
 			"table", res.churnedTable, "at_most_in", max(earlyRecountSpacing-now.Sub(s.lastRecount), 0))
 	}
@@ -1108,11 +1157,14 @@ func (s *Stream) Refresh(ctx context.Context) (Snapshot, error) {
 		}
 		return Snapshot{}, fmt.Errorf("%w: last poll %s ago", ErrStreamStale, age.Round(time.Second))
 	}
-	err := s.db.pool.QueryRow(ctx, connectionsSQL).Scan(&snap.Counts.ActiveConnections, &snap.Counts.MaxConnections)
+	err := RetryRecoveryConflict(ctx, func(ctx context.Context) error {
+		return scanServer(s.db.pool.QueryRow(ctx, serverSQL), &snap.Counts, &snap.Replication)
+	})
 	s.db.noteReachable(err)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("count connections: %w", err)
 	}
+	s.db.noteReplication(snap.Replication)
 	snap.OldestRetryableErrorStep, snap.OldestRetryableUnknown = s.oldestRetryable(ctx)
 	snap.Duration = time.Since(start)
 	snap.TakenAt = time.Now().UTC()
@@ -1135,7 +1187,9 @@ func (s *Stream) oldestRetryable(ctx context.Context) (time.Time, bool) {
 		return s.retryOldest, s.retryFailed
 	}
 	var at *time.Time
-	err := s.db.pool.QueryRow(ctx, oldestRetryableSQLFor(s.eng)).Scan(&at)
+	err := RetryRecoveryConflict(ctx, func(ctx context.Context) error {
+		return s.db.pool.QueryRow(ctx, oldestRetryableSQLFor(s.eng)).Scan(&at)
+	})
 	if err != nil && !s.retryFailed {
 		s.logger.Warn("could not find the oldest retryable step in error; its age is not exported until the query works", "err", err)
 	}

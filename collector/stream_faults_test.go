@@ -446,21 +446,28 @@ func TestChurned(t *testing.T) {
 		m[name] = c
 		return m
 	}
+	reset := with("tasker_tasks", tableChurn{deleted: 0, filenode: 100})
+	resetThenDeleted := maps.Clone(reset)
+	resetThenDeleted["tasker_workflow_steps"] = tableChurn{deleted: 2, filenode: 200}
 	for _, tc := range []struct {
 		name        string
 		before, now map[string]tableChurn
 		want        string
+		reset       bool
 	}{
-		{"no baseline yet", nil, base, ""},
-		{"nothing changed", base, base, ""},
-		{"rows deleted", base, with("tasker_workflow_steps", tableChurn{deleted: 3, filenode: 200}), "tasker_workflow_steps"},
-		{"truncated", base, with("tasker_tasks", tableChurn{deleted: 5, filenode: 101}), "tasker_tasks"},
-		{"statistics reset", base, with("tasker_tasks", tableChurn{deleted: 0, filenode: 100}), ""},
+		{"no baseline yet", nil, base, "", false},
+		{"nothing changed", base, base, "", false},
+		{"rows deleted", base, with("tasker_workflow_steps", tableChurn{deleted: 3, filenode: 200}), "tasker_workflow_steps", false},
+		{"truncated", base, with("tasker_tasks", tableChurn{deleted: 5, filenode: 101}), "tasker_tasks", false},
+		// A fall is a reset: the rows are counted, and the check goes on.
+		{"statistics reset", base, reset, "", true},
+		{"deleted after a reset", reset, with("tasker_tasks", tableChurn{deleted: 1, filenode: 100}), "tasker_tasks", false},
+		{"reset of one table, deletions in another", base, resetThenDeleted, "tasker_workflow_steps", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := churned(tc.before, tc.now)
-			if got != tc.want || ok != (tc.want != "") {
-				t.Errorf("churned = %q, %v; want %q", got, ok, tc.want)
+			got, reset := churned(tc.before, tc.now)
+			if got != tc.want || reset != tc.reset {
+				t.Errorf("churned = %q, reset %v; want %q, reset %v", got, reset, tc.want, tc.reset)
 			}
 		})
 	}

@@ -208,6 +208,52 @@ func (m *streamMetrics) touchTables(e engine.Engine) {
 	}
 }
 
+// touchGroups creates at zero the transition counters and histograms of
+// each (namespace, task) label pair in pairs, in every label combination
+// e's state machines allow: the task and step transitions by state
+// entered, the retries, the task durations by run-ending state, the step
+// attempt durations by outcome (AttemptOutcome) and the backoff. Called
+// with the pairs the labeler keeps after seeding (labeler.keptLabels), it
+// lets the per-task panels read zero on a quiet database instead of "No
+// data"; the pairs are bounded by the label cap, so the series are those
+// the cap allows anyway (docs/operations.md, Sizing).
+func (m *streamMetrics) touchGroups(e engine.Engine, pairs [][2]string) {
+	outcomes := attemptOutcomes(e)
+	for _, p := range pairs {
+		ns, task := p[0], p[1]
+		for _, s := range e.TaskStates.All {
+			m.taskTransitions.WithLabelValues(s, ns, task)
+		}
+		for _, s := range e.StepStates.All {
+			m.stepTransitions.WithLabelValues(s, ns, task)
+		}
+		m.stepRetries.WithLabelValues(ns, task)
+		for _, s := range e.TaskStates.All {
+			if e.EndsRun(s) {
+				m.taskDuration.WithLabelValues(ns, task, s)
+			}
+		}
+		for _, o := range outcomes {
+			m.stepDuration.WithLabelValues(ns, task, o)
+		}
+		m.stepBackoff.WithLabelValues(ns, task)
+	}
+}
+
+// attemptOutcomes lists the state labels of e's step attempt durations:
+// every outcome AttemptOutcome gives for a move between two of its states.
+func attemptOutcomes(e engine.Engine) []string {
+	var out []string
+	for _, from := range e.StepStates.All {
+		for _, to := range e.StepStates.All {
+			if o, ok := e.AttemptOutcome(from, to); ok && !slices.Contains(out, o) {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}
+
 func (m *streamMetrics) setPosition(e engine.Engine, p position) {
 	for t := range numTables {
 		name := t.name(e)
@@ -242,6 +288,16 @@ func (l *labeler) seed(groups []group) {
 		}
 		l.kept[g] = true
 	}
+}
+
+// keptLabels returns the label values of the pairs kept so far, in no
+// particular order.
+func (l *labeler) keptLabels() [][2]string {
+	out := make([][2]string, 0, len(l.kept))
+	for g := range l.kept {
+		out = append(out, [2]string{clean(g.namespace), clean(g.task)})
+	}
+	return out
 }
 
 func (l *labeler) labels(g group) (namespace, task string) {

@@ -168,20 +168,30 @@ func readChurn(ctx context.Context, q querier, e engine.Engine) (map[string]tabl
 }
 
 // churned names the first table in now that lost rows since before:
-// deletions counted, or a new file node (TRUNCATE). A counter that went
-// down was reset (pg_stat_reset, a crash) and says nothing.
-func churned(before, now map[string]tableChurn) (string, bool) {
+// deletions counted, or a new file node (TRUNCATE). reset is set when a
+// table's counter went down: it was reset (pg_stat_reset, a crash, a
+// failover to a standby, whose counters are its own), and deletions
+// counted before the reset and after the last read are lost, so the
+// caller counts the rows (stream_rowcheck.go). The next comparison starts
+// from the lower value: a reset never stops the check.
+func churned(before, now map[string]tableChurn) (table string, reset bool) {
 	if before == nil {
 		return "", false
 	}
 	for _, name := range slices.Sorted(maps.Keys(now)) {
 		b, ok := before[name]
 		c := now[name]
-		if ok && (c.deleted > b.deleted || c.filenode != b.filenode) {
-			return name, true
+		if !ok {
+			continue
+		}
+		if c.deleted < b.deleted {
+			reset = true
+		}
+		if table == "" && (c.deleted > b.deleted || c.filenode != b.filenode) {
+			table = name
 		}
 	}
-	return "", false
+	return table, reset
 }
 
 // namedTasksSQL: see coreNamedTasksSQL for core.

@@ -99,4 +99,17 @@ type Snapshot struct {
 
 	TakenAt  time.Time     // wall clock when the refresh finished
 	Duration time.Duration // how long the refresh queries took
+
+	// Replication is where the counts were read: a primary, or a hot
+	// standby and how far behind its primary it was (replica.go). Its lag
+	// is part of the data's age (Age).
+	Replication Replication
+}
+
+// Age is how old the data is at now: the time since the refresh finished
+// plus the replication lag of the server it was read on, so that a
+// standby that stopped replaying serves counts that age like a stuck
+// refresher's (docs/operations.md#read-replicas).
+func (s *Snapshot) Age(now time.Time) time.Duration {
+	return max(now.Sub(s.TakenAt), 0) + s.Replication.Lag
 }

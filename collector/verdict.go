@@ -33,3 +33,21 @@ func Verdict(c HealthCounts) (healthy bool, utilization float64) {
 	}
 	return healthy, utilization
 }
+
+// VerdictOf is Verdict for a snapshot: on a hot standby the connection
+// figures are the standby's own sessions and max_connections, which say
+// nothing of the primary Tasker writes to, so the utilization rule is left
+// out there (judged reports false); the state rules hold, since the
+// standby's rows are the primary's. docs/operations.md#read-replicas says
+// what to watch instead.
+func VerdictOf(s *Snapshot) (healthy bool, utilization float64, judged bool) {
+	c := s.Counts
+	if s.Replication.Standby {
+		_, utilization = Verdict(c)
+		c.ActiveConnections, c.MaxConnections = 0, 0
+		healthy, _ = Verdict(c)
+		return healthy, utilization, false
+	}
+	healthy, utilization = Verdict(c)
+	return healthy, utilization, true
+}

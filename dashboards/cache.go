@@ -82,10 +82,12 @@ func capabilityTable() cog.Builder[dashboard.Panel] {
 func conflictTable() cog.Builder[dashboard.Panel] {
 	return tablePanel("Conflicting declarations",
 		"Capabilities whose declaration contradicts a probe, per replica. Drop the declaration, or add the probe "+
-			"to cache.skip_probes when the contradiction is deliberate.",
-		instantQuery(`max by (instance, capability) (tasker_sidecar_cache_capability_conflict{job="$job"})`)).
-		NoValue("none").
-		WithTransformation(hideValue())
+			"to cache.skip_probes when the contradiction is deliberate. A replica with none has one row without a "+
+			"capability that reads \"none\" (every declarable capability is exported at 0 then); empty until a replica "+
+			"has detected its store's capabilities.",
+		instantQuery(`max by (instance, capability) (tasker_sidecar_cache_capability_conflict{job="$job"}) > 0
+or on (instance) 0 * max by (instance) (tasker_sidecar_cache_capability_conflict{job="$job"})`)).
+		Mappings(mapping("none", "green", "conflict", "red"))
 }
 
 func detectionRuns() cog.Builder[dashboard.Panel] {
@@ -120,7 +122,8 @@ func resultHitRatio() cog.Builder[dashboard.Panel] {
 	return timeSeries("Hit and stale ratio by resource",
 		"Share of requests served from a cache level (in-process L1 or shared L2, fresh or stale) among all requests "+
 			"(hits, misses and requests joining another's computation), and the share served past their TTL (stale) "+
-			"while a refresh runs or after it failed.", unitRatio,
+			"while a refresh runs or after it failed. Empty while no request reached the cache in the window: a share "+
+			"of nothing has no value (the counters are exported at zero from the start).", unitRatio,
 		promQuery(hits+"\n/ "+requests, "{{resource}} hits"),
 		promQuery(`sum by (resource) (rate(tasker_sidecar_cache_hits_total{`+resultsJob+`,freshness="stale"}[$__rate_interval]))`+"\n/ "+requests,
 			"{{resource}} stale")).
@@ -152,7 +155,7 @@ func recomputationsPerTTL() cog.Builder[dashboard.Panel] {
 	return timeSeries("Recomputations per TTL window",
 		"Database recomputations of each resource across all replicas, per TTL of its value: about 1 when the replicas "+
 			"share one computation per TTL, up to the number of replicas when each computes its own (store degraded, "+
-			"local_only or distributed_basic).", unitCount,
+			"local_only or distributed_basic). Empty until a value is first cached (it needs the TTL).", unitCount,
 		promQuery(`sum by (resource) (rate(tasker_sidecar_cache_recomputations_total{`+resultsJob+`}[$__rate_interval]))
 * on (resource) max by (resource) (tasker_sidecar_cache_ttl_seconds{`+resultsJob+`})`, "{{resource}}"))
 }
@@ -168,20 +171,23 @@ func recomputations() cog.Builder[dashboard.Panel] {
 func recomputeDuration() cog.Builder[dashboard.Panel] {
 	return timeSeries("Recomputation duration p95",
 		"95th percentile duration of a recomputation, by resource and reason: a cold one is what a cold miss costs "+
-			"its caller; refresh and retry run while the old value is served. The adaptive TTL weighs them all.", unitSeconds,
+			"its caller; refresh and retry run while the old value is served. The adaptive TTL weighs them all. Empty while "+
+			"no recomputation ended in the window.", unitSeconds,
 		promQuery(quantile("0.95", "tasker_sidecar_cache_recompute_duration_seconds", resultsJob, "resource", "reason"),
 			"{{resource}} {{reason}}"))
 }
 
 func resultTTLs() cog.Builder[dashboard.Panel] {
 	return timeSeries("TTL by resource",
-		"TTL of the value each replica holds (the longest over replicas), as its policy or the adaptive TTL set it.", unitSeconds,
+		"TTL of the value each replica holds (the longest over replicas), as its policy or the adaptive TTL set it. "+
+			"Empty until a value is first cached.", unitSeconds,
 		promQuery(`max by (resource) (tasker_sidecar_cache_ttl_seconds{`+resultsJob+`})`, "{{resource}}"))
 }
 
 func resultAges() cog.Builder[dashboard.Panel] {
 	return timeSeries("Age of the values served",
-		"Age of the value last served per resource (the oldest over replicas); above the TTL, values are served stale.", unitSeconds,
+		"Age of the value last served per resource (the oldest over replicas); above the TTL, values are served stale. "+
+			"Empty until a value is first served.", unitSeconds,
 		promQuery(`max by (resource) (tasker_sidecar_cache_value_age_seconds{`+resultsJob+`})`, "{{resource}}"))
 }
 
@@ -203,7 +209,7 @@ func resultDegraded() cog.Builder[dashboard.Panel] {
 func resultMechanism() cog.Builder[dashboard.Panel] {
 	return singleStat("Coordination mechanism",
 		"The mechanism each replica's results cache used last (in_process while degraded); it follows the detected "+
-			"strategy and capabilities.", unitCount,
+			"strategy and capabilities. Empty until the results cache is first used.", unitCount,
 		promQuery(`max by (instance, mechanism) (tasker_sidecar_cache_coordination_mechanism{`+resultsJob+`}) == 1`, "{{instance}}: {{mechanism}}")).
 		TextMode(common.BigValueTextModeName).
 		GraphMode(common.BigValueGraphModeNone)

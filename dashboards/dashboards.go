@@ -56,6 +56,7 @@ func All() []Dashboard {
 		{File: "tasker-workflows.json", board: workflows()},
 		{File: "tasker-cache.json", board: cache()},
 		{File: "tasker-sidecar.json", board: sidecar()},
+		{File: "tasker-core.json", board: coreOps()},
 	}
 }
 

@@ -148,49 +148,62 @@ func taskFlow() cog.Builder[dashboard.Panel] {
 		"Tasks created per second, and task runs reaching each final state per second (error included: a task "+
 			"retried after an error can end again).", unitTasksPerS,
 		promQuery(rateOf("tasker_sidecar_stream_rows_total", `job="$job",table=~"`+taskTables+`"`), "created"),
-		promQuery(rateOf("tasker_task_transitions_total", `job="$job",to_state=~"`+finalTaskStates+`"`, "to_state"), "{{to_state}}"))
+		promQuery(orZeroByState(rateOf("tasker_task_transitions_total", `job="$job",to_state=~"`+finalTaskStates+`"`, "to_state"),
+			"to_state", "tasker_tasks", finalTaskStates, `job="$job"`), "{{to_state}}"))
 }
 
 func stepFlow() cog.Builder[dashboard.Panel] {
 	return timeSeries("Step flow",
 		"Step attempts started (in_progress), completed and failed (error; on tasker-core also waiting_for_retry, "+
 			"a retryable failure) per second, and failed steps sent back for another attempt (retried).", unitStepsPerS,
-		promQuery(rateOf("tasker_step_transitions_total", `job="$job",to_state=~"in_progress|complete|`+failedAttemptStates+`"`, "to_state"), "{{to_state}}"),
-		promQuery(rateOf("tasker_step_retries_total", `job="$job"`), "retried"))
+		promQuery(orZeroByState(rateOf("tasker_step_transitions_total", `job="$job",to_state=~"in_progress|complete|`+failedAttemptStates+`"`, "to_state"),
+			"to_state", "tasker_steps", "in_progress|complete|"+failedAttemptStates, `job="$job"`), "{{to_state}}"),
+		promQuery(orZero(rateOf("tasker_step_retries_total", `job="$job"`), `job="$job"`), "retried"))
 }
 
 func errorRates() cog.Builder[dashboard.Panel] {
 	return timeSeries("Error rates",
 		"Share of task runs ending in error among those ending in complete or error, and of step attempts failing "+
-			"among those that ended, over the window: what fails now, unlike the error shares (current states).", unitRatio,
-		promQuery(ratioOf("tasker_task_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "task runs"),
-		promQuery(stepFailureRatio(`job="$job"`), "step attempts")).
+			"among those that ended, over the window: what fails now, unlike the error shares (current states). "+
+			"0 while none ends and the transition stream reads (nothing failed); empty while no replica's stream has "+
+			"read successfully.", unitRatio,
+		promQuery(failedShare(taskFailureRatio(`job="$job"`), `job="$job"`), "task runs"),
+		promQuery(failedShare(stepFailureRatio(`job="$job"`), `job="$job"`), "step attempts")).
 		Max(1)
 }
 
 func tasksFinishedStat() cog.Builder[dashboard.Panel] {
 	return singleStat("Tasks finished",
 		"Task runs reaching a final state per second (complete, error, cancelled, resolved_manually).", unitTasksPerS,
-		promQuery(rateOf("tasker_task_transitions_total", `job="$job",to_state=~"`+finalTaskStates+`"`), "finished"))
+		promQuery(orZero(rateOf("tasker_task_transitions_total", `job="$job",to_state=~"`+finalTaskStates+`"`), `job="$job"`), "finished"))
 }
 
 func taskErrorRateStat() cog.Builder[dashboard.Panel] {
 	return singleStat("Task error rate",
 		"Share of the task runs ending now that end in error (among complete and error); "+
-			"TaskerTaskErrorRateHigh fires per named task above 10% over 15 minutes.", unitRatio,
-		promQuery(ratioOf("tasker_task_transitions_total", `job="$job",to_state="error"`, `job="$job",to_state=~"complete|error"`), "error rate")).
+			"TaskerTaskErrorRateHigh fires per named task above 10% over 15 minutes. 0 while no task run ends and the "+
+			"transition stream reads (nothing failed); no data (\"not read\") while no replica's stream has read successfully.", unitRatio,
+		promQuery(failedShare(taskFailureRatio(`job="$job"`), `job="$job"`), "error rate")).
 		Thresholds(thresholds(step(0.1, "orange"), step(0.25, "red"))).
 		ColorScheme(byThresholds()).
-		NoValue("no task finished")
+		NoValue("not read")
 }
 
 func stepFailureRateStat() cog.Builder[dashboard.Panel] {
 	return singleStat("Step attempts failing",
-		"Share of the step attempts ending now that fail; retryable failures are retried after a backoff.", unitRatio,
-		promQuery(stepFailureRatio(`job="$job"`), "failing")).
+		"Share of the step attempts ending now that fail; retryable failures are retried after a backoff. 0 while no "+
+			"step attempt ends and the transition stream reads (nothing failed); no data (\"not read\") while no "+
+			"replica's stream has read successfully.", unitRatio,
+		promQuery(failedShare(stepFailureRatio(`job="$job"`), `job="$job"`), "failing")).
 		Thresholds(thresholds(step(0.1, "orange"), step(0.25, "red"))).
 		ColorScheme(byThresholds()).
-		NoValue("no attempt ended")
+		NoValue("not read")
+}
+
+// taskFailureRatio is the share of task runs ending in complete or error
+// that end in error.
+func taskFailureRatio(selector string, by ...string) string {
+	return ratioOf("tasker_task_transitions_total", selector+`,to_state="error"`, selector+`,to_state=~"complete|error"`, by...)
 }
 
 // stepFailureRatio is the share of step attempts ending that fail: on

@@ -103,13 +103,82 @@ func rateOf(metric, selector string, by ...string) string {
 	return maxBy(by, "sum by ("+labelList("instance", by...)+") (rate("+metric+"{"+selector+"}[$__rate_interval]))")
 }
 
+// Zeros for series that do not exist yet. A transition counter's series
+// appears with the first transition of its labels, so on a quiet database
+// a rate over it is no data, which cannot be told from a sidecar that is
+// not scraped. Where the answer is a number, zero, the panel adds it, but
+// only while the sidecar proves it is reading: the zeros come from series
+// the sidecar exports, so an unscraped sidecar still shows no data. Never
+// used for a quantile, where nothing observed has no value, nor for a
+// ratio other than a share of failures (failedShare).
+
+// streamReads is non-empty while a replica's transition stream of job
+// has polled successfully: a transition counter without a series has then
+// counted nothing.
+func streamReads(job string) string {
+	return `max(tasker_sidecar_stream_last_success_timestamp_seconds{` + job + `} > 0)`
+}
+
+// orZero gives expr, an aggregation without grouping over the transition
+// counters, the value 0 while it has no series and the stream reads.
+func orZero(expr, job string) string {
+	return expr + "\nor on() 0 * " + streamReads(job)
+}
+
+// orZeroByState gives expr, grouped by label (to_state or state) over the
+// transition counters, a 0 for each state of the attached engine matching
+// states that has no series, while the stream reads. The attached
+// engine's states come from gauge (tasker_tasks or tasker_steps), which
+// the sidecar exports for every state, zeros included.
+// states ".*" (every state) leaves the state matcher out: a regex that
+// names no state is what deploy's TestStateMatchersWorkOnBothEngines
+// refuses, and without a matcher the gauge's own states are every state.
+func orZeroByState(expr, label, gauge, states, job string) string {
+	selector := job
+	if states != ".*" {
+		selector += `,state=~"` + states + `"`
+	}
+	// label_join copies state into label (label_replace would need a $1,
+	// which Grafana takes for a variable).
+	return expr + "\nor on (" + label + ") max by (" + label + ") (label_join(0 * " + gauge + `{` + selector +
+		`}, "` + label + `", "", "state"))` + "\n  and on () " + streamReads(job)
+}
+
+// orZeroByName gives expr, grouped by namespace and task over the
+// transition counters, a 0 for each (namespace, task) pair of the health
+// gauges selected by selector that has no series, while the stream reads:
+// a named task with tasks in the database that nothing moved.
+func orZeroByName(expr, selector, job string) string {
+	return expr + "\nor on (namespace, task) 0 * max by (namespace, task) (tasker_tasks_by_name{" + selector + "})" +
+		"\n  and on () " + streamReads(job)
+}
+
 // ratioOf is the share of a counter's increase matching num among that
-// matching den, per replica and then the max over replicas.
+// matching den, per replica and then the max over replicas. A window in
+// which nothing matched den has no share: no series rather than NaN, so
+// that a fallback (failedShare) can say what that means.
 func ratioOf(metric, num, den string, by ...string) string {
 	sum := func(sel string) string {
 		return "sum by (" + labelList("instance", by...) + ") (rate(" + metric + "{" + sel + "}[$__rate_interval]))"
 	}
-	return maxBy(by, sum(num)+"\n/ "+sum(den))
+	return maxBy(by, sum(num)+"\n/ ("+sum(den)+" > 0)")
+}
+
+// failedShare gives ratio, a share of failures without grouping
+// (ratioOf), the value 0 while nothing ended in the window and the stream
+// reads: nothing failed. Only for failure shares, where 0 is the reading
+// an operator acts on ("nothing is failing"); a hit ratio or a completion
+// share of nothing stays empty, since 0 there would say "everything
+// missed" or "nothing completes".
+func failedShare(ratio, job string) string {
+	return orZero(ratio, job)
+}
+
+// failedShareByName is failedShare for a share grouped by namespace and
+// task: 0 for each named task in the database that ended nothing in the
+// window (orZeroByName).
+func failedShareByName(ratio, selector, job string) string {
+	return orZeroByName(ratio, selector, job)
 }
 
 // quantile is a quantile (0.5, 0.95, ...) of a histogram over the window,

@@ -21,6 +21,7 @@ func sidecar() board {
 				half(readinessChecks()), half(readinessDuration()),
 				half(refreshDuration()), half(refreshErrors()),
 				half(refreshAge()), half(refreshSuccess()),
+				half(replicationLag()), half(readsFrom()),
 			}},
 			{"Transition stream", []panel{
 				half(streamCaughtUp()), half(streamLeader()),
@@ -84,9 +85,34 @@ func refreshErrors() cog.Builder[dashboard.Panel] {
 
 func refreshAge() cog.Builder[dashboard.Panel] {
 	return timeSeries("Age of the served data",
-		"Time since the last successful refresh (since start before the first one). Past metrics.max_staleness "+
+		"Time since the last successful refresh (since start before the first one), plus a standby's replication lag. "+
+			"Past metrics.max_staleness "+
 			"the Tasker series are withdrawn.", unitSeconds,
 		promQuery(`max by (instance) (tasker_sidecar_refresh_age_seconds{`+replica+`})`, "{{instance}}"))
+}
+
+// replicationLag tells stuck replay (both lines grow) from an idle primary
+// (the lag stays 0, the time since the last replayed transaction grows);
+// docs/operations.md#read-replicas.
+func replicationLag() cog.Builder[dashboard.Panel] {
+	return timeSeries("Replication lag",
+		"On a hot standby: how much older than the primary's the data is (added to the age of everything served; "+
+			"TaskerSidecarReplicationLag past 60 s), and the time since the last replayed transaction, which alone "+
+			"grows while the primary is idle. Both 0 on a primary.", unitSeconds,
+		promQuery(`max by (instance) (tasker_sidecar_replication_lag_seconds{`+replica+`})`, "{{instance}} lag"),
+		// Absent on a primary, where nothing is replayed: the lag's 0 instead.
+		promQuery(`max by (instance) (tasker_sidecar_replication_last_replay_age_seconds{`+replica+`})
+or max by (instance) (0 * tasker_sidecar_replication_lag_seconds{`+replica+`})`, "{{instance}} since last replay")).
+		Thresholds(thresholds(step(60, "red"))).
+		ThresholdsStyle(lineThresholds())
+}
+
+func readsFrom() cog.Builder[dashboard.Panel] {
+	return stateTimeline("Reads from",
+		"Whether each replica reads a primary or a hot standby (pg_is_in_recovery(), asked with every refresh and "+
+			"after a reconnect, so a failover shows). On a standby the connection figures are the standby's own.",
+		promQuery(`max by (instance) (tasker_sidecar_database_in_recovery{`+replica+`})`, "{{instance}}")).
+		Mappings(mapping("primary", "green", "standby", "blue"))
 }
 
 func refreshSuccess() cog.Builder[dashboard.Panel] {
@@ -185,7 +211,8 @@ func fileDescriptors() cog.Builder[dashboard.Panel] {
 func labelGroupsFolded() cog.Builder[dashboard.Panel] {
 	return timeSeries("Named tasks folded into other",
 		"(namespace, task) pairs beyond metrics.max_label_groups, summed into namespace=\"other\" by the health "+
-			"gauges and by the analytics gauges; raise the cap if per-task detail for them matters.", unitCount,
+			"gauges and by the analytics gauges; raise the cap if per-task detail for them matters. The analytics line "+
+			"is empty until the first successful analytics refresh, and on tasker-core.", unitCount,
 		promQuery(`max by (instance) (tasker_sidecar_label_groups_dropped{`+replica+`})`, "{{instance}} health"),
 		promQuery(`max by (instance) (tasker_sidecar_analytics_groups_dropped{`+replica+`})`, "{{instance}} analytics"))
 }
@@ -339,7 +366,8 @@ func traceErrors() cog.Builder[dashboard.Panel] {
 
 func traceExportDuration() cog.Builder[dashboard.Panel] {
 	return timeSeries("Export duration",
-		"Time to read the histories of the runs that ended in one poll and export their spans; bounded by tracing.timeout.", unitSeconds,
+		"Time to read the histories of the runs that ended in one poll and export their spans; bounded by tracing.timeout. "+
+			"Empty while no task run ended in the window (nothing to export), or with tracing off.", unitSeconds,
 		promQuery(`histogram_quantile(0.99, sum by (instance, le) (rate(tasker_sidecar_traces_export_duration_seconds_bucket{`+replica+`}[$__rate_interval])))`,
 			"{{instance}} p99"),
 		promQuery(`histogram_quantile(0.5, sum by (instance, le) (rate(tasker_sidecar_traces_export_duration_seconds_bucket{`+replica+`}[$__rate_interval])))`,
@@ -357,13 +385,15 @@ func tracePending() cog.Builder[dashboard.Panel] {
 func analyticsAge() cog.Builder[dashboard.Panel] {
 	return timeSeries("Age of the analytics gauges",
 		"Time since the database time of the last successful analytics refresh (every analytics.metrics_interval); "+
-			"past three intervals the per-task gauges are withdrawn.", unitSeconds,
+			"past three intervals the per-task gauges are withdrawn. Empty until the first successful refresh, and on "+
+			"tasker-core (the analytics read the Rails engine's tables).", unitSeconds,
 		promQuery(`time() - max by (instance) (tasker_sidecar_analytics_last_refresh_timestamp_seconds{`+replica+`})`, "{{instance}}"))
 }
 
 func analyticsRefreshDuration() cog.Builder[dashboard.Panel] {
 	return timeSeries("Analytics refresh duration",
-		"Duration of the last successful analytics refresh (a cache hit included).", unitSeconds,
+		"Duration of the last successful analytics refresh (a cache hit included). Empty until the first successful "+
+			"refresh, and on tasker-core.", unitSeconds,
 		promQuery(`max by (instance) (tasker_sidecar_analytics_refresh_duration_seconds{`+replica+`})`, "{{instance}}"))
 }
 

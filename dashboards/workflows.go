@@ -74,7 +74,7 @@ func jaegerLink() cog.Builder[dashboard.DashboardLink] {
 func tasksByNameTable() cog.Builder[dashboard.Panel] {
 	return tablePanel("Tasks per named task and state",
 		"Current count of tasks per (namespace, task, state); only non-zero combinations are exported. "+
-			"namespace=\"other\" sums the pairs beyond the cardinality cap.",
+			"namespace=\"other\" sums the pairs beyond the cardinality cap. Empty while the database has no task of the selected names.",
 		instantQuery(`max by (namespace, task, state) (tasker_tasks_by_name{`+byName+`})`)).
 		SortBy([]cog.Builder[common.TableSortByFieldState]{
 			common.NewTableSortByFieldStateBuilder().DisplayName("Value").Desc(true),
@@ -84,16 +84,20 @@ func tasksByNameTable() cog.Builder[dashboard.Panel] {
 func openTasksByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Open tasks per named task",
 		"Tasks not yet finished per named task: every state but complete, error, cancelled and resolved_manually "+
-			"(new, pending, in_progress on Rails; pending and the running and waiting states on tasker-core).", unitCount,
+			"(new, pending, in_progress on Rails; pending and the running and waiting states on tasker-core). "+
+			"Empty while the database has no task of the selected names.", unitCount,
 		promQuery(`max by (namespace, task) (sum by (instance, namespace, task) (tasker_tasks_by_name{`+byName+`,state!~"`+finalTaskStates+`"}))`,
 			"{{namespace}}/{{task}}"))
 }
 
 func taskErrorShareByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Error share per named task",
-		"Share of each named task's tasks whose current state is error; tasks without errors are not drawn.", unitRatio,
+		"Share of each named task's tasks whose current state is error: 0 for a named task with none in error "+
+			"(only non-zero counts are exported, so the zero comes from its other states); empty while the database "+
+			"has no task of the selected names.", unitRatio,
 		promQuery(`max by (namespace, task) (tasker_tasks_by_name{`+byName+`,state="error"})
-/ max by (namespace, task) (sum by (instance, namespace, task) (tasker_tasks_by_name{`+byName+`}))`,
+/ max by (namespace, task) (sum by (instance, namespace, task) (tasker_tasks_by_name{`+byName+`}))
+or on (namespace, task) 0 * max by (namespace, task) (tasker_tasks_by_name{`+byName+`})`,
 			"{{namespace}}/{{task}}")).
 		Max(1)
 }
@@ -101,14 +105,14 @@ func taskErrorShareByName() cog.Builder[dashboard.Panel] {
 func stepsInProgressByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in progress (top 10 tasks)",
 		"Named tasks with the most steps being worked on: in_progress; on tasker-core also enqueued for a worker and "+
-			"results waiting for orchestration. Where the workers' time goes.", unitCount,
+			"results waiting for orchestration. Where the workers' time goes. Empty while the database has no task of the selected names.", unitCount,
 		promQuery(`topk(10, max by (namespace, task) (sum by (instance, namespace, task) (tasker_steps_by_name{`+byName+`,state=~"`+runningStepStates+`"})))`,
 			"{{namespace}}/{{task}}"))
 }
 
 func stepsWaitingByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps waiting (top 10 tasks)",
-		"Named tasks with the most steps not started (new or pending): a growing line is a backlog.", unitCount,
+		"Named tasks with the most steps not started (new or pending): a growing line is a backlog. Empty while the database has no task of the selected names.", unitCount,
 		promQuery(`topk(10, max by (namespace, task) (sum by (instance, namespace, task) (tasker_steps_by_name{`+byName+`,state=~"new|pending"})))`,
 			"{{namespace}}/{{task}}"))
 }
@@ -116,7 +120,7 @@ func stepsWaitingByName() cog.Builder[dashboard.Panel] {
 func stepsInErrorByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps in error (top 10 tasks)",
 		"Named tasks with the most steps whose current state is error (on tasker-core only failures that will not be "+
-			"retried; retryable ones wait in waiting_for_retry).", unitCount,
+			"retried; retryable ones wait in waiting_for_retry). Empty while the database has no task of the selected names.", unitCount,
 		promQuery(`topk(10, max by (namespace, task) (tasker_steps_by_name{`+byName+`,state="error"}))`,
 			"{{namespace}}/{{task}}"))
 }
@@ -126,7 +130,8 @@ func retryClasses() cog.Builder[dashboard.Panel] {
 		"Steps in error of the selected tasks by retry class: retryable (a retry left), exhausted (none left: needs "+
 			"an operator); in_backoff is the subset of retryable already attempted. On tasker-core retryable and "+
 			"in_backoff are both the steps in waiting_for_retry.", unitCount,
-		promQuery(`max by (retry_class) (sum by (instance, retry_class) (tasker_error_steps_by_name{`+byName+`}))`, "{{retry_class}}"))
+		promQuery(`max by (retry_class) (sum by (instance, retry_class) (tasker_error_steps_by_name{`+byName+`}))
+or on (retry_class) 0 * max by (retry_class) (tasker_error_steps{job="$job"})`, "{{retry_class}}"))
 }
 
 func longestWaiting() cog.Builder[dashboard.Panel] {
@@ -143,8 +148,10 @@ func longestWaiting() cog.Builder[dashboard.Panel] {
 func exhaustedGrowth() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps running out of retries",
 		"Net change per minute of steps in error with no retries left, per named task (top 10); above zero, steps "+
-			"are newly exhausted and need an operator.", "suffix: steps/min",
-		promQuery(`topk(10, 60 * max by (namespace, task) (deriv(tasker_error_steps_by_name{`+byName+`,retry_class="exhausted"}[$__rate_interval])))`,
+			"are newly exhausted and need an operator. 0 for a named task with no exhausted step (only non-zero counts are "+
+			"exported, so the zero comes from its tasks); empty while the database has no task of the selected names.", "suffix: steps/min",
+		promQuery(`topk(10, 60 * max by (namespace, task) (deriv(tasker_error_steps_by_name{`+byName+`,retry_class="exhausted"}[$__rate_interval]))
+or on (namespace, task) 0 * max by (namespace, task) (tasker_tasks_by_name{`+byName+`}))`,
 			"{{namespace}}/{{task}}"))
 }
 
@@ -152,8 +159,10 @@ func backoffShare() cog.Builder[dashboard.Panel] {
 	return timeSeries("Retryable steps already attempted (Rails)",
 		"Share of retryable steps in error that were attempted at least once (Tasker's in_backoff); "+
 			"near 100% with a flat count means retries are not being picked up (all namespaces). Rails only: on "+
-			"tasker-core both classes are the steps in waiting_for_retry, so it is 100% whenever one waits.", unitRatio,
-		promQuery(`max(tasker_error_steps{job="$job",retry_class="in_backoff"}) / max(tasker_error_steps{job="$job",retry_class="retryable"} > 0)`,
+			"tasker-core both classes are the steps in waiting_for_retry, so it is 100% whenever one waits. 0 while "+
+			"no retryable step is in error (none waits); empty until the replicas have counted the steps.", unitRatio,
+		promQuery(`max(tasker_error_steps{job="$job",retry_class="in_backoff"}) / max(tasker_error_steps{job="$job",retry_class="retryable"} > 0)
+or on () 0 * max(tasker_error_steps{job="$job",retry_class="retryable"} == 0)`,
 			"in_backoff / retryable")).
 		Max(1)
 }
@@ -164,31 +173,35 @@ func backoffShare() cog.Builder[dashboard.Panel] {
 func tasksFinishedByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Tasks finished per named task",
 		"Task runs reaching a final state (complete, error, cancelled, resolved_manually) per second, per named task. "+
-			"A task retried after an error finishes again.", unitTasksPerS,
-		promQuery(rateOf("tasker_task_transitions_total", byName+`,to_state=~"`+finalTaskStates+`"`, "namespace", "task"),
-			"{{namespace}}/{{task}}"))
+			"A task retried after an error finishes again. Zero for a named task with tasks in the database that none "+
+			"finished; empty while the database has no task of the selected names.", unitTasksPerS,
+		promQuery(orZeroByName(rateOf("tasker_task_transitions_total", byName+`,to_state=~"`+finalTaskStates+`"`, "namespace", "task"),
+			byName, `job="$job"`), "{{namespace}}/{{task}}"))
 }
 
 func taskOutcomes() cog.Builder[dashboard.Panel] {
 	return stackedSeries("Task outcomes",
 		"Task runs per second by the final state they reached, over the selected named tasks.", unitTasksPerS,
-		promQuery(rateOf("tasker_task_transitions_total", byName+`,to_state=~"`+finalTaskStates+`"`, "to_state"), "{{to_state}}"))
+		promQuery(orZeroByState(rateOf("tasker_task_transitions_total", byName+`,to_state=~"`+finalTaskStates+`"`, "to_state"),
+			"to_state", "tasker_tasks", finalTaskStates, `job="$job"`), "{{to_state}}"))
 }
 
 func taskErrorRateByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Task error rate per named task",
 		"Share of the task runs that ended in error among those that ended in complete or error, over the window. "+
-			"Unlike the error share (current states), this is what is failing now. Tasks without errors are not drawn.", unitRatio,
-		promQuery(ratioOf("tasker_task_transitions_total", byName+`,to_state="error"`, byName+`,to_state=~"complete|error"`, "namespace", "task"),
+			"Unlike the error share (current states), this is what is failing now. 0 for a named task with tasks in the "+
+			"database none of whose runs ended (nothing failed); empty while the database has no task of the selected names.", unitRatio,
+		promQuery(failedShareByName(taskFailureRatio(byName, "namespace", "task"), byName, `job="$job"`),
 			"{{namespace}}/{{task}}")).
 		Max(1)
 }
 
 func stepAttemptsByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Step attempts per named task (top 10)",
-		"Step attempts started (transitions to in_progress) per second: the work each named task gives the workers.", unitStepsPerS,
-		promQuery("topk(10, "+rateOf("tasker_step_transitions_total", byName+`,to_state="in_progress"`, "namespace", "task")+")",
-			"{{namespace}}/{{task}}"))
+		"Step attempts started (transitions to in_progress) per second: the work each named task gives the workers. "+
+			"Zero for named tasks nothing moved; empty while the database has no task of the selected names.", unitStepsPerS,
+		promQuery("topk(10, "+orZeroByName(rateOf("tasker_step_transitions_total", byName+`,to_state="in_progress"`, "namespace", "task"),
+			byName, `job="$job"`)+")", "{{namespace}}/{{task}}"))
 }
 
 func stepTransitionsByState() cog.Builder[dashboard.Panel] {
@@ -196,7 +209,8 @@ func stepTransitionsByState() cog.Builder[dashboard.Panel] {
 		"Step transitions per second by the state entered, over the selected named tasks: attempts start (in_progress) "+
 			"and end (complete, error, cancelled); error then pending is a retry on Rails, waiting_for_retry then pending "+
 			"on tasker-core, which also shows enqueued and the orchestration hand-offs.", unitStepsPerS,
-		promQuery(rateOf("tasker_step_transitions_total", byName, "to_state"), "{{to_state}}"))
+		promQuery(orZeroByState(rateOf("tasker_step_transitions_total", byName, "to_state"),
+			"to_state", "tasker_steps", ".*", `job="$job"`), "{{to_state}}"))
 }
 
 // Durations, from the transition histograms. With tracing on, observations
@@ -206,7 +220,8 @@ func stepTransitionsByState() cog.Builder[dashboard.Panel] {
 func taskDuration(q, name string) cog.Builder[dashboard.Panel] {
 	return timeSeries("Task duration "+name+" (complete)",
 		"Time from a task's creation (or its previous final transition, for a retried task) to complete, "+name+
-			" per named task. Exemplars (dots) open the task's trace in Jaeger.", unitSeconds,
+			" per named task. Exemplars (dots) open the task's trace in Jaeger. Empty while no task of the selected names "+
+			"completed in the window: a quantile of nothing has no value.", unitSeconds,
 		withExemplars(quantile(q, "tasker_task_duration_seconds", byName+`,state="complete"`, "namespace", "task"),
 			"{{namespace}}/{{task}}"))
 }
@@ -214,7 +229,8 @@ func taskDuration(q, name string) cog.Builder[dashboard.Panel] {
 func stepDuration(q, name string) cog.Builder[dashboard.Panel] {
 	return timeSeries("Step attempt duration "+name+" (complete)",
 		"Time one successful step attempt took (in_progress to complete), "+name+" per named task. "+
-			"Exemplars open the trace of the step's task.", unitSeconds,
+			"Exemplars open the trace of the step's task. Empty while no step attempt of the selected names completed in "+
+			"the window.", unitSeconds,
 		withExemplars(quantile(q, "tasker_step_duration_seconds", byName+`,state="complete"`, "namespace", "task"),
 			"{{namespace}}/{{task}}"))
 }
@@ -222,7 +238,7 @@ func stepDuration(q, name string) cog.Builder[dashboard.Panel] {
 func taskDurationByOutcome() cog.Builder[dashboard.Panel] {
 	return timeSeries("Task duration p95 by outcome",
 		"95th percentile time to each final state over the selected named tasks: how long failing or cancelled runs "+
-			"take compared with complete ones. Exemplars open the trace.", unitSeconds,
+			"take compared with complete ones. Exemplars open the trace. Empty while no task run ended in the window.", unitSeconds,
 		withExemplars(quantile("0.95", "tasker_task_duration_seconds", byName, "state"), "{{state}}"))
 }
 
@@ -230,15 +246,18 @@ func stepDurationByOutcome() cog.Builder[dashboard.Panel] {
 	return timeSeries("Step attempt duration p95 by outcome",
 		"95th percentile duration of step attempts by how they ended (complete, error, cancelled; waiting_for_retry "+
 			"on tasker-core), over the selected "+
-			"named tasks; failed attempts taking as long as the handler's timeout point at a hanging dependency.", unitSeconds,
+			"named tasks; failed attempts taking as long as the handler's timeout point at a hanging dependency. Empty "+
+			"while no step attempt ended in the window.", unitSeconds,
 		withExemplars(quantile("0.95", "tasker_step_duration_seconds", byName, "state"), "{{state}}"))
 }
 
 func retriesByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Step retries per named task (top 10)",
 		"Steps sent back for another attempt per second (Rails: error to pending or in_progress; tasker-core: "+
-			"waiting_for_retry to pending).", "suffix: retries/s",
-		promQuery("topk(10, "+rateOf("tasker_step_retries_total", byName, "namespace", "task")+")", "{{namespace}}/{{task}}"))
+			"waiting_for_retry to pending). Zero for named tasks nothing retried; empty while the database has no task of "+
+			"the selected names.", "suffix: retries/s",
+		promQuery("topk(10, "+orZeroByName(rateOf("tasker_step_retries_total", byName, "namespace", "task"), byName, `job="$job"`)+")",
+			"{{namespace}}/{{task}}"))
 }
 
 func backoffTime() cog.Builder[dashboard.Panel] {
@@ -246,7 +265,7 @@ func backoffTime() cog.Builder[dashboard.Panel] {
 		"Backoff actually observed, from a step's failed attempt to the start of its next attempt, over the selected "+
 			"named tasks (Rails' own backoff is 1 s to 300 s, tasker-core's up to 60 s unless a handler asks for "+
 			"more; beyond that the retries wait for workers). "+
-			"Exemplars open the trace.", unitSeconds,
+			"Exemplars open the trace. Empty while no step started a new attempt after a failure in the window.", unitSeconds,
 		withExemplars(quantile("0.5", "tasker_step_backoff_seconds", byName), "p50"),
 		withExemplars(quantile("0.95", "tasker_step_backoff_seconds", byName), "p95"),
 		withExemplars(quantile("0.99", "tasker_step_backoff_seconds", byName), "p99"))
@@ -260,18 +279,28 @@ func analyticsTable() cog.Builder[dashboard.Panel] {
 	g := func(metric, extra string) query {
 		return instantQuery(`max by (namespace, task) (` + metric + `{` + byName + extra + `})`)
 	}
+	// A count, or the error share, of an empty window is 0 once a refresh
+	// says so: one row without a name. The complete share and the run
+	// times of nothing have no value.
+	zero := func(metric string) query {
+		return instantQuery(orAnalyticsZero(`max by (namespace, task) (` + metric + `{` + byName + `})`))
+	}
 	columns := map[string]any{}
 	for i, name := range []string{"created", "complete", "error", "complete share", "error share", "run time p50", "run time p95", "run time p99"} {
 		columns["Value #"+string(rune('A'+i))] = name
 	}
 	return tablePanel("Tasks created in the analytics window",
 		"Per named task, the tasks created within the analytics window (analytics.metrics_window, default 1 h): how many, "+
-			"how many are now complete or in error, and the run time (creation to complete) of the complete ones.",
-		g("tasker_analytics_tasks_created", ""),
-		g("tasker_analytics_tasks_completed", ""),
-		g("tasker_analytics_tasks_failed", ""),
+			"how many are now complete or in error, and the run time (creation to complete) of the complete ones. "+
+			"While no task of the selected names was created in the window, one row without a name reads 0 created, "+
+			"complete and in error, and an error share of 0; its complete share and run times are empty (a share or "+
+			"quantile of nothing has no value). Empty until the first successful analytics refresh, and on tasker-core "+
+			"(the analytics read the Rails engine's tables).",
+		zero("tasker_analytics_tasks_created"),
+		zero("tasker_analytics_tasks_completed"),
+		zero("tasker_analytics_tasks_failed"),
 		g("tasker_analytics_task_completion_ratio", ""),
-		g("tasker_analytics_task_error_ratio", ""),
+		zero("tasker_analytics_task_error_ratio"),
 		g("tasker_analytics_task_duration_seconds", `,percentile="p50"`),
 		g("tasker_analytics_task_duration_seconds", `,percentile="p95"`),
 		g("tasker_analytics_task_duration_seconds", `,percentile="p99"`)).
@@ -295,21 +324,31 @@ func byNames(names ...string) dashboard.MatcherConfig {
 func stepReadiness() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps of active tasks: ready, blocked, in backoff",
 		"Unprocessed steps of active tasks over the selected named tasks: ready to run under Tasker's readiness rules "+
-			"(waiting for a worker), blocked on a parent, or waiting out a backoff (by time, unlike the retry classes).", unitCount,
-		promQuery(`sum(max by (namespace, task) (tasker_analytics_steps_ready{`+byName+`}))`, "ready"),
-		promQuery(`sum(max by (namespace, task) (tasker_analytics_steps_blocked{`+byName+`}))`, "blocked"),
-		promQuery(`sum(max by (namespace, task) (tasker_analytics_steps_in_backoff{`+byName+`}))`, "in backoff"))
+			"(waiting for a worker), blocked on a parent, or waiting out a backoff (by time, unlike the retry classes). "+
+			"Zero when no active task has such steps; empty on tasker-core (the analytics read the Rails engine's tables).", unitCount,
+		promQuery(orAnalyticsZero(`sum(max by (namespace, task) (tasker_analytics_steps_ready{`+byName+`}))`), "ready"),
+		promQuery(orAnalyticsZero(`sum(max by (namespace, task) (tasker_analytics_steps_blocked{`+byName+`}))`), "blocked"),
+		promQuery(orAnalyticsZero(`sum(max by (namespace, task) (tasker_analytics_steps_in_backoff{`+byName+`}))`), "in backoff"))
 }
 
 func stepsReadyByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps ready (top 10 tasks)",
-		"Named tasks with the most steps ready to run: a growing line means the workers do not keep up.", unitCount,
+		"Named tasks with the most steps ready to run: a growing line means the workers do not keep up. Empty while "+
+			"no active task has a ready step, and on tasker-core.", unitCount,
 		promQuery(`topk(10, max by (namespace, task) (tasker_analytics_steps_ready{`+byName+`}))`, "{{namespace}}/{{task}}"))
 }
 
 func stepsBlockedByName() cog.Builder[dashboard.Panel] {
 	return timeSeries("Steps blocked (top 10 tasks)",
 		"Named tasks with the most pending steps whose parents are not all complete or resolved: "+
-			"slow or failed parents hold them.", unitCount,
+			"slow or failed parents hold them. Empty while no active task has a blocked step, and on tasker-core.", unitCount,
 		promQuery(`topk(10, max by (namespace, task) (tasker_analytics_steps_blocked{`+byName+`}))`, "{{namespace}}/{{task}}"))
+}
+
+// orAnalyticsZero gives expr, a sum without grouping over the analytics
+// gauges (exported per named task with steps to count), the value 0 while
+// it has no series and the last analytics refresh succeeded: then there is
+// nothing to count, where without a refresh the value is unknown.
+func orAnalyticsZero(expr string) string {
+	return expr + "\nor on () 0 * max(tasker_sidecar_analytics_last_refresh_timestamp_seconds{job=\"$job\"} > 0)"
 }

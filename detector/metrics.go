@@ -56,6 +56,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"ok", "unreachable"} {
 		m.runs.WithLabelValues(r)
 	}
+	// At zero from the start for every capability that can be declared
+	// (and so contradict a probe), so that the conflict panels and alerts
+	// tell "no conflict" from "not scraped".
+	for _, c := range declarable() {
+		m.conflict.WithLabelValues(c)
+		m.conflicts.WithLabelValues(c)
+	}
 	if reg == nil {
 		return m, nil
 	}
@@ -96,7 +103,22 @@ func (m *metrics) publish(r Report) {
 	policy, _ := r.Capabilities[EvictionPolicy].Value.(string)
 	m.storeInfo.WithLabelValues(r.Store.Kind, r.Store.Product, r.Store.Version, r.Store.Role, r.Store.Mode, policy, r.Mechanism).Set(1)
 	m.conflict.Reset()
+	for _, c := range declarable() {
+		m.conflict.WithLabelValues(c).Set(0)
+	}
 	for _, c := range r.Conflicts {
 		m.conflict.WithLabelValues(c.Capability).Set(1)
 	}
+}
+
+// declarable lists the capabilities a configuration can declare: the
+// boolean ones (capabilityTable).
+func declarable() []string {
+	var out []string
+	for _, c := range capabilityTable {
+		if c.boolean {
+			out = append(out, c.name)
+		}
+	}
+	return out
 }

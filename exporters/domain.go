@@ -29,7 +29,8 @@ type Config struct {
 	// namespace="other",task="other". The analytics gauges use the same cap.
 	MaxLabelGroups int `yaml:"max_label_groups"`
 	// MaxStaleness withdraws every domain series once the data is older than
-	// this, so that a dead refresher shows up as absent data, not as flat
+	// this (collector.Snapshot.Age: since the refresh, plus a standby's
+	// replication lag), so that a dead refresher shows up as absent data, not as flat
 	// lines. Zero keeps serving the last snapshot forever.
 	MaxStaleness time.Duration `yaml:"max_staleness"`
 }
@@ -134,7 +135,9 @@ func (d *domainCollector) Collect(ch chan<- prometheus.Metric) {
 	if snap == nil {
 		return
 	}
-	if d.cfg.MaxStaleness > 0 && d.now().Sub(snap.TakenAt) > d.cfg.MaxStaleness {
+	// Age includes a standby's replication lag: numbers read a second ago
+	// from a standby whose replay stopped an hour ago are an hour old.
+	if d.cfg.MaxStaleness > 0 && snap.Age(d.now()) > d.cfg.MaxStaleness {
 		return
 	}
 	gauge := func(desc *prometheus.Desc, v int64, labels ...string) {

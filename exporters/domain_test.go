@@ -166,11 +166,15 @@ func TestDomainMaxStaleness(t *testing.T) {
 		{"fresh", time.Minute, 10 * time.Second, true},
 		{"exactly at the limit", time.Minute, time.Minute, true},
 		{"too old", time.Minute, time.Minute + time.Millisecond, false},
+		{"fresh read, lagging standby", time.Minute, 10 * time.Second, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := *snap
 			s.TakenAt = testNow.Add(-tc.age)
+			if strings.Contains(tc.name, "standby") {
+				s.Replication = collector.Replication{Known: true, Standby: true, Lag: 55 * time.Second}
+			}
 			src := &fakeSource{}
 			src.Set(collector.RefreshState{Last: &s})
 			n := testutil.CollectAndCount(newDomain(src, Config{MaxStaleness: tc.staleness}))

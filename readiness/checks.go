@@ -21,10 +21,17 @@ type databaseCheck struct {
 // sidecar attached to ("rails" or "core"; absent until a schema check found
 // one), database.engine as configured, and the Tasker tables it did not
 // find.
+//
+// Role is "standby" when the server is a hot standby (pg_is_in_recovery),
+// "primary" otherwise, absent before the server answered; on a standby
+// ReplicationLagSeconds is how far behind its primary the data was at the
+// last refresh (docs/operations.md#read-replicas).
 type DatabaseDetails struct {
-	Engine           string   `json:"engine,omitempty"`
-	ConfiguredEngine string   `json:"configured_engine,omitempty"`
-	MissingTables    []string `json:"missing_tables,omitempty"`
+	Engine                string               `json:"engine,omitempty"`
+	ConfiguredEngine      string               `json:"configured_engine,omitempty"`
+	MissingTables         []string             `json:"missing_tables,omitempty"`
+	Role                  string               `json:"role,omitempty"`
+	ReplicationLagSeconds *rubyjson.PlainFloat `json:"replication_lag_seconds,omitempty"`
 }
 
 // NewDatabaseCheck reports the "database" check. ping runs a trivial query
@@ -69,7 +76,11 @@ func (d databaseCheck) Check(ctx context.Context) CheckResult {
 	}
 	st := d.schema()
 	details := DatabaseDetails{Engine: string(st.Engine.Kind), ConfiguredEngine: string(st.Configured),
-		MissingTables: st.Missing}
+		MissingTables: st.Missing, Role: st.Replication.Role()}
+	if st.Replication.Standby {
+		lag := rubyjson.Seconds(st.Replication.Lag)
+		details.ReplicationLagSeconds = &lag
+	}
 	switch {
 	case len(st.Missing) > 0:
 		return CheckResult{
@@ -90,7 +101,10 @@ func (d databaseCheck) Check(ctx context.Context) CheckResult {
 		}
 	}
 	res := CheckResult{Status: StatusHealthy, Message: "Database connection active", ResponseTimeMs: ms}
-	if st.Engine.Kind != "" {
+	if st.Replication.Standby {
+		res.Message = "Database connection active (hot standby)"
+	}
+	if st.Engine.Kind != "" || st.Replication.Known {
 		res.Details = details
 	}
 	return res
@@ -110,12 +124,19 @@ type RefreshDetails struct {
 	LastError              string               `json:"last_error,omitempty"`
 	LastSuccessAt          *rubyjson.Time       `json:"last_success_at,omitempty"`
 	AgeSeconds             *rubyjson.PlainFloat `json:"age_seconds,omitempty"`
+	// ReplicationLagSeconds is, on a hot standby, how far behind its
+	// primary the data was when read; the data's age (as the status
+	// endpoint reports it) is AgeSeconds plus this.
+	ReplicationLagSeconds *rubyjson.PlainFloat `json:"replication_lag_seconds,omitempty"`
 }
 
 // NewRefreshCheck reports the "refresh" check: unhealthy until the first
 // refresh succeeded and whenever the last success is older than two
 // intervals, so readiness drops within two intervals of the database going
-// away. A failed attempt with still-fresh data is only degraded.
+// away. A failed attempt with still-fresh data is only degraded, and so is
+// data read on a hot standby more than two intervals behind its primary:
+// the sidecar works, its source lags, and a sidecar in Tasker's pod must
+// not take the pod out of its Service for that.
 func NewRefreshCheck(src HealthSource, interval time.Duration) Checker {
 	return &refreshCheck{src: src, interval: interval, now: time.Now}
 }
@@ -140,6 +161,11 @@ func (r *refreshCheck) Check(context.Context) CheckResult {
 	age := max(r.now().Sub(st.Last.TakenAt), 0)
 	at, ageS := rubyjson.Time(st.Last.TakenAt), rubyjson.Seconds(age)
 	details.LastSuccessAt, details.AgeSeconds = &at, &ageS
+	lag := st.Last.Replication.Lag
+	if st.Last.Replication.Standby {
+		lagS := rubyjson.Seconds(lag)
+		details.ReplicationLagSeconds = &lagS
+	}
 	limit := 2 * r.interval
 	switch {
 	case age > limit:
@@ -163,6 +189,14 @@ func (r *refreshCheck) Check(context.Context) CheckResult {
 			Status:  StatusDegraded,
 			Message: fmt.Sprintf("%s; serving data from %s ago", what, age.Round(time.Millisecond)),
 			Error:   ErrorClass(st.LastError) + ": " + ErrorText(st.LastError),
+			Details: details,
+		}
+	case lag > limit:
+		return CheckResult{
+			Status: StatusDegraded,
+			Message: fmt.Sprintf("Serving data %s old: the hot standby is %s behind its primary, more than %s",
+				st.Last.Age(r.now()).Round(time.Millisecond), lag.Round(time.Millisecond), limit),
+			Error:   ClassStale + ": replication lag",
 			Details: details,
 		}
 	}

@@ -12,7 +12,10 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/healthtest"
+	"github.com/tasker-systems/tasker-sidecar/internal/rubyjson"
 )
+
+func ptr[T any](v T) *T { return &v }
 
 // The shared stand-ins (internal/healthtest) under this package's names.
 type fakeSource = healthtest.Source
@@ -45,6 +48,13 @@ func TestDatabaseCheck(t *testing.T) {
 			StatusHealthy, "Database connection active", "", DatabaseDetails{Engine: "rails", ConfiguredEngine: "auto"}},
 		{"healthy on core", ok, status(collector.SchemaStatus{Checked: true, Engine: engine.Core(), Configured: engine.KindCore}),
 			StatusHealthy, "Database connection active", "", DatabaseDetails{Engine: "core", ConfiguredEngine: "core"}},
+		{"healthy on a standby", ok, status(collector.SchemaStatus{Checked: true, Engine: engine.Rails(), Configured: engine.KindAuto,
+			Replication: collector.Replication{Known: true, Standby: true, Lag: 1500 * time.Millisecond}}),
+			StatusHealthy, "Database connection active (hot standby)", "",
+			DatabaseDetails{Engine: "rails", ConfiguredEngine: "auto", Role: "standby", ReplicationLagSeconds: ptr(rubyjson.PlainFloat(1.5))}},
+		{"healthy on a primary", ok, status(collector.SchemaStatus{Checked: true, Engine: engine.Core(), Configured: engine.KindCore,
+			Replication: collector.Replication{Known: true}}),
+			StatusHealthy, "Database connection active", "", DatabaseDetails{Engine: "core", ConfiguredEngine: "core", Role: "primary"}},
 		{"down", down, nil, StatusUnhealthy, "Database connection failed: collect health counts: dial tcp 10.0.0.5:5432: connection refused",
 			"connection: collect health counts", nil},
 		{"timeout", slow, nil, StatusUnhealthy, "Database connection failed: context deadline exceeded", "timeout: context deadline exceeded", nil},
@@ -85,6 +95,10 @@ func TestDatabaseCheck(t *testing.T) {
 func TestRefreshCheck(t *testing.T) {
 	interval := 30 * time.Second
 	at := func(age time.Duration) *collector.Snapshot { return &collector.Snapshot{TakenAt: testNow.Add(-age)} }
+	lagging := func(age, lag time.Duration) *collector.Snapshot {
+		return &collector.Snapshot{TakenAt: testNow.Add(-age),
+			Replication: collector.Replication{Known: true, Standby: true, Lag: lag, SinceReplay: lag}}
+	}
 	tests := []struct {
 		name       string
 		state      collector.RefreshState
@@ -100,6 +114,12 @@ func TestRefreshCheck(t *testing.T) {
 		{"failing past two intervals", collector.RefreshState{Last: at(2*interval + time.Millisecond), LastError: errRefused, Failures: 2},
 			StatusUnhealthy, "Last successful refresh 1m0.001s ago, more than 1m0s"},
 		{"stuck past two intervals", collector.RefreshState{Last: at(90 * time.Second)}, StatusUnhealthy, "Last successful refresh 1m30s ago, more than 1m0s"},
+		// A lagging standby degrades readiness, never fails it: the sidecar works, its source lags.
+		{"standby within the bound", collector.RefreshState{Last: lagging(5*time.Second, 50*time.Second)}, StatusHealthy, "Data refreshed"},
+		{"standby lagging past the bound", collector.RefreshState{Last: lagging(5*time.Second, 80*time.Second)},
+			StatusDegraded, "Serving data 1m25s old: the hot standby is 1m20s behind its primary, more than 1m0s"},
+		{"stuck and lagging", collector.RefreshState{Last: lagging(90*time.Second, 80*time.Second)}, StatusUnhealthy,
+			"Last successful refresh 1m30s ago, more than 1m0s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -34,18 +34,27 @@ wait_port() {
 }
 
 start_postgres() {
-	if port_open 5432; then return; fi
-	command -v pg_ctlcluster >/dev/null || install postgresql
 	local ver
-	ver=$(ls /etc/postgresql | sort -V | tail -1)
-	sudo_ pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
-	wait_port 5432 PostgreSQL
-	# Trust auth for local TCP, as on the project's machines; only if no role can log in yet.
-	if ! psql -h 127.0.0.1 -U postgres -d postgres -c 'select 1' >/dev/null 2>&1; then
-		local hba
-		hba=$(ls /etc/postgresql/"$ver"/main/pg_hba.conf)
-		sudo_ sed -i 's/^\(host\s\+all\s\+all\s\+127.0.0.1\/32\s\+\).*/\1trust/' "$hba"
-		sudo_ pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
+	if ! port_open 5432; then
+		command -v pg_ctlcluster >/dev/null || install postgresql
+		ver=$(ls /etc/postgresql | sort -V | tail -1)
+		sudo_ pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+		wait_port 5432 PostgreSQL
+		# Trust auth for local TCP, as on the project's machines; only if no role can log in yet.
+		if ! psql -h 127.0.0.1 -U postgres -d postgres -c 'select 1' >/dev/null 2>&1; then
+			local hba
+			hba=$(ls /etc/postgresql/"$ver"/main/pg_hba.conf)
+			sudo_ sed -i 's/^\(host\s\+all\s\+all\s\+127.0.0.1\/32\s\+\).*/\1trust/' "$hba"
+			sudo_ pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
+		fi
+	fi
+	# Replication from the loopback, for the read-replica tests' standby
+	# (internal/pgtest/standby.go adds the same line when it is missing).
+	local hba_file
+	hba_file=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SHOW hba_file')
+	if ! sudo_ grep -q '^host\s\+replication\s\+all\s\+127.0.0.1/32\s\+trust' "$hba_file"; then
+		echo 'host replication all 127.0.0.1/32 trust' | sudo_ tee -a "$hba_file" >/dev/null
+		psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SELECT pg_reload_conf()' >/dev/null
 	fi
 }
 

@@ -3,6 +3,7 @@ package ttl
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -125,6 +126,11 @@ func newMetrics(reg prometheus.Registerer, l1 l1Stats) (*metrics, error) {
 	for _, mech := range detector.Mechanisms() {
 		m.mechanism.WithLabelValues(mech)
 	}
+	for r := range builtinPolicies() {
+		if r != ResourceDefault {
+			m.touch(r)
+		}
+	}
 	if reg == nil {
 		return m, nil
 	}
@@ -145,6 +151,53 @@ func newMetrics(reg prometheus.Registerer, l1 l1Stats) (*metrics, error) {
 // coordinationOps are the op label values of coordination_errors_total:
 // the shared-store operations the cache makes.
 var coordinationOps = []string{"get", "lease", "put", "release", "backoff"}
+
+// recomputeReasons and recomputeResults are the label values of
+// recomputations_total: computeReasons plus uncached (caching disabled),
+// and the results its help text lists.
+var (
+	recomputeReasons = append(slices.Clone(computeReasons), "uncached")
+	recomputeResults = []string{"ok", "error", "cancelled", "overloaded"}
+)
+
+// touch makes resource r's counters and histograms exist at zero, so that
+// the cache dashboard shows zero requests for a resource nobody asked for
+// yet instead of no data. The gauges (ttl, value age, waiters) are left
+// until r is first used: a TTL or an age of zero would be a false reading.
+func (m *metrics) touch(r string) {
+	for _, level := range []string{"l1", "l2"} {
+		for _, freshness := range []string{"fresh", "stale"} {
+			m.hits.WithLabelValues(r, level, freshness)
+		}
+		m.tooLarge.WithLabelValues(r, level)
+	}
+	m.misses.WithLabelValues(r)
+	m.coalesced.WithLabelValues(r)
+	m.leaseWaits.WithLabelValues(r)
+	for _, reason := range []string{"refreshing", "error"} {
+		m.staleServes.WithLabelValues(r, reason)
+	}
+	for _, reason := range []string{RejectWaiters, RejectDeadline} {
+		m.rejections.WithLabelValues(r, reason)
+	}
+	for _, res := range refreshResults {
+		m.refreshes.WithLabelValues(r, res)
+	}
+	for _, reason := range recomputeReasons {
+		for _, res := range recomputeResults {
+			m.recomputes.WithLabelValues(r, reason, res)
+		}
+	}
+	for _, reason := range computeReasons {
+		m.computeTime.WithLabelValues(r, reason)
+	}
+	for _, op := range coordinationOps {
+		m.coordErrors.WithLabelValues(r, op)
+	}
+}
+
+// refreshResults are the result label values of refreshes_total.
+var refreshResults = []string{"ok", "error", "elsewhere", "overloaded"}
 
 func (m *metrics) resource(r string) *resourceMetrics {
 	m.mu.Lock()
@@ -176,14 +229,10 @@ func (m *metrics) resource(r string) *resourceMetrics {
 	for _, reason := range computeReasons {
 		rm.computeTime[reason] = m.computeTime.WithLabelValues(r, reason)
 	}
-	for _, res := range []string{"ok", "error", "elsewhere", "overloaded"} {
-		m.refreshes.WithLabelValues(r, res)
-	}
 	// At zero from the start, so that dashboards and alerts can tell "no
-	// errors" from "no data".
-	for _, op := range coordinationOps {
-		m.coordErrors.WithLabelValues(r, op)
-	}
+	// errors" from "no data" (for a resource without a built-in policy,
+	// from its first use).
+	m.touch(r)
 	m.per[r] = rm
 	return rm
 }

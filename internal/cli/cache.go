@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tasker-systems/tasker-sidecar/api"
+	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
@@ -33,6 +35,8 @@ type cacheRuntime struct {
 	// /capabilities; engine may be nil (no database section is reported).
 	engine     func() (engine.Engine, bool)
 	configured engine.Kind
+	// replication is collector.DB.Replication: where the database is.
+	replication func() (collector.Replication, time.Time)
 }
 
 // capabilities is /capabilities: the detector's report of the cache store,
@@ -44,10 +48,18 @@ type capabilities struct {
 
 // databaseCapabilities names the engine the last schema check found
 // ("rails" or "core"; absent before one did) and database.engine.
+//
+// Role is "standby" when the server is a hot standby (pg_is_in_recovery),
+// "primary" otherwise, absent before it answered; on a standby the
+// replication lag at the last refresh and whether replay is paused
+// (docs/operations.md#read-replicas).
 type databaseCapabilities struct {
-	Engine           engine.Kind `json:"engine,omitempty"`
-	EngineName       string      `json:"engine_name,omitempty"`
-	ConfiguredEngine engine.Kind `json:"configured_engine"`
+	Engine                engine.Kind `json:"engine,omitempty"`
+	EngineName            string      `json:"engine_name,omitempty"`
+	ConfiguredEngine      engine.Kind `json:"configured_engine"`
+	Role                  string      `json:"role,omitempty"`
+	ReplicationLagSeconds *float64    `json:"replication_lag_seconds,omitempty"`
+	ReplayPaused          *bool       `json:"replay_paused,omitempty"`
 }
 
 func (c *cacheRuntime) capabilities() capabilities {
@@ -56,6 +68,14 @@ func (c *cacheRuntime) capabilities() capabilities {
 		db := &databaseCapabilities{ConfiguredEngine: c.configured}
 		if e, ok := c.engine(); ok {
 			db.Engine, db.EngineName = e.Kind, e.Name
+		}
+		if c.replication != nil {
+			r, _ := c.replication()
+			db.Role = r.Role()
+			if r.Standby {
+				lag, paused := r.Lag.Seconds(), r.Paused
+				db.ReplicationLagSeconds, db.ReplayPaused = &lag, &paused
+			}
 		}
 		caps.Database = db
 	}

@@ -23,7 +23,6 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/coord"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
-	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/ttl"
 )
 
@@ -81,23 +80,9 @@ func newStream(ctx context.Context, cfg config.Config, db *collector.DB, cache *
 // newAnalytics is the analytics service with its admission metrics.
 func newAnalytics(cfg config.Config, db *collector.DB, reg prometheus.Registerer, tp trace.TracerProvider, logger *slog.Logger) *analytics.Service {
 	svc := analytics.New(db.Pool(), cfg.Analytics, logger.With("component", "analytics"), analytics.WithTracerProvider(tp),
-		analytics.WithSupported(func() error {
-			e, ok := db.Engine()
-			if !ok {
-				// Not attached yet (the first analytics refresh can start
-				// before the first count): attach now, briefly; a database
-				// that cannot be reached fails the computation as before.
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, _ = db.CheckSchema(ctx)
-				cancel()
-				e, ok = db.Engine()
-			}
-			if ok && e.Kind != engine.KindRails {
-				return fmt.Errorf("%w: the database is %s's; this version computes analytics on the Rails engine's only",
-					analytics.ErrEngineUnsupported, e.Name)
-			}
-			return nil
-		}))
+		// Each computation checks the attached engine itself (attaching
+		// briefly when the first request comes before the first count).
+		analytics.WithAttachment(db))
 	reg.MustRegister(svc) // admission metrics
 	return svc
 }

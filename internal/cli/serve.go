@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -18,6 +19,7 @@ import (
 	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/api"
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/coreops"
 	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/internal/config"
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
@@ -96,6 +98,8 @@ type parts struct {
 	self      *sdktrace.TracerProvider // nil without the sidecar's own spans
 	stream    *collector.Stream        // nil without the stream
 	refresher *collector.Refresher
+	coreops   *coreops.Refresher // tasker-core's queues, dead letters, staleness
+	pgmq      *pgxpool.Pool      // nil unless pgmq.database_url names a database of its own
 	gauges    *analytics.Metrics // nil without analytics
 	srv       *api.Server
 }
@@ -127,6 +131,7 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 	// The engine is found at the first schema check (collector.DB logs it);
 	// /capabilities and tasker_sidecar_engine_info report it from then on.
 	sc.cache.engine, sc.cache.configured = sc.db.Engine, cmp.Or(cfg.Database.Engine, engine.KindAuto)
+	sc.cache.replication = sc.db.Replication
 	reg.MustRegister(exporters.NewEngineCollector(sc.db.Engine))
 
 	var streamOpts []collector.StreamOption
@@ -166,6 +171,9 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 	sc.refresher = collector.NewRefresher(sc.db, cfg.Collector, reg, logger.With("component", "refresher"),
 		collector.WithSource(source), collector.WithRefreshTracer(selfTP))
 	reg.MustRegister(exporters.NewDomainCollector(sc.refresher, cfg.Metrics))
+	if err := sc.buildCoreOps(cfg, reg, logger); err != nil {
+		return nil, err
+	}
 
 	var svc *analytics.Service
 	if cfg.Analytics.Enabled {
@@ -179,6 +187,7 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 		// the password must not be in its reach at all.
 		DatabaseURL: cfg.Database.URL.String(),
 		Engine:      sc.db.Engine, ConfiguredEngine: sc.cache.configured,
+		Replication: sc.db.Replication,
 		// What /capabilities reports of the store (cache.go).
 		Cache: func() api.FrontCache {
 			r := sc.cache.det.Report()
@@ -203,7 +212,10 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 	}
 	sc.cache.routes(sc.srv)
 	if svc != nil {
-		api.MountAnalytics(sc.srv.Router(), svc, results, logger)
+		api.MountAnalytics(sc.srv.Router(), svc, results, logger, api.WithReplicationLag(func() time.Duration {
+			r, _ := sc.db.Replication()
+			return r.Lag
+		}))
 		share := func(ctx context.Context, resource, params string, compute func(context.Context) ([]byte, error)) ([]byte, error) {
 			v, _, err := results.Get(ctx, resource, params, compute)
 			return v, err
@@ -212,6 +224,31 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *part
 		reg.MustRegister(sc.gauges)
 	}
 	return sc, nil
+}
+
+// buildCoreOps builds the reader of tasker-core's queues, dead letters and
+// staleness (docs/tasker-core.md). It reads nothing while the database is
+// the Rails engine's; PGMQ is looked for in the Tasker database unless
+// pgmq.database_url names its own, opened read-only with database's
+// timeouts and one connection.
+func (sc *parts) buildCoreOps(cfg config.Config, reg prometheus.Registerer, logger *slog.Logger) error {
+	var queues coreops.Querier = sc.db.Pool()
+	if cfg.PGMQ.DatabaseURL != "" {
+		opts := cfg.Database
+		opts.URL, opts.MaxConns = cfg.PGMQ.DatabaseURL, 1
+		pool, err := collector.OpenPool(opts)
+		if err != nil {
+			return fmt.Errorf("pgmq.database_url: %w", err)
+		}
+		sc.pgmq, queues = pool, pool
+	}
+	sc.coreops = coreops.NewRefresher(sc.db, sc.db.Pool(), coreops.Options{
+		Interval: cfg.Collector.Interval, Timeout: cfg.Collector.Timeout, Queues: queues,
+		Logger: logger.With("component", "coreops"),
+	})
+	reg.MustRegister(sc.coreops.Metrics()...)
+	reg.MustRegister(coreops.NewCollector(sc.coreops, cfg.Metrics.MaxLabelGroups, cfg.Metrics.MaxStaleness))
+	return nil
 }
 
 // buildTracing builds the workflow trace pipeline and, when enabled, the
@@ -248,6 +285,7 @@ func (sc *parts) steps(budget time.Duration) namedSteps {
 		"detector":  sc.cache.det,
 		"results":   sc.results,
 		"refresher": sc.refresher,
+		"coreops":   sc.coreops,
 		"http": &lifecycle.Funcs{
 			StartFunc: sc.srv.Start,
 			ShutdownFunc: func(ctx context.Context) error {
@@ -269,15 +307,16 @@ func (sc *parts) steps(budget time.Duration) namedSteps {
 
 // startOrder: what the others use first, the HTTP server last, so that the
 // first request finds everything running.
-var startOrder = []string{"pools", "detector", "traces", "results", "stream", "refresher", "analytics", "http"}
+var startOrder = []string{"pools", "detector", "traces", "results", "stream", "refresher", "coreops", "analytics", "http"}
 
 // shutdownOrder: stop accepting HTTP and drain the requests in flight
 // first (for at most two thirds of the budget); then the background work
-// that reads the database (the analytics gauges, the refresher, the stream,
+// that reads the database (the analytics gauges, tasker-core's operational
+// reads, the refresher, the stream,
 // which saves its checkpoint and gives its lease back); the results cache's
 // refreshes and the detector; flush the traces the stream handed over;
 // close the pools last.
-var shutdownOrder = []string{"http", "analytics", "refresher", "stream", "results", "detector", "traces", "pools"}
+var shutdownOrder = []string{"http", "analytics", "coreops", "refresher", "stream", "results", "detector", "traces", "pools"}
 
 // ordered lists the steps named, in that order, skipping the absent ones.
 func (m namedSteps) ordered(names ...string) []lifecycle.Step {
@@ -290,11 +329,14 @@ func (m namedSteps) ordered(names ...string) []lifecycle.Step {
 	return out
 }
 
-// pools closes the database pool and the cache store client.
+// pools closes the database pools and the cache store client.
 func (sc *parts) pools() lifecycle.Component {
 	return &lifecycle.Funcs{ShutdownFunc: func(context.Context) error {
 		if sc.db != nil {
 			sc.db.Close()
+		}
+		if sc.pgmq != nil {
+			sc.pgmq.Close()
 		}
 		if sc.cache != nil {
 			return sc.cache.st.Close()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tasker-systems/tasker-sidecar/analytics"
 	"github.com/tasker-systems/tasker-sidecar/collector"
+	"github.com/tasker-systems/tasker-sidecar/coreops"
 	"github.com/tasker-systems/tasker-sidecar/detector"
 	"github.com/tasker-systems/tasker-sidecar/exporters"
 	"github.com/tasker-systems/tasker-sidecar/server"
@@ -32,6 +33,7 @@ type Config struct {
 	Analytics analytics.Config        `yaml:"analytics"`
 	TTL       ttl.Config              `yaml:"ttl"`
 	Tracing   traces.Config           `yaml:"tracing"`
+	PGMQ      coreops.Config          `yaml:"pgmq"`
 }
 
 // StreamConfig is the transition stream (docs/stream.md). When enabled, the

@@ -34,6 +34,7 @@ func TestInvalidFiles(t *testing.T) {
 		"basic_half":           {"server.auth.basic_username: basic_username and basic_password must be set together"},
 		"missing_db_url":       {"database.url: required"},
 		"db_scheme":            {`database.url: scheme must be postgres or postgresql (got "mysql")`},
+		"pgmq_scheme":          {`pgmq.database_url: scheme must be postgres or postgresql (got "mysql")`},
 		"max_conns":            {"database.max_conns: must be between 1 and 20 (got 0)"},
 		"app_name":             {"database.application_name: must not be empty"},
 		"refresh_fast":         {"collector.refresh_interval: must be at least 1s (got 100ms)"},
