@@ -117,6 +117,10 @@ type Stream struct {
 	// engine's tables until the process restarts.
 	eng  engine.Engine
 	xids xidTracker // core only: the running transactions (stream_keys.go)
+	// audit is true on a tasker-core database with the step result audit
+	// table; steps caps its step labels (stream_audit.go).
+	audit bool
+	steps *stepLabeler
 	// startedAt is the database's time at the first count (its snapshot).
 	startedAt time.Time
 	// settleGaps is false when a Rails key sequence caches ids per session
@@ -193,6 +197,7 @@ func NewStream(db *DB, cfg StreamConfig, ckpt Checkpointer, reg prometheus.Regis
 		rowChecks: newRowCheckMetrics(reg),
 		now:       time.Now,
 		labels:    newLabeler(cfg.MaxLabelGroups),
+		steps:     newStepLabeler(maxStepLabels),
 		runs:      newKeptRuns(reg),
 		ready:     make(chan struct{}),
 		tried:     make(chan struct{}),
@@ -472,6 +477,9 @@ func (s *Stream) init(ctx context.Context) (err error) {
 		return err
 	}
 	if eng.Kind == engine.KindCore {
+		if err := tx.QueryRow(ctx, hasAuditSQL).Scan(&s.audit); err != nil {
+			return fmt.Errorf("look for the step result audit table: %w", err)
+		}
 		s.xids.start(snap, snap.at.Add(-coreStartLookback))
 	} else if s.settleGaps, err = canSettleGaps(ctx, tx); err != nil {
 		return err
@@ -489,6 +497,13 @@ func (s *Stream) init(ctx context.Context) (err error) {
 	// read "nothing happened" on a quiet database instead of "No data"
 	// (issue 15); the cap bounds them as it bounds the series activity makes.
 	s.m.touchGroups(eng, s.labels.keptLabels())
+	if s.audit {
+		// Last in the transaction: a failure only leaves the step series
+		// to appear with their first observation.
+		if err := s.touchAudit(ctx, tx); err != nil {
+			s.logger.Warn("could not create the step execution series at zero", "err", err)
+		}
+	}
 	if haveCP {
 		s.resume(cp)
 	}
@@ -863,7 +878,9 @@ func (s *Stream) apply(res pollResult, now time.Time) []Transition {
 				}
 			}
 			ns, task := s.labels.labels(nt.group)
-			s.m.emit(s.eng, t, r, ns, task, s.exemplar(r.taskID))
+			ex := s.exemplar(r.taskID)
+			s.m.emit(s.eng, t, r, ns, task, ex)
+			s.m.emitAudit(s.steps, r, ns, task, ex)
 			if !s.traceBase[t].Contains(r.id) {
 				tr := Transition{
 					Step: t == tableStepTransitions, ID: r.id, TaskID: r.taskID, StepID: r.stepID,

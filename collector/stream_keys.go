@@ -341,7 +341,7 @@ func (s *Stream) readKeys(ctx context.Context, tx pgx.Tx, t table, res *pollResu
 		qctx, span := s.tracer.Start(ctx, "stream.read", trace.WithAttributes(
 			attribute.String("db.system", "postgresql"), attribute.String("db.sql.table", t.name(s.eng))))
 		i, _ := slices.BinarySearchFunc(cur.Seen, from, engine.ID.Compare)
-		rows, err := readCoreRows(qctx, tx, t, from, s.cfg.BatchSize, cur.Seen[i:])
+		rows, err := readCoreRows(qctx, tx, t, from, s.cfg.BatchSize, cur.Seen[i:], s.audit)
 		span.SetAttributes(attribute.Int("rows", len(rows)))
 		endSpan(span, err)
 		if err != nil {

@@ -34,6 +34,7 @@ type streamMetrics struct {
 	stepDuration    *prometheus.HistogramVec
 	stepRetries     *prometheus.CounterVec
 	stepBackoff     *prometheus.HistogramVec
+	audit           auditMetrics // tasker-core's step execution times (stream_audit.go)
 
 	rows            *prometheus.CounterVec
 	lateRows        *prometheus.CounterVec
@@ -87,6 +88,7 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 			Help:    "Time a step spent between entering its retry wait (error; waiting_for_retry on tasker-core) and the start of its next attempt.",
 			Buckets: backoffBuckets,
 		}, groupLabels),
+		audit: newAuditMetrics(),
 
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tasker_sidecar", Subsystem: "stream", Name: "rows_total",
@@ -184,7 +186,8 @@ func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
 		reg.MustRegister(m.taskTransitions, m.stepTransitions, m.taskDuration, m.stepDuration, m.stepRetries,
 			m.stepBackoff, m.rows, m.lateRows, m.gaps, m.gapIDs, m.gapsExpired, m.watermark, m.pollDuration,
 			m.pollErrors, m.caughtUp, m.lastPoll, m.drift, m.driftTotal, m.recounts, m.recountDuration,
-			m.recountErrors, m.recountFailures, m.checkpoints, m.leader, m.sinkErrors, m.replayed)
+			m.recountErrors, m.recountFailures, m.checkpoints, m.leader, m.sinkErrors, m.replayed,
+			m.audit.stepExecution, m.audit.stepUntimed)
 	}
 	return m
 }

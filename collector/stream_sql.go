@@ -99,7 +99,8 @@ SELECT n.id, n.workflow_step_id, s.task_id, n.to_state, n.sort_key, n.created_at
            (SELECT q.created_at FROM tasker_workflow_step_transitions q
             WHERE q.workflow_step_id = n.workflow_step_id AND q.sort_key < n.sort_key AND q.to_state = 'error'
             ORDER BY q.sort_key DESC LIMIT 1)
-       END
+       END,
+       NULL::boolean, NULL::bigint, NULL::text -- no step result audit on Rails (stream_audit.go)
 FROM n
 LEFT JOIN LATERAL (
     SELECT p.to_state, p.created_at FROM tasker_workflow_step_transitions p
@@ -272,6 +273,13 @@ type row struct {
 	runStartAt  *time.Time // task transitions to a terminal state after an earlier one: the run's start
 	lastErrorAt *time.Time // step transitions to in_progress
 	class       uint8      // step transitions
+
+	// Step hand-off rows on tasker-core: the step result audit row written
+	// with the transition (auditSuccess nil when there is none) and the
+	// step's name (stream_audit.go).
+	auditSuccess *bool
+	auditMillis  *int64
+	stepName     *string
 }
 
 // readRows reads the Rails rows above the watermark wm and in gaps' gaps.
@@ -295,7 +303,9 @@ func readRows(ctx context.Context, tx pgx.Tx, t table, wm int64, limit int, gaps
 }
 
 // readCoreRows reads the core rows from the key from up, skipping seen.
-func readCoreRows(ctx context.Context, tx pgx.Tx, t table, from engine.ID, limit int, seen []engine.ID) ([]row, error) {
+// audit says whether the database has tasker.workflow_step_result_audit
+// (stream_audit.go).
+func readCoreRows(ctx context.Context, tx pgx.Tx, t table, from engine.ID, limit int, seen []engine.ID, audit bool) ([]row, error) {
 	keys := keyArgsOf(true, seen)
 	var (
 		rows pgx.Rows
@@ -309,7 +319,11 @@ func readCoreRows(ctx context.Context, tx pgx.Tx, t table, from engine.ID, limit
 	case tableTaskTransitions:
 		rows, err = tx.Query(ctx, coreTaskTransitionsSQL, from, limit, keys, terminalTaskStates)
 	case tableStepTransitions:
-		rows, err = tx.Query(ctx, coreStepTransitionsSQL, from, limit, keys)
+		q := coreStepTransitionsNoAuditSQL
+		if audit {
+			q = coreStepTransitionsSQL
+		}
+		rows, err = tx.Query(ctx, q, from, limit, keys)
 	}
 	return scanRows(t, rows, err)
 }
@@ -332,7 +346,8 @@ func scanRows(t table, rows pgx.Rows, err error) ([]row, error) {
 		case tableStepTransitions:
 			var retryable, exhausted, backoff bool
 			err = r.Scan(&x.id, &x.stepID, &x.taskID, &x.toState, &x.sortKey, &x.at, &x.fromState, &x.fromAt,
-				&x.namedTask, &retryable, &exhausted, &backoff, &x.lastErrorAt)
+				&x.namedTask, &retryable, &exhausted, &backoff, &x.lastErrorAt,
+				&x.auditSuccess, &x.auditMillis, &x.stepName)
 			if retryable {
 				x.class |= classRetryable
 			}

@@ -1,5 +1,7 @@
 package collector
 
+import "fmt"
+
 // The stream's reads on tasker-core (docs/stream.md#tasker-core), the
 // counterparts of stream_sql.go's. Every read of new rows takes the same
 // inputs: the key to read from ($1), the batch size ($2) and the keys at
@@ -65,7 +67,31 @@ ORDER BY n.task_transition_uuid`
 // waiting_for_retry is retryable and in backoff; one entering error is
 // exhausted when its attempts reached max_attempts (NULLs count in no
 // class, as on Rails).
-const coreStepTransitionsSQL = `
+//
+// On a database with tasker.workflow_step_result_audit (stream_audit.go),
+// a hand-off row also brings the audit row tasker-core's trigger
+// trg_step_result_audit wrote in the same transaction (the unique
+// (workflow_step_uuid, workflow_step_transition_uuid) index serves the
+// lookup): its success, execution_time_ms and the step's name. Elsewhere
+// the three columns are NULL.
+var (
+	coreStepTransitionsSQL        = fmt.Sprintf(coreStepTransitionsTemplate, coreAuditColumns, coreAuditJoin)
+	coreStepTransitionsNoAuditSQL = fmt.Sprintf(coreStepTransitionsTemplate, "NULL::boolean, NULL::bigint, NULL::text", "")
+)
+
+const coreAuditColumns = "a.success, a.execution_time_ms, a.step_name"
+
+const coreAuditJoin = `
+LEFT JOIN LATERAL (
+    SELECT a.success, a.execution_time_ms,
+           (SELECT ns.name FROM tasker.named_steps ns WHERE ns.named_step_uuid = s.named_step_uuid) AS step_name
+    FROM tasker.workflow_step_result_audit a
+    WHERE n.to_state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+      AND a.workflow_step_uuid = n.workflow_step_uuid
+      AND a.workflow_step_transition_uuid = n.workflow_step_transition_uuid
+    LIMIT 1) a ON true`
+
+const coreStepTransitionsTemplate = `
 WITH n AS (
     SELECT workflow_step_transition_uuid, workflow_step_uuid, to_state, sort_key, created_at
     FROM tasker.workflow_step_transitions
@@ -84,7 +110,8 @@ SELECT n.workflow_step_transition_uuid, n.workflow_step_uuid, s.task_uuid, n.to_
               AND (q.sort_key, q.created_at, q.workflow_step_transition_uuid) < (n.sort_key, n.created_at, n.workflow_step_transition_uuid)
               AND q.to_state = 'waiting_for_retry'
             ORDER BY q.sort_key DESC, q.created_at DESC, q.workflow_step_transition_uuid DESC LIMIT 1)
-       END
+       END,
+       %[1]s
 FROM n
 LEFT JOIN LATERAL (
     SELECT p.to_state, p.created_at FROM tasker.workflow_step_transitions p
@@ -92,9 +119,9 @@ LEFT JOIN LATERAL (
       AND (p.sort_key, p.created_at, p.workflow_step_transition_uuid) < (n.sort_key, n.created_at, n.workflow_step_transition_uuid)
     ORDER BY p.sort_key DESC, p.created_at DESC, p.workflow_step_transition_uuid DESC LIMIT 1) p ON true
 LEFT JOIN LATERAL (
-    SELECT s.task_uuid, s.attempts, s.max_attempts
+    SELECT s.task_uuid, s.attempts, s.max_attempts, s.named_step_uuid
     FROM tasker.workflow_steps s WHERE s.workflow_step_uuid = n.workflow_step_uuid LIMIT 1) s ON true
-LEFT JOIN LATERAL (SELECT t.named_task_uuid FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid LIMIT 1) t ON true
+LEFT JOIN LATERAL (SELECT t.named_task_uuid FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid LIMIT 1) t ON true%[2]s
 ORDER BY n.workflow_step_transition_uuid`
 
 const coreErrorStepsSQL = `

@@ -275,6 +275,14 @@ WHERE workflow_step_uuid IN (
 // with messages waiting, so that the queue panels have a queue to show.
 func withPGMQ(t *testing.T, db pgtest.DB) {
 	t.Helper()
+	withPGMQQueues(t, db, map[string]int{"orchestration_step_results": 3, "orchestration_task_requests": 0, "worker_default_queue": 12})
+}
+
+// withPGMQQueues installs PGMQ's layout and creates the queues, each
+// left with its number of messages waiting (two more sent and deleted
+// unless it is 0).
+func withPGMQQueues(t *testing.T, db pgtest.DB, queues map[string]int) {
+	t.Helper()
 	layout, err := os.ReadFile("../coreops/testdata/pgmq_layout.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -284,11 +292,15 @@ func withPGMQ(t *testing.T, db pgtest.DB) {
 	if _, err := conn.Exec(ctx, string(layout)); err != nil {
 		t.Fatalf("pgmq layout: %v", err)
 	}
-	for q, waiting := range map[string]int{"orchestration_step_results": 3, "orchestration_task_requests": 0, "worker_default_queue": 12} {
+	for q, waiting := range queues {
 		if _, err := conn.Exec(ctx, `SELECT pgmq.create($1)`, q); err != nil {
 			t.Fatal(err)
 		}
-		for i := range waiting + 2 {
+		sent := waiting
+		if waiting > 0 {
+			sent += 2
+		}
+		for i := range sent {
 			var id int64
 			if err := conn.QueryRow(ctx, `SELECT * FROM pgmq.send($1::text, $2::jsonb)`, q, fmt.Sprintf(`{"n": %d}`, i)).Scan(&id); err != nil {
 				t.Fatal(err)

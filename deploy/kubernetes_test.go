@@ -530,6 +530,8 @@ func secretValue(r rendering, t *testing.T, env string, ref object) string {
 		return "postgres://tasker_sidecar:secret@postgres.example.internal:5432/tasker?sslmode=require"
 	case "SIDECAR_CACHE_URL":
 		return "redis://:secret@redis.example.internal:6379/0"
+	case "SIDECAR_PGMQ_DATABASE_URL":
+		return "postgres://tasker_sidecar:secret@pgmq.example.internal:5432/pgmq?sslmode=require"
 	}
 	return "secret-value"
 }

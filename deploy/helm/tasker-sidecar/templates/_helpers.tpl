@@ -109,6 +109,13 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
           name: {{ .Values.secret.name }}
           key: {{ .Values.secret.cacheUrlKey }}
     {{- end }}
+    {{- if .Values.secret.pgmqDatabaseUrlKey }}
+    - name: SIDECAR_PGMQ_DATABASE_URL
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.secret.name }}
+          key: {{ .Values.secret.pgmqDatabaseUrlKey }}
+    {{- end }}
     {{- if .Values.secret.bearerTokenKey }}
     - name: SIDECAR_SERVER_AUTH_BEARER_TOKEN
       valueFrom:
