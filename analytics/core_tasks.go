@@ -69,6 +69,7 @@ type CoreTaskSteps struct {
 type coreTask struct {
 	uuid, namedTaskUUID, status string
 	steps                       []CoreStepReadiness
+	now                         time.Time // the transaction's now()
 }
 
 // ParseTaskUUID validates a tasker-core task id: a UUID in its canonical
@@ -139,8 +140,7 @@ func loadCoreTasks(ctx context.Context, q querier, ids []string) ([]*coreTask, e
 	}
 	tasks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*coreTask, error) {
 		var t coreTask
-		var now time.Time
-		err := row.Scan(&t.uuid, &t.namedTaskUUID, &t.status, &now)
+		err := row.Scan(&t.uuid, &t.namedTaskUUID, &t.status, &t.now)
 		return &t, err
 	})
 	if err != nil {

@@ -32,26 +32,54 @@ const (
 	maxRecoveryPriority = 3
 )
 
-// TaskGraph is the dependency levels of calculate_dependency_levels and
-// Tasker's RuntimeGraphAnalyzer output for one task.
-type TaskGraph struct {
-	TaskID int64 `json:"task_id"`
+// TaskGraphOf is the dependency levels of calculate_dependency_levels and
+// Tasker's RuntimeGraphAnalyzer output for one task, with its task and step
+// ids of type ID and its execution context of type C: TaskGraph on Rails
+// (int64 ids, TaskContext), CoreTaskGraph on tasker-core (UUID strings,
+// CoreTaskContext). Every type of the output is generic over the id type
+// only where it holds ids; the Rails names are aliases of the int64
+// instantiations, whose JSON is that of the former int64 structs.
+type TaskGraphOf[ID cmp.Ordered, C any] struct {
+	TaskID ID `json:"task_id"`
 	// DependencyLevels is calculate_dependency_levels: one row per step
 	// reachable from a root, ordered by level then id.
-	DependencyLevels         []StepLevel      `json:"dependency_levels"`
-	DependencyGraph          DependencyGraph  `json:"dependency_graph"`
-	CriticalPaths            CriticalPaths    `json:"critical_paths"`
-	ParallelismOpportunities Parallelism      `json:"parallelism_opportunities"`
-	ErrorChains              ErrorChains      `json:"error_chains"`
-	Bottlenecks              GraphBottlenecks `json:"bottlenecks"`
-	Context                  TaskContext      `json:"execution_context"`
-	CycleDetected            bool             `json:"cycle_detected"`
-	GeneratedAt              Time             `json:"generated_at"`
+	DependencyLevels         []StepLevelOf[ID]      `json:"dependency_levels"`
+	DependencyGraph          DependencyGraphOf[ID]  `json:"dependency_graph"`
+	CriticalPaths            CriticalPathsOf[ID]    `json:"critical_paths"`
+	ParallelismOpportunities Parallelism            `json:"parallelism_opportunities"`
+	ErrorChains              ErrorChainsOf[ID]      `json:"error_chains"`
+	Bottlenecks              GraphBottlenecksOf[ID] `json:"bottlenecks"`
+	Context                  C                      `json:"execution_context"`
+	CycleDetected            bool                   `json:"cycle_detected"`
+	GeneratedAt              Time                   `json:"generated_at"`
 }
 
-// analyzer holds one task's graph while its analysis is built.
-type analyzer struct {
-	ctx         TaskContext
+// The Rails output types: ids are task_id and workflow_step_id values.
+type (
+	TaskGraph        = TaskGraphOf[int64, TaskContext]
+	StepLevel        = StepLevelOf[int64]
+	DependencyGraph  = DependencyGraphOf[int64]
+	GraphNode        = GraphNodeOf[int64]
+	GraphEdge        = GraphEdgeOf[int64]
+	CriticalPaths    = CriticalPathsOf[int64]
+	PathInfo         = PathInfoOf[int64]
+	PathBottleneck   = PathBottleneckOf[int64]
+	ErrorChains      = ErrorChainsOf[int64]
+	ErrorChain       = ErrorChainOf[int64]
+	RecoveryPriority = RecoveryPriorityOf[int64]
+	GraphBottlenecks = GraphBottlenecksOf[int64]
+	GraphBottleneck  = GraphBottleneckOf[int64]
+)
+
+// analyzer holds one task's graph while its analysis is built. It works on
+// int64 step keys: Rails' workflow_step_id, or on tasker-core dense
+// ordinals given in step uuid order (coreGraph), so that every ascending
+// order of keys is the order of the ids they stand for; id turns a key
+// into the id the output carries.
+type analyzer[ID cmp.Ordered] struct {
+	ctx         graphContext
+	sem         graphSemantics
+	id          func(int64) ID
 	cycle       bool
 	steps       []StepReadiness   // ordered by id
 	stepIndex   map[int64]int     // step id → index in steps
@@ -61,70 +89,96 @@ type analyzer struct {
 	descendants map[int64][]int64 // memo
 }
 
-// StepLevel is a row of calculate_dependency_levels.
-type StepLevel struct {
-	WorkflowStepID  int64 `json:"workflow_step_id"`
-	DependencyLevel int   `json:"dependency_level"`
+// graphContext is what the analysis reads of the task's execution context.
+// FailedSteps counts the steps sem.failing holds failing.
+type graphContext struct {
+	TotalSteps, PendingSteps, FailedSteps, ReadySteps int64
+	CompletionPercentage                              Decimal
+	HealthStatus                                      string
 }
 
-// DependencyGraph is the analyzer's structural view.
-type DependencyGraph struct {
-	Nodes                []GraphNode       `json:"nodes"`
-	Edges                []GraphEdge       `json:"edges"`
-	AdjacencyList        map[int64][]int64 `json:"adjacency_list"`
-	ReverseAdjacencyList map[int64][]int64 `json:"reverse_adjacency_list"`
-	DependencyLevels     map[int64]int     `json:"dependency_levels"`
+// graphSemantics is where the engines' state machines differ for the
+// analysis (docs/analytics.md, "Bottlenecks, per task and
+// handlers on tasker-core").
+type graphSemantics struct {
+	// failing is Tasker's "error" step: a failure, retryable or not. Rails
+	// keeps both in error; tasker-core moves a retryable failure to
+	// waiting_for_retry and keeps error for the rest
+	// (engine.Engine.HasRetryClass).
+	failing func(state string) bool
+	// core: a step that is not retry eligible without being exhausted is
+	// not retryable on tasker-core (its retry_eligible has no timing).
+	core bool
 }
 
-// GraphNode is a step; Level is 0 when calculate_dependency_levels has none.
-type GraphNode struct {
-	ID    int64  `json:"id"`
+var railsSemantics = graphSemantics{failing: func(s string) bool { return s == StateError }}
+
+var coreSemantics = graphSemantics{failing: engine.Core().HasRetryClass, core: true}
+
+// StepLevelOf is a row of calculate_dependency_levels.
+type StepLevelOf[ID cmp.Ordered] struct {
+	WorkflowStepID  ID  `json:"workflow_step_id"`
+	DependencyLevel int `json:"dependency_level"`
+}
+
+// DependencyGraphOf is the analyzer's structural view.
+type DependencyGraphOf[ID cmp.Ordered] struct {
+	Nodes                []GraphNodeOf[ID] `json:"nodes"`
+	Edges                []GraphEdgeOf[ID] `json:"edges"`
+	AdjacencyList        map[ID][]ID       `json:"adjacency_list"`
+	ReverseAdjacencyList map[ID][]ID       `json:"reverse_adjacency_list"`
+	DependencyLevels     map[ID]int        `json:"dependency_levels"`
+}
+
+// GraphNodeOf is a step; Level is 0 when calculate_dependency_levels has none.
+type GraphNodeOf[ID cmp.Ordered] struct {
+	ID    ID     `json:"id"`
 	Name  string `json:"name"`
 	Level int    `json:"level"`
 	State string `json:"state"`
 }
 
-// GraphEdge runs from a parent step to its dependent.
-type GraphEdge struct {
-	From     int64  `json:"from"`
-	To       int64  `json:"to"`
+// GraphEdgeOf runs from a parent step to its dependent.
+type GraphEdgeOf[ID cmp.Ordered] struct {
+	From     ID     `json:"from"`
+	To       ID     `json:"to"`
 	FromName string `json:"from_name"`
 	ToName   string `json:"to_name"`
 }
 
-// CriticalPaths ranks the root-to-leaf paths.
-type CriticalPaths struct {
+// CriticalPathsOf ranks the root-to-leaf paths.
+type CriticalPathsOf[ID cmp.Ordered] struct {
 	TotalPaths int64 `json:"total_paths"`
 	// LongestPathLength is, as in Tasker, the length of the highest-scored
 	// path, not of the longest one.
-	LongestPathLength int        `json:"longest_path_length"`
-	Paths             []PathInfo `json:"paths"`
-	RootNodes         []int64    `json:"root_nodes"`
-	LeafNodes         []int64    `json:"leaf_nodes"`
+	LongestPathLength int              `json:"longest_path_length"`
+	Paths             []PathInfoOf[ID] `json:"paths"`
+	RootNodes         []ID             `json:"root_nodes"`
+	LeafNodes         []ID             `json:"leaf_nodes"`
 	// PathsTruncated says enumeration stopped at Options.MaxPaths; the
 	// ranking then covers only the enumerated paths.
 	PathsTruncated bool `json:"paths_truncated"`
 }
 
-// PathInfo is one root-to-leaf path.
-type PathInfo struct {
-	Steps                []int64          `json:"path"`
-	StepNames            []string         `json:"step_names"`
-	Length               int              `json:"length"`
-	CompletedSteps       int              `json:"completed_steps"`
-	BlockedSteps         int              `json:"blocked_steps"`
-	ErrorSteps           int              `json:"error_steps"`
-	RetrySteps           int              `json:"retry_steps"`
-	ReadySteps           int              `json:"ready_steps"`
-	EstimatedDuration    int64            `json:"estimated_duration"`
-	Bottlenecks          []PathBottleneck `json:"bottlenecks"`
-	CriticalityScore     Float            `json:"criticality_score"`
-	CompletionPercentage Float            `json:"completion_percentage"`
+// PathInfoOf is one root-to-leaf path.
+type PathInfoOf[ID cmp.Ordered] struct {
+	Steps                []ID                   `json:"path"`
+	StepNames            []string               `json:"step_names"`
+	Length               int                    `json:"length"`
+	CompletedSteps       int                    `json:"completed_steps"`
+	BlockedSteps         int                    `json:"blocked_steps"`
+	ErrorSteps           int                    `json:"error_steps"`
+	RetrySteps           int                    `json:"retry_steps"`
+	ReadySteps           int                    `json:"ready_steps"`
+	EstimatedDuration    int64                  `json:"estimated_duration"`
+	Bottlenecks          []PathBottleneckOf[ID] `json:"bottlenecks"`
+	CriticalityScore     Float                  `json:"criticality_score"`
+	CompletionPercentage Float                  `json:"completion_percentage"`
 }
 
-// PathBottleneck is a blocked or failing step on a path.
-type PathBottleneck struct {
-	StepID   int64  `json:"step_id"`
+// PathBottleneckOf is a blocked or failing step on a path.
+type PathBottleneckOf[ID cmp.Ordered] struct {
+	StepID   ID     `json:"step_id"`
 	StepName string `json:"step_name"`
 	Reason   string `json:"reason"`
 	Severity int    `json:"severity"`
@@ -156,24 +210,24 @@ type LevelSummary struct {
 	BottleneckRisk       string   `json:"bottleneck_risk"`
 }
 
-// ErrorChains describes what each failing step holds up.
-type ErrorChains struct {
-	TotalErrorSteps      int64              `json:"total_error_steps"`
-	TotalSteps           int64              `json:"total_steps"`
-	ErrorPercentage      Float              `json:"error_percentage"`
-	TotalBlockedByErrors int                `json:"total_blocked_by_errors"`
-	MostCriticalError    *ErrorChain        `json:"most_critical_error"`
-	Chains               []ErrorChain       `json:"error_chains"`
-	RecoveryPriority     []RecoveryPriority `json:"recovery_priority"`
-	HealthStatus         string             `json:"health_status"`
+// ErrorChainsOf describes what each failing step holds up.
+type ErrorChainsOf[ID cmp.Ordered] struct {
+	TotalErrorSteps      int64                    `json:"total_error_steps"`
+	TotalSteps           int64                    `json:"total_steps"`
+	ErrorPercentage      Float                    `json:"error_percentage"`
+	TotalBlockedByErrors int                      `json:"total_blocked_by_errors"`
+	MostCriticalError    *ErrorChainOf[ID]        `json:"most_critical_error"`
+	Chains               []ErrorChainOf[ID]       `json:"error_chains"`
+	RecoveryPriority     []RecoveryPriorityOf[ID] `json:"recovery_priority"`
+	HealthStatus         string                   `json:"health_status"`
 }
 
-// ErrorChain is one failing step and its descendants.
-type ErrorChain struct {
-	StepID              int64              `json:"step_id"`
+// ErrorChainOf is one failing step and its descendants.
+type ErrorChainOf[ID cmp.Ordered] struct {
+	StepID              ID                 `json:"step_id"`
 	StepName            string             `json:"step_name"`
-	DownstreamSteps     []int64            `json:"downstream_steps"`
-	BlockedSteps        []int64            `json:"blocked_steps"`
+	DownstreamSteps     []ID               `json:"downstream_steps"`
+	BlockedSteps        []ID               `json:"blocked_steps"`
 	TotalImpact         int                `json:"total_impact"`
 	RetryAnalysis       RetryAnalysis      `json:"retry_analysis"`
 	RecoveryStrategies  []RecoveryStrategy `json:"recovery_strategies"`
@@ -196,9 +250,9 @@ type RecoveryStrategy struct {
 	Priority string `json:"priority"`
 }
 
-// RecoveryPriority orders the failing steps to act on first.
-type RecoveryPriority struct {
-	StepID            int64  `json:"step_id"`
+// RecoveryPriorityOf orders the failing steps to act on first.
+type RecoveryPriorityOf[ID cmp.Ordered] struct {
+	StepID            ID     `json:"step_id"`
 	StepName          string `json:"step_name"`
 	PriorityLevel     string `json:"priority_level"`
 	Reason            string `json:"reason"`
@@ -206,19 +260,20 @@ type RecoveryPriority struct {
 	TotalImpact       int    `json:"total_impact"`
 }
 
-// GraphBottlenecks ranks the steps holding the task back.
-type GraphBottlenecks struct {
-	Bottlenecks         []GraphBottleneck `json:"bottlenecks"`
-	TotalBottlenecks    int               `json:"total_bottlenecks"`
-	CriticalBottlenecks int               `json:"critical_bottlenecks"`
-	TotalBlockedSteps   int               `json:"total_blocked_steps"`
-	FailedStepsRatio    Float             `json:"failed_steps_ratio"`
-	OverallImpact       string            `json:"overall_impact"`
+// GraphBottlenecksOf ranks the steps holding the task back.
+type GraphBottlenecksOf[ID cmp.Ordered] struct {
+	Bottlenecks         []GraphBottleneckOf[ID] `json:"bottlenecks"`
+	TotalBottlenecks    int                     `json:"total_bottlenecks"`
+	CriticalBottlenecks int                     `json:"critical_bottlenecks"`
+	TotalBlockedSteps   int                     `json:"total_blocked_steps"`
+	FailedStepsRatio    Float                   `json:"failed_steps_ratio"`
+	OverallImpact       string                  `json:"overall_impact"`
 }
 
-// GraphBottleneck is one ranked step.
-type GraphBottleneck struct {
-	StepID                  int64   `json:"step_id"`
+// GraphBottleneckOf is one ranked step. RetryLimit is max_attempts on
+// tasker-core.
+type GraphBottleneckOf[ID cmp.Ordered] struct {
+	StepID                  ID      `json:"step_id"`
 	StepName                string  `json:"step_name"`
 	CurrentState            string  `json:"current_state"`
 	BottleneckType          string  `json:"bottleneck_type"`
@@ -241,19 +296,31 @@ type GraphBottleneck struct {
 // structure (Tasker never writes such edges); they still count in the
 // readiness rows, which come from the database.
 func analyzeGraph(t *taskData, maxPaths int) TaskGraph {
-	g := &analyzer{
-		ctx:         t.context(),
-		steps:       t.steps,
-		stepIndex:   make(map[int64]int, len(t.steps)),
+	c := t.context()
+	gc := graphContext{TotalSteps: c.TotalSteps, PendingSteps: c.PendingSteps, FailedSteps: c.FailedSteps,
+		ReadySteps: c.ReadySteps, CompletionPercentage: c.CompletionPercentage, HealthStatus: c.HealthStatus}
+	g := newAnalyzer(t.steps, t.edges, gc, railsSemantics, func(id int64) int64 { return id })
+	return buildGraph(g, t.taskID, c, t.now, maxPaths)
+}
+
+// newAnalyzer builds the structure of one task's graph; steps are ordered
+// by key.
+func newAnalyzer[ID cmp.Ordered](steps []StepReadiness, edges [][2]int64, ctx graphContext, sem graphSemantics, id func(int64) ID) *analyzer[ID] {
+	g := &analyzer[ID]{
+		ctx:         ctx,
+		sem:         sem,
+		id:          id,
+		steps:       steps,
+		stepIndex:   make(map[int64]int, len(steps)),
 		children:    map[int64][]int64{},
 		parents:     map[int64][]int64{},
 		descendants: map[int64][]int64{},
 	}
-	for i, s := range t.steps {
+	for i, s := range steps {
 		g.stepIndex[s.WorkflowStepID] = i
 	}
 	seen := map[[2]int64]bool{}
-	for _, e := range t.edges {
+	for _, e := range edges {
 		_, fromOK := g.stepIndex[e[0]]
 		_, toOK := g.stepIndex[e[1]]
 		if !fromOK || !toOK || seen[e] {
@@ -268,19 +335,33 @@ func analyzeGraph(t *taskData, maxPaths int) TaskGraph {
 			slices.Sort(m[k])
 		}
 	}
-	g.levels, g.cycle = dependencyLevels(t.steps, t.edges, g.stepIndex)
-	return TaskGraph{
-		TaskID:                   t.taskID,
-		DependencyLevels:         levelRows(g.levels),
+	g.levels, g.cycle = dependencyLevels(steps, edges, g.stepIndex)
+	return g
+}
+
+// buildGraph runs the analysis of g at now.
+func buildGraph[ID cmp.Ordered, C any](g *analyzer[ID], taskID ID, ctx C, now time.Time, maxPaths int) TaskGraphOf[ID, C] {
+	return TaskGraphOf[ID, C]{
+		TaskID:                   taskID,
+		DependencyLevels:         levelRows(g),
 		DependencyGraph:          g.structure(),
 		CriticalPaths:            g.criticalPaths(maxPaths),
 		ParallelismOpportunities: g.parallelism(),
-		ErrorChains:              g.errorChains(t.now),
-		Bottlenecks:              g.bottlenecks(t.now),
-		Context:                  g.ctx,
+		ErrorChains:              g.errorChains(now),
+		Bottlenecks:              g.bottlenecks(now),
+		Context:                  ctx,
 		CycleDetected:            g.cycle,
-		GeneratedAt:              Time(t.now),
+		GeneratedAt:              Time(now),
 	}
+}
+
+// ids maps keys to the output's ids, never nil.
+func (g *analyzer[ID]) ids(keys []int64) []ID {
+	out := make([]ID, len(keys))
+	for i, k := range keys {
+		out[i] = g.id(k)
+	}
+	return out
 }
 
 // dependencyLevels is calculate_dependency_levels: roots are the task's
@@ -358,37 +439,46 @@ func dependencyLevels(steps []StepReadiness, edges [][2]int64, index map[int64]i
 	return level, cycle
 }
 
-func levelRows(levels map[int64]int) []StepLevel {
-	rows := make([]StepLevel, 0, len(levels))
-	for id, l := range levels {
-		rows = append(rows, StepLevel{WorkflowStepID: id, DependencyLevel: l})
+func levelRows[ID cmp.Ordered](g *analyzer[ID]) []StepLevelOf[ID] {
+	type row struct {
+		key   int64
+		level int
 	}
-	slices.SortFunc(rows, func(a, b StepLevel) int {
-		return cmp.Or(cmp.Compare(a.DependencyLevel, b.DependencyLevel), cmp.Compare(a.WorkflowStepID, b.WorkflowStepID))
+	rows := make([]row, 0, len(g.levels))
+	for k, l := range g.levels {
+		rows = append(rows, row{k, l})
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		return cmp.Or(cmp.Compare(a.level, b.level), cmp.Compare(a.key, b.key))
 	})
-	return rows
+	out := make([]StepLevelOf[ID], len(rows))
+	for i, r := range rows {
+		out[i] = StepLevelOf[ID]{WorkflowStepID: g.id(r.key), DependencyLevel: r.level}
+	}
+	return out
 }
 
-func (g *analyzer) step(id int64) *StepReadiness { return &g.steps[g.stepIndex[id]] }
+func (g *analyzer[ID]) step(id int64) *StepReadiness { return &g.steps[g.stepIndex[id]] }
 
-func (g *analyzer) structure() DependencyGraph {
-	d := DependencyGraph{
-		Nodes:                make([]GraphNode, 0, len(g.steps)),
-		Edges:                []GraphEdge{},
-		AdjacencyList:        map[int64][]int64{},
-		ReverseAdjacencyList: map[int64][]int64{},
-		DependencyLevels:     map[int64]int{},
+func (g *analyzer[ID]) structure() DependencyGraphOf[ID] {
+	d := DependencyGraphOf[ID]{
+		Nodes:                make([]GraphNodeOf[ID], 0, len(g.steps)),
+		Edges:                []GraphEdgeOf[ID]{},
+		AdjacencyList:        map[ID][]ID{},
+		ReverseAdjacencyList: map[ID][]ID{},
+		DependencyLevels:     map[ID]int{},
 	}
 	for _, s := range g.steps {
-		id := s.WorkflowStepID
-		d.Nodes = append(d.Nodes, GraphNode{ID: id, Name: s.Name, Level: g.levels[id], State: s.CurrentState})
-		d.AdjacencyList[id] = orEmpty(g.children[id])
-		d.ReverseAdjacencyList[id] = orEmpty(g.parents[id])
-		if l, ok := g.levels[id]; ok {
+		k := s.WorkflowStepID
+		id := g.id(k)
+		d.Nodes = append(d.Nodes, GraphNodeOf[ID]{ID: id, Name: s.Name, Level: g.levels[k], State: s.CurrentState})
+		d.AdjacencyList[id] = g.ids(g.children[k])
+		d.ReverseAdjacencyList[id] = g.ids(g.parents[k])
+		if l, ok := g.levels[k]; ok {
 			d.DependencyLevels[id] = l
 		}
-		for _, c := range g.children[id] {
-			d.Edges = append(d.Edges, GraphEdge{From: id, To: c, FromName: s.Name, ToName: g.step(c).Name})
+		for _, c := range g.children[k] {
+			d.Edges = append(d.Edges, GraphEdgeOf[ID]{From: id, To: g.id(c), FromName: s.Name, ToName: g.step(c).Name})
 		}
 	}
 	return d
@@ -401,7 +491,7 @@ func orEmpty(s []int64) []int64 {
 	return s
 }
 
-func (g *analyzer) roots() []int64 {
+func (g *analyzer[ID]) roots() []int64 {
 	var r []int64
 	for _, s := range g.steps {
 		if len(g.parents[s.WorkflowStepID]) == 0 {
@@ -411,7 +501,7 @@ func (g *analyzer) roots() []int64 {
 	return orEmpty(r)
 }
 
-func (g *analyzer) leaves() []int64 {
+func (g *analyzer[ID]) leaves() []int64 {
 	var r []int64
 	for _, s := range g.steps {
 		if len(g.children[s.WorkflowStepID]) == 0 {
@@ -423,8 +513,9 @@ func (g *analyzer) leaves() []int64 {
 
 func completedState(s string) bool { return engine.SatisfiesDependency(s) }
 
-func (g *analyzer) criticalPaths(maxPaths int) CriticalPaths {
-	cp := CriticalPaths{RootNodes: g.roots(), LeafNodes: g.leaves(), Paths: []PathInfo{}}
+func (g *analyzer[ID]) criticalPaths(maxPaths int) CriticalPathsOf[ID] {
+	roots := g.roots()
+	cp := CriticalPathsOf[ID]{RootNodes: g.ids(roots), LeafNodes: g.ids(g.leaves()), Paths: []PathInfoOf[ID]{}}
 	var paths [][]int64
 	var walk func(path []int64, onPath map[int64]bool)
 	walk = func(path []int64, onPath map[int64]bool) {
@@ -450,7 +541,7 @@ func (g *analyzer) criticalPaths(maxPaths int) CriticalPaths {
 			delete(onPath, c)
 		}
 	}
-	for _, r := range cp.RootNodes {
+	for _, r := range roots {
 		walk([]int64{r}, map[int64]bool{r: true})
 	}
 	cp.TotalPaths = int64(len(paths))
@@ -464,7 +555,7 @@ func (g *analyzer) criticalPaths(maxPaths int) CriticalPaths {
 	for _, p := range paths {
 		cp.Paths = append(cp.Paths, g.pathInfo(p, health))
 	}
-	slices.SortStableFunc(cp.Paths, func(a, b PathInfo) int { return cmp.Compare(b.CriticalityScore, a.CriticalityScore) })
+	slices.SortStableFunc(cp.Paths, func(a, b PathInfoOf[ID]) int { return cmp.Compare(b.CriticalityScore, a.CriticalityScore) })
 	if len(cp.Paths) > 0 {
 		cp.LongestPathLength = cp.Paths[0].Length
 	}
@@ -476,7 +567,7 @@ func (g *analyzer) criticalPaths(maxPaths int) CriticalPaths {
 
 // countPaths counts root-to-leaf paths exactly by dynamic programming when
 // the graph is acyclic, so total_paths stays right when enumeration stops.
-func (g *analyzer) countPaths() (int64, bool) {
+func (g *analyzer[ID]) countPaths() (int64, bool) {
 	if g.cycle {
 		return 0, false
 	}
@@ -508,8 +599,8 @@ func (g *analyzer) countPaths() (int64, bool) {
 	return total, true
 }
 
-func (g *analyzer) pathInfo(path []int64, health float64) PathInfo {
-	p := PathInfo{Steps: path, Length: len(path), Bottlenecks: []PathBottleneck{}}
+func (g *analyzer[ID]) pathInfo(path []int64, health float64) PathInfoOf[ID] {
+	p := PathInfoOf[ID]{Steps: g.ids(path), Length: len(path), Bottlenecks: []PathBottleneckOf[ID]{}}
 	var attempts int64
 	for i, id := range path {
 		s := g.step(id)
@@ -518,7 +609,7 @@ func (g *analyzer) pathInfo(path []int64, health float64) PathInfo {
 			p.CompletedSteps++
 		}
 		blocked := !s.DependenciesSatisfied
-		isErr := s.CurrentState == StateError
+		isErr := g.sem.failing(s.CurrentState)
 		if blocked {
 			p.BlockedSteps++
 		}
@@ -543,13 +634,13 @@ func (g *analyzer) pathInfo(path []int64, health float64) PathInfo {
 			if blocked {
 				sev += 5
 			}
-			p.Bottlenecks = append(p.Bottlenecks, PathBottleneck{
-				StepID: id, StepName: s.Name, Reason: pathReason(s), Severity: sev,
+			p.Bottlenecks = append(p.Bottlenecks, PathBottleneckOf[ID]{
+				StepID: g.id(id), StepName: s.Name, Reason: pathReason(s, g.sem), Severity: sev,
 				Impact: fmt.Sprintf("Blocks %d downstream steps", len(path)-i-1),
 			})
 		}
 	}
-	slices.SortStableFunc(p.Bottlenecks, func(a, b PathBottleneck) int { return cmp.Compare(b.Severity, a.Severity) })
+	slices.SortStableFunc(p.Bottlenecks, func(a, b PathBottleneckOf[ID]) int { return cmp.Compare(b.Severity, a.Severity) })
 	n := float64(len(path))
 	p.EstimatedDuration = int64(len(path))*baseStepSeconds + int64(p.ErrorSteps)*errorPenaltySeconds + attempts*retryPenaltySeconds
 	completion := float64(p.CompletedSteps) / n * 100
@@ -561,7 +652,7 @@ func (g *analyzer) pathInfo(path []int64, health float64) PathInfo {
 }
 
 // pathReason maps the readiness blocking reason to the analyzer's text.
-func pathReason(s *StepReadiness) string {
+func pathReason(s *StepReadiness, sem graphSemantics) string {
 	if s.BlockingReason == nil {
 		return "Not blocked (ready for execution)"
 	}
@@ -572,9 +663,12 @@ func pathReason(s *StepReadiness) string {
 		if s.Exhausted() {
 			return "Exhausted retries"
 		}
+		if sem.core {
+			return "Not retryable"
+		}
 		return "In backoff period"
 	case "invalid_state":
-		if s.CurrentState == StateError {
+		if sem.failing(s.CurrentState) {
 			return "In error state"
 		}
 		return "Invalid state: " + s.CurrentState
@@ -582,7 +676,7 @@ func pathReason(s *StepReadiness) string {
 	return "Unknown blocking condition"
 }
 
-func (g *analyzer) parallelism() Parallelism {
+func (g *analyzer[ID]) parallelism() Parallelism {
 	byLevel := map[int][]*StepReadiness{}
 	maxLevel := -1
 	for i := range g.steps {
@@ -613,7 +707,7 @@ func (g *analyzer) parallelism() Parallelism {
 			if !s.DependenciesSatisfied {
 				ls.BlockedSteps++
 			}
-			if s.CurrentState == StateError {
+			if g.sem.failing(s.CurrentState) {
 				ls.ErrorSteps++
 			}
 			if completedState(s.CurrentState) {
@@ -644,7 +738,7 @@ func (g *analyzer) parallelism() Parallelism {
 }
 
 // descendantsOf lists every step reachable from id, ascending.
-func (g *analyzer) descendantsOf(id int64) []int64 {
+func (g *analyzer[ID]) descendantsOf(id int64) []int64 {
 	if d, ok := g.descendants[id]; ok {
 		return d
 	}
@@ -668,7 +762,7 @@ func (g *analyzer) descendantsOf(id int64) []int64 {
 	return out
 }
 
-func (g *analyzer) blockedAmong(ids []int64) []int64 {
+func (g *analyzer[ID]) blockedAmong(ids []int64) []int64 {
 	out := []int64{}
 	for _, id := range ids {
 		if !g.step(id).DependenciesSatisfied {
@@ -690,13 +784,13 @@ func priorityLevel(score int) string {
 	return "Low"
 }
 
-func (g *analyzer) errorChains(now time.Time) ErrorChains {
+func (g *analyzer[ID]) errorChains(now time.Time) ErrorChainsOf[ID] {
 	c := g.ctx
-	ec := ErrorChains{
+	ec := ErrorChainsOf[ID]{
 		TotalErrorSteps:  c.FailedSteps,
 		TotalSteps:       c.TotalSteps,
-		Chains:           []ErrorChain{},
-		RecoveryPriority: []RecoveryPriority{},
+		Chains:           []ErrorChainOf[ID]{},
+		RecoveryPriority: []RecoveryPriorityOf[ID]{},
 		HealthStatus:     c.HealthStatus,
 	}
 	if c.FailedSteps == 0 {
@@ -707,7 +801,7 @@ func (g *analyzer) errorChains(now time.Time) ErrorChains {
 	}
 	for i := range g.steps {
 		s := &g.steps[i]
-		if s.CurrentState != StateError {
+		if !g.sem.failing(s.CurrentState) {
 			continue
 		}
 		down := g.descendantsOf(s.WorkflowStepID)
@@ -734,20 +828,20 @@ func (g *analyzer) errorChains(now time.Time) ErrorChains {
 		default:
 			strategies = []RecoveryStrategy{{"Investigate Root Cause", "High"}}
 		}
-		ec.Chains = append(ec.Chains, ErrorChain{
-			StepID: s.WorkflowStepID, StepName: s.Name, DownstreamSteps: down, BlockedSteps: blocked,
+		ec.Chains = append(ec.Chains, ErrorChainOf[ID]{
+			StepID: g.id(s.WorkflowStepID), StepName: s.Name, DownstreamSteps: g.ids(down), BlockedSteps: g.ids(blocked),
 			TotalImpact: impact, RetryAnalysis: ra, RecoveryStrategies: strategies,
 			DownstreamCount: len(down), BlockedDownstreamCt: len(blocked),
 		})
 		ec.TotalBlockedByErrors += len(blocked)
 	}
-	slices.SortStableFunc(ec.Chains, func(a, b ErrorChain) int { return cmp.Compare(b.TotalImpact, a.TotalImpact) })
+	slices.SortStableFunc(ec.Chains, func(a, b ErrorChainOf[ID]) int { return cmp.Compare(b.TotalImpact, a.TotalImpact) })
 	if len(ec.Chains) > 0 {
 		top := ec.Chains[0]
 		ec.MostCriticalError = &top
 	}
 	for _, ch := range ec.Chains[:min(maxRecoveryPriority, len(ec.Chains))] {
-		ec.RecoveryPriority = append(ec.RecoveryPriority, RecoveryPriority{
+		ec.RecoveryPriority = append(ec.RecoveryPriority, RecoveryPriorityOf[ID]{
 			StepID: ch.StepID, StepName: ch.StepName, PriorityLevel: priorityLevel(ch.TotalImpact),
 			Reason:            fmt.Sprintf("Blocking %d downstream steps", ch.BlockedDownstreamCt),
 			RecommendedAction: ch.RecoveryStrategies[0].Strategy, TotalImpact: ch.TotalImpact,
@@ -756,9 +850,9 @@ func (g *analyzer) errorChains(now time.Time) ErrorChains {
 	return ec
 }
 
-func (g *analyzer) bottlenecks(now time.Time) GraphBottlenecks {
+func (g *analyzer[ID]) bottlenecks(now time.Time) GraphBottlenecksOf[ID] {
 	c := g.ctx
-	gb := GraphBottlenecks{Bottlenecks: []GraphBottleneck{}, OverallImpact: "None"}
+	gb := GraphBottlenecksOf[ID]{Bottlenecks: []GraphBottleneckOf[ID]{}, OverallImpact: "None"}
 	if c.TotalSteps > 0 {
 		gb.FailedStepsRatio = Float(rubyjson.Round(float64(c.FailedSteps)/float64(c.TotalSteps)*100, 1))
 	}
@@ -767,7 +861,7 @@ func (g *analyzer) bottlenecks(now time.Time) GraphBottlenecks {
 	}
 	var candidates []*StepReadiness
 	for i := range g.steps {
-		if g.steps[i].CurrentState == StateError {
+		if g.sem.failing(g.steps[i].CurrentState) {
 			candidates = append(candidates, &g.steps[i])
 		}
 	}
@@ -784,7 +878,7 @@ func (g *analyzer) bottlenecks(now time.Time) GraphBottlenecks {
 		blocked := g.blockedAmong(down)
 		m := 1.0
 		switch {
-		case s.CurrentState == StateError:
+		case g.sem.failing(s.CurrentState):
 			m = 2.0
 			if s.Exhausted() {
 				m += 0.5
@@ -802,19 +896,19 @@ func (g *analyzer) bottlenecks(now time.Time) GraphBottlenecks {
 			p += 20
 		}
 		score := int64(rubyjson.Round(float64(weightDownstream*len(down)+weightBlocked*len(blocked))*m+p, 0))
-		gb.Bottlenecks = append(gb.Bottlenecks, GraphBottleneck{
-			StepID: s.WorkflowStepID, StepName: s.Name, CurrentState: s.CurrentState,
-			BottleneckType: bottleneckType(s), ImpactScore: score, Severity: priorityLevel(int(score)),
+		gb.Bottlenecks = append(gb.Bottlenecks, GraphBottleneckOf[ID]{
+			StepID: g.id(s.WorkflowStepID), StepName: s.Name, CurrentState: s.CurrentState,
+			BottleneckType: bottleneckType(s, g.sem), ImpactScore: score, Severity: priorityLevel(int(score)),
 			DownstreamSteps: len(down), BlockedDownstreamSteps: len(blocked),
 			Attempts: s.Attempts, RetryLimit: s.RetryLimit,
-			ResolutionStrategy:      resolutionStrategy(s),
-			EstimatedResolutionTime: resolutionTime(s, now),
+			ResolutionStrategy:      resolutionStrategy(s, g.sem),
+			EstimatedResolutionTime: resolutionTime(s, g.sem, now),
 			BlockingReason:          s.BlockingReason, RetryStatus: s.RetryStatus,
 			DependencyStatus: s.DependencyStatus, TimeUntilReady: s.TimeUntilReady,
 		})
 		gb.TotalBlockedSteps += len(blocked)
 	}
-	slices.SortStableFunc(gb.Bottlenecks, func(a, b GraphBottleneck) int { return cmp.Compare(b.ImpactScore, a.ImpactScore) })
+	slices.SortStableFunc(gb.Bottlenecks, func(a, b GraphBottleneckOf[ID]) int { return cmp.Compare(b.ImpactScore, a.ImpactScore) })
 	if len(gb.Bottlenecks) > maxBottlenecks {
 		gb.Bottlenecks = gb.Bottlenecks[:maxBottlenecks]
 	}
@@ -841,11 +935,11 @@ func (g *analyzer) bottlenecks(now time.Time) GraphBottlenecks {
 	return gb
 }
 
-func bottleneckType(s *StepReadiness) string {
+func bottleneckType(s *StepReadiness, sem graphSemantics) string {
 	switch {
 	case s.Exhausted():
 		return "Permanent Failure"
-	case s.CurrentState == StateError:
+	case sem.failing(s.CurrentState):
 		return "Active Error"
 	case !s.DependenciesSatisfied && s.TotalParents > 0:
 		return "Dependency Block"
@@ -857,11 +951,11 @@ func bottleneckType(s *StepReadiness) string {
 	return "Unknown"
 }
 
-func resolutionStrategy(s *StepReadiness) string {
+func resolutionStrategy(s *StepReadiness, sem graphSemantics) string {
 	switch {
 	case s.Exhausted():
 		return "Manual intervention required"
-	case s.CurrentState == StateError:
+	case sem.failing(s.CurrentState):
 		return "Investigate error cause"
 	case !s.DependenciesSatisfied:
 		return "Check upstream dependencies"
@@ -873,7 +967,7 @@ func resolutionStrategy(s *StepReadiness) string {
 	return "Review step configuration"
 }
 
-func resolutionTime(s *StepReadiness, now time.Time) string {
+func resolutionTime(s *StepReadiness, sem graphSemantics, now time.Time) string {
 	if s.Exhausted() {
 		return "Immediate action needed"
 	}
@@ -888,7 +982,7 @@ func resolutionTime(s *StepReadiness, now time.Time) string {
 		}
 	}
 	switch {
-	case s.CurrentState == StateError && s.RetryEligible:
+	case sem.failing(s.CurrentState) && s.RetryEligible:
 		return "Within next retry cycle"
 	case !s.DependenciesSatisfied:
 		return "Depends on upstream steps"

@@ -85,6 +85,12 @@ func readiness(ctx context.Context, q querier, taskIDs []int64, now time.Time) (
 // derive fills the helper fields the way Tasker's
 // FunctionBasedStepReadinessStatus computes them.
 func (r *StepReadiness) derive(now time.Time) {
+	r.deriveWith(now, func(s string) bool { return s == StatePending || s == StateError })
+}
+
+// deriveWith is derive with the engine's states a step may be made ready
+// from (Rails: pending, error; tasker-core: pending, waiting_for_retry).
+func (r *StepReadiness) deriveWith(now time.Time, readyState func(string) bool) {
 	r.BlockingReason = nil
 	if !r.ReadyForExecution {
 		reason := "unknown"
@@ -93,7 +99,7 @@ func (r *StepReadiness) derive(now time.Time) {
 			reason = "dependencies_not_satisfied"
 		case !r.RetryEligible:
 			reason = "retry_not_eligible"
-		case r.CurrentState != StatePending && r.CurrentState != StateError:
+		case !readyState(r.CurrentState):
 			reason = "invalid_state"
 		}
 		r.BlockingReason = &reason

@@ -73,6 +73,7 @@ type analyticsAPI struct {
 	// The same routes on tasker-core, whose tasks are UUIDs.
 	coreContexts taskRoute[analytics.CoreTaskContext, string]
 	coreSteps    taskRoute[analytics.CoreTaskSteps, string]
+	coreGraphs   taskRoute[analytics.CoreTaskGraph, string]
 }
 
 // MountAnalytics adds the analytics, per-task and handler routes to r,
@@ -126,13 +127,16 @@ func newAnalyticsAPI(a *analytics.Service, cache ttl.Getter, logger *slog.Logger
 		coreSteps: taskRoute[analytics.CoreTaskSteps, string]{resource: ResourceTaskSteps, load: a.CoreTaskSteps,
 			stamped: true, id: func(t analytics.CoreTaskSteps) string { return t.TaskUUID },
 			parse: analytics.ParseTaskUUID, parseList: analytics.ParseTaskUUIDs, params: analytics.TaskUUIDParams},
+		coreGraphs: taskRoute[analytics.CoreTaskGraph, string]{resource: ttl.ResourceTaskGraph, load: a.CoreTaskGraphs,
+			id:    func(t analytics.CoreTaskGraph) string { return t.TaskID },
+			parse: analytics.ParseTaskUUID, parseList: analytics.ParseTaskUUIDs, params: analytics.TaskUUIDParams},
 	}
 }
 
 func (a *analyticsAPI) mount(r *gin.Engine) {
 	r.GET(PathPerformance, noCache, a.supportedPerformance, a.performance)
 	r.GET(PathBottlenecks, noCache, a.supportedTasks, a.bottlenecks)
-	// Context and steps are computed on either engine, each request
+	// Context, steps and graph are computed on either engine, each request
 	// choosing by the attachment's engine (analytics.Service.OnCore).
 	r.GET(PathTaskContext, noCache, a.supportedTasks, func(c *gin.Context) {
 		if a.svc.OnCore() {
@@ -148,7 +152,13 @@ func (a *analyticsAPI) mount(r *gin.Engine) {
 		}
 		one(a, c, a.steps)
 	})
-	r.GET(PathTaskGraph, noCache, a.supported, func(c *gin.Context) { one(a, c, a.graphs) })
+	r.GET(PathTaskGraph, noCache, a.supportedTasks, func(c *gin.Context) {
+		if a.svc.OnCore() {
+			one(a, c, a.coreGraphs)
+			return
+		}
+		one(a, c, a.graphs)
+	})
 	r.GET(PathTasksContext, noCache, a.supportedTasks, func(c *gin.Context) {
 		if a.svc.OnCore() {
 			many(a, c, a.coreContexts)
@@ -163,7 +173,13 @@ func (a *analyticsAPI) mount(r *gin.Engine) {
 		}
 		many(a, c, a.steps)
 	})
-	r.GET(PathTasksGraph, noCache, a.supported, func(c *gin.Context) { many(a, c, a.graphs) })
+	r.GET(PathTasksGraph, noCache, a.supportedTasks, func(c *gin.Context) {
+		if a.svc.OnCore() {
+			many(a, c, a.coreGraphs)
+			return
+		}
+		many(a, c, a.graphs)
+	})
 	// The handler catalog is read from either engine's tables.
 	r.GET(PathHandlers, noCache, a.supportedTasks, a.handlers)
 	r.GET(PathHandlerNS, noCache, a.supportedTasks, a.handlerNamespace)
@@ -171,18 +187,11 @@ func (a *analyticsAPI) mount(r *gin.Engine) {
 	a.mountV1(r)
 }
 
-// supported answers 501 before any parameter is read while the attached
-// engine's analytics are not computed (analytics.ErrEngineUnsupported):
-// a tasker-core task key is not a Rails id, and must not get a 400 saying
-// so.
-func (a *analyticsAPI) supported(c *gin.Context) {
-	if err := a.svc.Supported(); err != nil {
-		c.AbortWithStatusJSON(http.StatusNotImplemented, errorBody{Error: "Not Implemented", Message: err.Error()})
-	}
-}
-
-// supportedPerformance is supported for the performance route, which is
-// also computed on tasker-core (analytics.Service.PerformanceReport).
+// supportedPerformance answers 501 before any parameter is read while the
+// attached engine's analytics are not computed
+// (analytics.ErrEngineUnsupported): a tasker-core task key is not a Rails
+// id, and must not get a 400 saying so. The performance route is also
+// computed on tasker-core (analytics.Service.PerformanceReport).
 func (a *analyticsAPI) supportedPerformance(c *gin.Context) {
 	if err := a.svc.CorePerformanceSupported(); err != nil {
 		c.AbortWithStatusJSON(http.StatusNotImplemented, errorBody{Error: "Not Implemented", Message: err.Error()})
@@ -190,9 +199,9 @@ func (a *analyticsAPI) supportedPerformance(c *gin.Context) {
 }
 
 // supportedTasks is supported for the bottleneck analysis, the per-task
-// context and steps routes and the handler catalog, which are also
+// context, steps and graph routes and the handler catalog, which are also
 // computed on tasker-core (analytics.Service.BottlenecksReport,
-// CoreTaskContexts, HandlerReport).
+// CoreTaskContexts, CoreTaskGraphs, HandlerReport).
 func (a *analyticsAPI) supportedTasks(c *gin.Context) {
 	if err := a.svc.CoreTasksSupported(); err != nil {
 		c.AbortWithStatusJSON(http.StatusNotImplemented, errorBody{Error: "Not Implemented", Message: err.Error()})

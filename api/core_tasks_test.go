@@ -18,8 +18,9 @@ import (
 // per-task context and steps routes take task UUIDs and answer the engine's
 // columns (equal to the yardstick get_task_execution_context), 400 for ids
 // that are not UUIDs, 404 for unknown tasks, missing_task_ids in the batch
-// forms; the handler catalog reads named_tasks; the bottleneck analysis
-// has the engine's uuids; the graph route still answers 501.
+// forms; the graph's adjacency lists are the task's edges, by step uuid;
+// the handler catalog reads named_tasks; the bottleneck analysis has the
+// engine's uuids.
 func TestTaskRoutesOnCore(t *testing.T) {
 	db := v1CoreDB(t)
 	ys, err := os.ReadFile("../analytics/testdata/tasker_core_tasks.sql")
@@ -121,6 +122,42 @@ func TestTaskRoutesOnCore(t *testing.T) {
 		t.Errorf("batch: %s", r.body)
 	}
 
+	// The graph: uuids for every id, the adjacency list the task's edges;
+	// the batch form lists the unknown task.
+	r = do(t, s, http.MethodGet, "/tasker/tasks/"+strings.ToUpper(ids[1])+"/graph")
+	var graph struct {
+		TaskID string `json:"task_id"`
+		Graph  struct {
+			Adjacency map[string][]string `json:"adjacency_list"`
+		} `json:"dependency_graph"`
+		Context   map[string]any `json:"execution_context"`
+		CacheInfo map[string]any `json:"cache_info"`
+	}
+	if err := json.Unmarshal(r.body, &graph); r.code != http.StatusOK || err != nil {
+		t.Fatalf("graph: %d %s", r.code, r.body)
+	}
+	wantAdj := expectV1(t, db, `SELECT COALESCE(json_object_agg(ws.workflow_step_uuid,
+	        (SELECT COALESCE(json_agg(e.to_step_uuid ORDER BY e.to_step_uuid), '[]') FROM tasker.workflow_step_edges e
+	          WHERE e.from_step_uuid = ws.workflow_step_uuid)), '{}')
+	    FROM tasker.workflow_steps ws WHERE ws.task_uuid = $1`, ids[1])
+	gotAdj, _ := json.Marshal(graph.Graph.Adjacency)
+	wantJSON, _ := json.Marshal(wantAdj)
+	if graph.TaskID != ids[1] || string(gotAdj) != string(wantJSON) || len(wantAdj) == 0 ||
+		graph.Context["task_uuid"] != ids[1] || graph.CacheInfo == nil {
+		t.Errorf("graph of %s: task_id %q, adjacency %s, want %s; context %v", ids[1], graph.TaskID, gotAdj, wantJSON, graph.Context)
+	}
+	r = do(t, s, http.MethodGet, "/tasker/tasks/graph?ids="+unknown+","+ids[2])
+	var graphs struct {
+		Tasks []struct {
+			TaskID string `json:"task_id"`
+		} `json:"tasks"`
+		Missing []string `json:"missing_task_ids"`
+	}
+	if err := json.Unmarshal(r.body, &graphs); r.code != http.StatusOK || err != nil || len(graphs.Tasks) != 1 ||
+		graphs.Tasks[0].TaskID != ids[2] || len(graphs.Missing) != 1 || graphs.Missing[0] != unknown {
+		t.Errorf("graph batch: %d %s", r.code, r.body)
+	}
+
 	// The handler catalog, from named_tasks.
 	r = do(t, s, http.MethodGet, PathHandlers)
 	var cat struct {
@@ -173,8 +210,12 @@ func TestTaskRoutesOnCore(t *testing.T) {
 		{"/tasker/tasks/" + strings.ReplaceAll(ids[0], "-", "") + "/steps", http.StatusBadRequest, `must be a task UUID`},
 		{"/tasker/tasks/steps?ids=" + ids[0] + ",7,zz", http.StatusBadRequest, `got \"7\", \"zz\"`},
 		{"/tasker/tasks/context", http.StatusBadRequest, "is required"},
-		{"/tasker/tasks/" + ids[0] + "/graph", http.StatusNotImplemented, "Rails engine"},
-		{"/tasker/tasks/graph?ids=" + ids[0], http.StatusNotImplemented, "Rails engine"},
+		{"/tasker/tasks/" + unknown + "/graph", http.StatusNotFound, "Task not found"},
+		{"/tasker/tasks/7/graph", http.StatusBadRequest, `must be a task UUID (8-4-4-4-12 hex digits), got \"7\"`},
+		{"/tasker/tasks/{" + ids[0] + "}/graph", http.StatusBadRequest, `must be a task UUID`},
+		{"/tasker/tasks/graph?ids=7," + ids[0] + ",zz," + strings.ReplaceAll(ids[1], "-", ""), http.StatusBadRequest,
+			`got \"7\", \"zz\", \"` + strings.ReplaceAll(ids[1], "-", "") + `\"`},
+		{"/tasker/tasks/graph", http.StatusBadRequest, "is required"},
 		{"/tasker/handlers/no_such_namespace", http.StatusNotFound, "Namespace not found"},
 		{PathBottlenecks + "?period=0", http.StatusBadRequest, "period"},
 	} {

@@ -84,6 +84,8 @@ var frontDescriptions = map[string]string{
 	PathPerformance:   "analytics: system performance",
 	PathBottlenecks:   "analytics: bottlenecks",
 	PathHandlers:      "the handler catalog",
+	PathV1Performance: "tasker-core's own analytics API, drop-in (tasker-core databases only)",
+	PathV1Bottlenecks: "tasker-core's own analytics API, drop-in (tasker-core databases only)",
 }
 
 type frontRoute struct {

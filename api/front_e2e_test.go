@@ -87,8 +87,10 @@ func TestFrontPageInBrowser(t *testing.T) {
 	}
 
 	// Every link to the sidecar itself answers (the readiness probe may
-	// say 503 while the demo warms up; no route may be missing). Links to
-	// the docs point at the repository and are not fetched.
+	// say 503 while the demo warms up; no route may be missing), but for
+	// tasker-core's own /v1 API, which a Rails database answers with 404 by
+	// design (docs/endpoints.md). Links to the docs point at the
+	// repository and are not fetched.
 	base, err := url.Parse(front)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +112,8 @@ func TestFrontPageInBrowser(t *testing.T) {
 			continue
 		}
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusNotFound || resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable {
+		v1 := strings.HasPrefix(u.Path, "/v1/")
+		if resp.StatusCode == http.StatusNotFound && !v1 || resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable {
 			t.Errorf("link %s answers %d", l, resp.StatusCode)
 		}
 	}
