@@ -222,6 +222,18 @@ type CoreMetrics struct {
 	CalculatedAt         time.Time
 }
 
+// columns are m as the API writes them.
+func (m CoreMetrics) columns() MetricsColumns {
+	return MetricsColumns{
+		ActiveTasksCount: m.ActiveTasksCount, TotalNamespacesCount: m.TotalNamespacesCount,
+		UniqueTaskTypesCount: m.UniqueTaskTypesCount, SystemHealthScore: m.SystemHealthScore,
+		TaskThroughput: m.TaskThroughput, CompletionCount: m.CompletionCount, ErrorCount: m.ErrorCount,
+		CompletionRate: m.CompletionRate, ErrorRate: m.ErrorRate, AvgTaskDuration: m.AvgTaskDuration,
+		AvgStepDuration: m.AvgStepDuration, StepThroughput: m.StepThroughput,
+		AnalysisPeriodStart: Time(m.AnalysisPeriodStart), CalculatedAt: Time(m.CalculatedAt),
+	}
+}
+
 // coreMetrics computes get_analytics_metrics(since); nil since is the
 // function's default window (the last hour).
 func coreMetrics(ctx context.Context, q querier, since *time.Time) (CoreMetrics, error) {

@@ -73,20 +73,7 @@ type CoreTaskStates struct {
 // CorePeriod has every column of tasker-core's get_analytics_metrics(since),
 // in order, followed by the same additions as CoreTrend.
 type CorePeriod struct {
-	ActiveTasksCount     int64   `json:"active_tasks_count"`
-	TotalNamespacesCount int64   `json:"total_namespaces_count"`
-	UniqueTaskTypesCount int64   `json:"unique_task_types_count"`
-	SystemHealthScore    Decimal `json:"system_health_score"`
-	TaskThroughput       int64   `json:"task_throughput"`
-	CompletionCount      int64   `json:"completion_count"`
-	ErrorCount           int64   `json:"error_count"`
-	CompletionRate       Decimal `json:"completion_rate"`
-	ErrorRate            Decimal `json:"error_rate"`
-	AvgTaskDuration      Decimal `json:"avg_task_duration"`
-	AvgStepDuration      Decimal `json:"avg_step_duration"`
-	StepThroughput       int64   `json:"step_throughput"`
-	AnalysisPeriodStart  Time    `json:"analysis_period_start"`
-	CalculatedAt         Time    `json:"calculated_at"`
+	MetricsColumns
 
 	TasksByState       CoreTaskStates `json:"tasks_by_state"`
 	TaskCompletionRate Decimal        `json:"task_completion_rate"`
@@ -164,13 +151,8 @@ func corePerformanceReport(ctx context.Context, q querier, since *time.Time) (*C
 		w := windows["period"]
 		m, t := w.metrics, w.trend
 		p.Period = &CorePeriod{
-			ActiveTasksCount: m.ActiveTasksCount, TotalNamespacesCount: m.TotalNamespacesCount,
-			UniqueTaskTypesCount: m.UniqueTaskTypesCount, SystemHealthScore: m.SystemHealthScore,
-			TaskThroughput: m.TaskThroughput, CompletionCount: m.CompletionCount, ErrorCount: m.ErrorCount,
-			CompletionRate: m.CompletionRate, ErrorRate: m.ErrorRate, AvgTaskDuration: m.AvgTaskDuration,
-			AvgStepDuration: m.AvgStepDuration, StepThroughput: m.StepThroughput,
-			AnalysisPeriodStart: Time(m.AnalysisPeriodStart), CalculatedAt: Time(m.CalculatedAt),
-			TasksByState: t.TasksByState, TaskCompletionRate: t.TaskCompletionRate, TaskErrorRate: t.TaskErrorRate,
+			MetricsColumns: m.columns(),
+			TasksByState:   t.TasksByState, TaskCompletionRate: t.TaskCompletionRate, TaskErrorRate: t.TaskErrorRate,
 			TaskDuration: t.TaskDuration,
 		}
 	}

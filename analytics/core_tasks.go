@@ -305,15 +305,5 @@ func (s *Service) CoreTaskSteps(ctx context.Context, ids []string) ([]CoreTaskSt
 }
 
 func missingUUIDs(ids []string, tasks []*coreTask) []string {
-	found := make(map[string]bool, len(tasks))
-	for _, t := range tasks {
-		found[t.uuid] = true
-	}
-	missing := []string{}
-	for _, id := range ids {
-		if !found[id] && !slices.Contains(missing, id) {
-			missing = append(missing, id)
-		}
-	}
-	return missing
+	return missingKeys(ids, tasks, func(t *coreTask) string { return t.uuid })
 }

@@ -75,9 +75,11 @@ type DurationStats struct {
 	P99   Decimal `json:"p99"`
 }
 
-// Period has every column of get_analytics_metrics_v01(since), in order,
-// followed by the same additions as Trend.
-type Period struct {
+// MetricsColumns are the 14 columns of the engines' analytics function, in
+// order: get_analytics_metrics_v01(since) on Rails and
+// tasker.get_analytics_metrics(since) on tasker-core have the same ones.
+// Period and CorePeriod embed them, so they come first in the JSON.
+type MetricsColumns struct {
 	ActiveTasksCount     int64   `json:"active_tasks_count"`
 	TotalNamespacesCount int64   `json:"total_namespaces_count"`
 	UniqueTaskTypesCount int64   `json:"unique_task_types_count"`
@@ -92,6 +94,12 @@ type Period struct {
 	StepThroughput       int64   `json:"step_throughput"`
 	AnalysisPeriodStart  Time    `json:"analysis_period_start"`
 	CalculatedAt         Time    `json:"calculated_at"`
+}
+
+// Period has every column of get_analytics_metrics_v01(since), in order,
+// followed by the same additions as Trend.
+type Period struct {
+	MetricsColumns
 
 	TasksByState       TaskStates    `json:"tasks_by_state"`
 	TaskCompletionRate Decimal       `json:"task_completion_rate"`
@@ -143,24 +151,26 @@ func performance(ctx context.Context, q querier, since *time.Time) (*Performance
 	if since != nil {
 		w := windows["period"].trend
 		p.Period = &Period{
-			ActiveTasksCount:     ov.ActiveTasks,
-			TotalNamespacesCount: ov.TotalNamespaces,
-			UniqueTaskTypesCount: ov.UniqueTaskTypes,
-			SystemHealthScore:    hour.healthScore, // Tasker's score ignores since
-			TaskThroughput:       w.TaskThroughput,
-			CompletionCount:      w.CompletionCount,
-			ErrorCount:           w.ErrorCount,
-			CompletionRate:       w.CompletionRate,
-			ErrorRate:            w.ErrorRate,
-			AvgTaskDuration:      w.AvgTaskDuration,
-			AvgStepDuration:      w.AvgStepDuration,
-			StepThroughput:       w.StepThroughput,
-			AnalysisPeriodStart:  w.WindowStart,
-			CalculatedAt:         Time(now),
-			TasksByState:         w.TasksByState,
-			TaskCompletionRate:   w.TaskCompletionRate,
-			TaskErrorRate:        w.TaskErrorRate,
-			TaskDuration:         w.TaskDuration,
+			MetricsColumns: MetricsColumns{
+				ActiveTasksCount:     ov.ActiveTasks,
+				TotalNamespacesCount: ov.TotalNamespaces,
+				UniqueTaskTypesCount: ov.UniqueTaskTypes,
+				SystemHealthScore:    hour.healthScore, // Tasker's score ignores since
+				TaskThroughput:       w.TaskThroughput,
+				CompletionCount:      w.CompletionCount,
+				ErrorCount:           w.ErrorCount,
+				CompletionRate:       w.CompletionRate,
+				ErrorRate:            w.ErrorRate,
+				AvgTaskDuration:      w.AvgTaskDuration,
+				AvgStepDuration:      w.AvgStepDuration,
+				StepThroughput:       w.StepThroughput,
+				AnalysisPeriodStart:  w.WindowStart,
+				CalculatedAt:         Time(now),
+			},
+			TasksByState:       w.TasksByState,
+			TaskCompletionRate: w.TaskCompletionRate,
+			TaskErrorRate:      w.TaskErrorRate,
+			TaskDuration:       w.TaskDuration,
 		}
 	}
 	return p, nil

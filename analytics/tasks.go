@@ -229,16 +229,22 @@ func (s *Service) TaskGraphs(ctx context.Context, ids []int64) ([]TaskGraph, []i
 	return out, missing, err
 }
 
-func missingIDs(ids []int64, tasks []*taskData) []int64 {
-	found := make(map[int64]bool, len(tasks))
+// missingKeys returns the ids of ids that no task has, once each, in the
+// order asked: for either engine's keys (Rails' ids, tasker-core's UUIDs).
+func missingKeys[ID comparable, T any](ids []ID, tasks []T, key func(T) ID) []ID {
+	found := make(map[ID]bool, len(tasks))
 	for _, t := range tasks {
-		found[t.taskID] = true
+		found[key(t)] = true
 	}
-	missing := []int64{}
+	missing := []ID{}
 	for _, id := range ids {
 		if !found[id] && !slices.Contains(missing, id) {
 			missing = append(missing, id)
 		}
 	}
 	return missing
+}
+
+func missingIDs(ids []int64, tasks []*taskData) []int64 {
+	return missingKeys(ids, tasks, func(t *taskData) int64 { return t.taskID })
 }

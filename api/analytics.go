@@ -138,48 +138,12 @@ func (a *analyticsAPI) mount(r *gin.Engine) {
 	r.GET(PathBottlenecks, noCache, a.supportedTasks, a.bottlenecks)
 	// Context, steps and graph are computed on either engine, each request
 	// choosing by the attachment's engine (analytics.Service.OnCore).
-	r.GET(PathTaskContext, noCache, a.supportedTasks, func(c *gin.Context) {
-		if a.svc.OnCore() {
-			one(a, c, a.coreContexts)
-			return
-		}
-		one(a, c, a.contexts)
-	})
-	r.GET(PathTaskSteps, noCache, a.supportedTasks, func(c *gin.Context) {
-		if a.svc.OnCore() {
-			one(a, c, a.coreSteps)
-			return
-		}
-		one(a, c, a.steps)
-	})
-	r.GET(PathTaskGraph, noCache, a.supportedTasks, func(c *gin.Context) {
-		if a.svc.OnCore() {
-			one(a, c, a.coreGraphs)
-			return
-		}
-		one(a, c, a.graphs)
-	})
-	r.GET(PathTasksContext, noCache, a.supportedTasks, func(c *gin.Context) {
-		if a.svc.OnCore() {
-			many(a, c, a.coreContexts)
-			return
-		}
-		many(a, c, a.contexts)
-	})
-	r.GET(PathTasksSteps, noCache, a.supportedTasks, func(c *gin.Context) {
-		if a.svc.OnCore() {
-			many(a, c, a.coreSteps)
-			return
-		}
-		many(a, c, a.steps)
-	})
-	r.GET(PathTasksGraph, noCache, a.supportedTasks, func(c *gin.Context) {
-		if a.svc.OnCore() {
-			many(a, c, a.coreGraphs)
-			return
-		}
-		many(a, c, a.graphs)
-	})
+	r.GET(PathTaskContext, noCache, a.supportedTasks, eitherEngine(a, one, a.contexts, one, a.coreContexts))
+	r.GET(PathTaskSteps, noCache, a.supportedTasks, eitherEngine(a, one, a.steps, one, a.coreSteps))
+	r.GET(PathTaskGraph, noCache, a.supportedTasks, eitherEngine(a, one, a.graphs, one, a.coreGraphs))
+	r.GET(PathTasksContext, noCache, a.supportedTasks, eitherEngine(a, many, a.contexts, many, a.coreContexts))
+	r.GET(PathTasksSteps, noCache, a.supportedTasks, eitherEngine(a, many, a.steps, many, a.coreSteps))
+	r.GET(PathTasksGraph, noCache, a.supportedTasks, eitherEngine(a, many, a.graphs, many, a.coreGraphs))
 	// The handler catalog is read from either engine's tables.
 	r.GET(PathHandlers, noCache, a.supportedTasks, a.handlers)
 	r.GET(PathHandlerNS, noCache, a.supportedTasks, a.handlerNamespace)
@@ -502,6 +466,21 @@ func lookup[T any, K cmp.Ordered](ctx context.Context, a *analyticsAPI, r taskRo
 
 // one serves a single-task route: the task's entry, with generated_at
 // where the route has it, or a 404.
+// eitherEngine serves a per-task route from the variant of the engine
+// attached at the request (Rails' integer ids or tasker-core's UUIDs);
+// serveRails and serveCore are one or many, instantiated for each variant.
+func eitherEngine[R, C any](a *analyticsAPI,
+	serveRails func(*analyticsAPI, *gin.Context, taskRoute[R, int64]), rails taskRoute[R, int64],
+	serveCore func(*analyticsAPI, *gin.Context, taskRoute[C, string]), core taskRoute[C, string]) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if a.svc.OnCore() {
+			serveCore(a, c, core)
+			return
+		}
+		serveRails(a, c, rails)
+	}
+}
+
 func one[T any, K cmp.Ordered](a *analyticsAPI, c *gin.Context, r taskRoute[T, K]) {
 	id, err := r.parse(c.Param("id"))
 	if err != nil {

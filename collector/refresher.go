@@ -54,6 +54,11 @@ func (c RefreshConfig) Validate() []error {
 	return errs
 }
 
+// Effective is c as a refresher runs it: a zero interval is
+// DefaultRefreshConfig's, a zero timeout the interval at most 10 s. Other
+// readers on the same schedule (coreops) resolve theirs with it.
+func (c RefreshConfig) Effective() RefreshConfig { return c.withDefaults() }
+
 // withDefaults fills a zero interval from DefaultRefreshConfig and resolves
 // the timeout.
 func (c RefreshConfig) withDefaults() RefreshConfig {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tasker-systems/tasker-sidecar/collector"
 	"github.com/tasker-systems/tasker-sidecar/internal/engine"
 	"github.com/tasker-systems/tasker-sidecar/internal/lifecycle"
 )
@@ -20,10 +21,9 @@ type Source interface {
 
 // Options configure a Refresher.
 type Options struct {
-	// Interval between reads (collector.refresh_interval; 0: 15 s).
-	// Timeout bounds one read (collector.refresh_timeout); 0 means the
-	// interval, at most 10 s, as for the health counts
-	// (collector.RefreshConfig).
+	// Interval between reads (collector.refresh_interval) and the bound
+	// of one read (collector.refresh_timeout); zeros resolve as for the
+	// health counts (collector.RefreshConfig.Effective).
 	Interval, Timeout time.Duration
 	// Queues is where pgmq lives: the Tasker database's pool, or the pool
 	// of pgmq.database_url when tasker-core keeps its queues apart
@@ -68,12 +68,10 @@ func NewRefresher(src Source, db Querier, opts Options) *Refresher {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Interval <= 0 {
-		opts.Interval = 15 * time.Second
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = min(opts.Interval, 10*time.Second)
-	}
+	// The health counts' schedule and its defaults, resolved where they
+	// are defined.
+	rc := collector.RefreshConfig{Interval: opts.Interval, Timeout: opts.Timeout}.Effective()
+	opts.Interval, opts.Timeout = rc.Interval, rc.Timeout
 	r := &Refresher{
 		src: src, db: db, opts: opts, now: time.Now,
 		follow: newDLQFollower(),
@@ -126,7 +124,14 @@ func (r *Refresher) Refresh(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	snap := Read(ctx, r.db, r.opts.Queues, e, r.now())
+	// On a hot standby replay may cancel a read (a recovery conflict): the
+	// whole read is repeated as the health counts' is, a bounded number of
+	// times; a part still failing keeps its last good values below.
+	var snap Snapshot
+	_ = collector.RetryRecoveryConflict(ctx, func(ctx context.Context) error {
+		snap = Read(ctx, r.db, r.opts.Queues, e, r.now())
+		return snap.Err()
+	})
 	fresh, followErr := r.follow.read(ctx, r.db)
 
 	r.mu.Lock()
